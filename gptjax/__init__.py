@@ -1,0 +1,1 @@
+"""gptjax: train GPT-style chat models in JAX (pretrain, SFT, DPO) and sample from them."""
