@@ -1,0 +1,73 @@
+"""Everything a training run reads: the tokenizer and the train/validation token streams.
+
+The tokenizer is trained once per workdir (or loaded from `data.tokenizer`) and the streams
+are cached in the workdir keyed by the tokenizer's hash, so a restarted run reuses both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from gptjax.data.corpus import builtin_documents, split_documents
+from gptjax.errors import ConfigError, DataError
+from gptjax.tokenizer import Tokenizer, check_vocab, train_tokenizer, unigram_entropy
+
+SOURCES = ("builtin",)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    tokenizer: Tokenizer
+    train_stream: np.ndarray  # int32 token ids, documents as [bos] ids [eos]
+    valid_stream: np.ndarray
+    unigram_entropy: float  # nats/token of the validation stream's token frequencies
+
+
+def _documents(data_config) -> tuple[list[str], list[str]]:
+    if data_config.source not in SOURCES:
+        raise ConfigError(f"data.source={data_config.source!r} is not one of {SOURCES}")
+    return split_documents(builtin_documents(), data_config.validation_fraction)
+
+
+def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokenizer:
+    if data_config.tokenizer:
+        return Tokenizer.load(data_config.tokenizer)
+    local = workdir / "tokenizer"
+    if (local / "tokenizer.model").is_file():
+        return Tokenizer.load(local)
+    log(f"training a {data_config.tokenizer_type} tokenizer, {data_config.vocab_size} pieces ...")
+    return train_tokenizer(
+        train_docs, local, vocab_size=data_config.vocab_size, model_type=data_config.tokenizer_type
+    )
+
+
+def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
+    from gptjax.data.pipeline import encode_documents  # imports TensorFlow; only when needed
+
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (ValueError, OSError) as error:
+            raise DataError(f"token cache {path} is corrupt ({error}); delete it to rebuild") from None
+    stream = encode_documents(docs, tokenizer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, stream)
+    tmp.replace(path)
+    return stream
+
+
+def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
+    """Tokenizer + streams for a run; refuses a model vocabulary smaller than the tokenizer's."""
+    workdir = Path(workdir)
+    train_docs, valid_docs = _documents(data_config)
+    tokenizer = _tokenizer(data_config, train_docs, workdir, log)
+    check_vocab(tokenizer.vocab_size, model_vocab_size)
+    cache = workdir / "data"
+    key = tokenizer.sha256[:16]
+    train_stream = _cached_stream(cache / f"train-{key}.npy", train_docs, tokenizer)
+    valid_stream = _cached_stream(cache / f"valid-{key}.npy", valid_docs, tokenizer)
+    return RunData(tokenizer, train_stream, valid_stream, unigram_entropy(valid_stream))

@@ -1,0 +1,409 @@
+"""Decoder-only Transformer in Flax NNX: GPT-2 and Llama families from one `ModelConfig`.
+
+Dimension legend, used in tensor names (`x_BLD`) and einsum strings:
+  B batch · L query length · M key length · D embed · H query heads · G key/value heads ·
+  R query heads per kv head (H = G·R) · K head dim · F mlp hidden · V vocab · N layers
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
+`mlp`, `norm`, `position`, `layers`); `gptjax.sharding` maps them onto mesh axes. Parameters
+never carry mesh axis names, so `Transformer(ModelConfig(...), rngs=nnx.Rngs(0))` works in a
+notebook without a mesh.
+
+Layers are stored stacked (a leading `layers` axis) whether or not they are scanned, so
+`scan_layers` and `remat` change how the stack runs, never the parameter tree or checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import spmd as flax_spmd
+
+from gptjax.errors import ConfigError
+
+Array = jax.Array
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the decoder. `gpt2()` and `llama()` fill in each family's choices."""
+
+    vocab_size: int
+    num_layers: int
+    num_heads: int
+    embed_dim: int
+    mlp_dim: int
+    max_seq_len: int
+    num_kv_heads: int | None = None  # None: = num_heads (no grouping)
+    head_dim: int | None = None  # None: embed_dim // num_heads
+    position: Literal["learned", "rope"] = "learned"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    activation: Literal["gelu", "swiglu"] = "gelu"
+    use_bias: bool = True  # biases on attention and MLP projections (GPT-2 has them)
+    tie_embeddings: bool = True  # output head shares the token embedding table
+    norm_eps: float = 1e-5
+    rope_theta: float = 10_000.0
+    dropout_rate: float = 0.0
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; parameters stay float32
+    remat: Literal["none", "full", "dots"] = "none"  # activation rematerialisation per block
+    scan_layers: bool = True  # lax.scan over the stacked layers (fast compile) or unrolled
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        positive = ("vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "max_seq_len")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.head_dim is None and self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"model.num_heads={self.num_heads} must divide model.embed_dim={self.embed_dim} "
+                "(or set model.head_dim explicitly)"
+            )
+        if self.kv_heads <= 0 or self.num_heads % self.kv_heads:
+            raise ConfigError(
+                f"model.num_kv_heads={self.kv_heads} must be positive and divide "
+                f"model.num_heads={self.num_heads}"
+            )
+        if self.position == "rope" and self.dims_per_head % 2:
+            raise ConfigError(f"rotary positions need an even head_dim, got {self.dims_per_head}")
+        choices = {
+            "position": ("learned", "rope"),
+            "norm": ("layernorm", "rmsnorm"),
+            "activation": ("gelu", "swiglu"),
+            "dtype": tuple(_DTYPES),
+            "remat": tuple(_REMAT_POLICIES),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def dims_per_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.embed_dim // self.num_heads
+
+    @property
+    def compute_dtype(self):
+        return _DTYPES[self.dtype]
+
+    @classmethod
+    def gpt2(cls, **overrides) -> ModelConfig:
+        """GPT-2: learned positions, LayerNorm with bias, GELU MLP, tied embeddings."""
+        fields = dict(position="learned", norm="layernorm", activation="gelu", use_bias=True,
+                      tie_embeddings=True, norm_eps=1e-5)
+        return cls(**(fields | overrides))
+
+    @classmethod
+    def llama(cls, **overrides) -> ModelConfig:
+        """Llama: rotary positions, RMSNorm, SwiGLU MLP, no biases, untied output head."""
+        fields = dict(position="rope", norm="rmsnorm", activation="swiglu", use_bias=False,
+                      tie_embeddings=False, norm_eps=1e-5)
+        return cls(**(fields | overrides))
+
+
+def _param(rngs: nnx.Rngs, shape: tuple[int, ...], names: tuple[str, ...], std: float | None):
+    """A float32 parameter with logical axis names; std=None means ones, 0.0 means zeros."""
+    if std is None:
+        value = jnp.ones(shape, jnp.float32)
+    elif std == 0.0:
+        value = jnp.zeros(shape, jnp.float32)
+    else:
+        value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+    # eager_sharding=False: placement is gptjax.sharding's job, so no mesh is needed here.
+    return nnx.Param(value, out_sharding=names, eager_sharding=False)
+
+
+def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
+    """Pins an activation's sharding by logical names, when logical rules and a mesh are active.
+
+    Outside training (a notebook, a test without rules) this is the identity.
+    """
+    rules = flax_spmd.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh is None or mesh.empty:
+        return x
+    from gptjax.sharding import logical_to_spec
+
+    spec = logical_to_spec(names, rules, dict(mesh.shape), x.shape)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+class Norm(nnx.Module):
+    """LayerNorm (with bias) or RMSNorm, computed in float32 for stability."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.kind, self.eps = config.norm, config.norm_eps
+        self.scale = _param(rngs, (config.embed_dim,), ("norm",), None)
+        self.bias = _param(rngs, (config.embed_dim,), ("norm",), 0.0) if config.norm == "layernorm" else None
+
+    def __call__(self, x_BLD: Array) -> Array:
+        x = x_BLD.astype(jnp.float32)
+        if self.kind == "layernorm":
+            x = x - x.mean(-1, keepdims=True)
+        x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps) * self.scale[...]
+        if self.bias is not None:
+            x = x + self.bias[...]
+        return x.astype(x_BLD.dtype)
+
+
+def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
+    """Rotary position embedding, Hugging Face's half-split layout (rotate_half), in float32."""
+    half = x_BLHK.shape[-1] // 2
+    inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BLK = positions_BL[..., None].astype(jnp.float32) * inv_freq
+    cos, sin = jnp.cos(angle_BLK)[:, :, None, :], jnp.sin(angle_BLK)[:, :, None, :]
+    x = x_BLHK.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BLHK.dtype)
+
+
+def attention_mask(segment_ids_BL: Array) -> Array:
+    """Causal mask restricted to the query's own packed document: [B, 1, 1, L, M] booleans."""
+    length = segment_ids_BL.shape[1]
+    causal_LM = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
+    same_doc_BLM = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
+    return (causal_LM & same_doc_BLM)[:, None, None, :, :]
+
+
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with grouped key/value heads (G <= H) and optional rotary positions."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        D, H, G, K = config.embed_dim, config.num_heads, config.kv_heads, config.dims_per_head
+        std, out_std = config.init_std, config.init_std / math.sqrt(2 * config.num_layers)
+        self.q_DHK = _param(rngs, (D, H, K), ("embed", "heads", "head_dim"), std)
+        self.k_DGK = _param(rngs, (D, G, K), ("embed", "kv_heads", "head_dim"), std)
+        self.v_DGK = _param(rngs, (D, G, K), ("embed", "kv_heads", "head_dim"), std)
+        # GPT-2 scales residual-branch outputs by 1/sqrt(2N) so the stream's variance stays flat.
+        self.o_HKD = _param(rngs, (H, K, D), ("heads", "head_dim", "embed"), out_std)
+        if config.use_bias:
+            self.q_bias_HK = _param(rngs, (H, K), ("heads", "head_dim"), 0.0)
+            self.k_bias_GK = _param(rngs, (G, K), ("kv_heads", "head_dim"), 0.0)
+            self.v_bias_GK = _param(rngs, (G, K), ("kv_heads", "head_dim"), 0.0)
+            self.o_bias_D = _param(rngs, (D,), ("embed",), 0.0)
+
+    def __call__(self, x_BLD: Array, positions_BL: Array, mask: Array, key: Array | None) -> Array:
+        cfg, dt = self.config, self.config.compute_dtype
+        q_BLHK = jnp.einsum("BLD,DHK->BLHK", x_BLD, self.q_DHK[...].astype(dt))
+        k_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.k_DGK[...].astype(dt))
+        v_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.v_DGK[...].astype(dt))
+        if cfg.use_bias:
+            q_BLHK += self.q_bias_HK[...].astype(dt)
+            k_BMGK += self.k_bias_GK[...].astype(dt)
+            v_BMGK += self.v_bias_GK[...].astype(dt)
+        if cfg.position == "rope":
+            q_BLHK = rotary(q_BLHK, positions_BL, cfg.rope_theta)
+            k_BMGK = rotary(k_BMGK, positions_BL, cfg.rope_theta)
+        q_BLHK = constrain(q_BLHK, ("batch", "length", "act_heads", None))
+        out_BLHK = grouped_attention(q_BLHK, k_BMGK, v_BMGK, mask)
+        out_BLHK = dropout(out_BLHK, cfg.dropout_rate, key)
+        out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, self.o_HKD[...].astype(dt))
+        if cfg.use_bias:
+            out_BLD += self.o_bias_D[...].astype(dt)
+        return out_BLD
+
+
+def grouped_attention(q_BLHK: Array, k_BMGK: Array, v_BMGK: Array, mask: Array) -> Array:
+    """Softmax attention where each of the G kv heads serves R = H/G query heads.
+
+    `mask` broadcasts against [B, G, R, L, M]; scores and softmax are float32.
+    """
+    B, L, H, K = q_BLHK.shape
+    G = k_BMGK.shape[2]
+    q_BLGRK = q_BLHK.reshape(B, L, G, H // G, K)
+    scores_BGRLM = jnp.einsum("BLGRK,BMGK->BGRLM", q_BLGRK, k_BMGK).astype(jnp.float32)
+    scores_BGRLM = jnp.where(mask, scores_BGRLM / math.sqrt(K), jnp.finfo(jnp.float32).min)
+    probs_BGRLM = jax.nn.softmax(scores_BGRLM, axis=-1).astype(v_BMGK.dtype)
+    out_BLGRK = jnp.einsum("BGRLM,BMGK->BLGRK", probs_BGRLM, v_BMGK)
+    return out_BLGRK.reshape(B, L, H, K)
+
+
+class MLP(nnx.Module):
+    """GELU MLP (GPT-2) or SwiGLU (Llama)."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        D, F = config.embed_dim, config.mlp_dim
+        std, out_std = config.init_std, config.init_std / math.sqrt(2 * config.num_layers)
+        self.up_DF = _param(rngs, (D, F), ("embed", "mlp"), std)
+        if config.activation == "swiglu":
+            self.gate_DF = _param(rngs, (D, F), ("embed", "mlp"), std)
+        self.down_FD = _param(rngs, (F, D), ("mlp", "embed"), out_std)
+        if config.use_bias:
+            self.up_bias_F = _param(rngs, (F,), ("mlp",), 0.0)
+            self.down_bias_D = _param(rngs, (D,), ("embed",), 0.0)
+
+    def __call__(self, x_BLD: Array) -> Array:
+        cfg, dt = self.config, self.config.compute_dtype
+        h_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt))
+        if cfg.use_bias:
+            h_BLF += self.up_bias_F[...].astype(dt)
+        if cfg.activation == "swiglu":
+            gate_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt))
+            h_BLF = jax.nn.silu(gate_BLF) * h_BLF
+        else:
+            h_BLF = jax.nn.gelu(h_BLF, approximate=True)  # GPT-2's tanh approximation
+        h_BLF = constrain(h_BLF, ("batch", "length", "act_mlp"))
+        out_BLD = jnp.einsum("BLF,FD->BLD", h_BLF, self.down_FD[...].astype(dt))
+        if cfg.use_bias:
+            out_BLD += self.down_bias_D[...].astype(dt)
+        return out_BLD
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.attn_norm = Norm(config, rngs=rngs)
+        self.attn = Attention(config, rngs=rngs)
+        self.mlp_norm = Norm(config, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x_BLD, positions_BL, mask, key: Array | None):
+        attn_key = mlp_key = resid_key = None
+        if key is not None:
+            attn_key, mlp_key, resid_key = jax.random.split(key, 3)
+        rate = self.config.dropout_rate
+        h_BLD = self.attn(self.attn_norm(x_BLD), positions_BL, mask, attn_key)
+        x_BLD = x_BLD + dropout(h_BLD, rate, resid_key)
+        h_BLD = self.mlp(self.mlp_norm(x_BLD))
+        x_BLD = x_BLD + dropout(h_BLD, rate, mlp_key)
+        return constrain(x_BLD, ("batch", "length", "act_embed"))
+
+
+class Transformer(nnx.Module):
+    """The decoder: tokens [B, L] -> float32 logits [B, L, V].
+
+    `segment_ids` (documents packed in a row) and `positions` (restarting per document) come
+    from the batch; without them the row is one document. `dropout_key=None` disables dropout.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        V, D = config.vocab_size, config.embed_dim
+        self.embed_VD = _param(rngs, (V, D), ("vocab", "embed"), config.init_std)
+        if config.position == "learned":
+            self.pos_embed_PD = _param(rngs, (config.max_seq_len, D), ("position", "embed"), 0.01)
+
+        @nnx.split_rngs(splits=config.num_layers)
+        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_blocks(rngs: nnx.Rngs) -> Block:
+            return Block(config, rngs=rngs)
+
+        self.blocks = make_blocks(rngs)
+        self.final_norm = Norm(config, rngs=rngs)
+        if not config.tie_embeddings:
+            self.head_DV = _param(rngs, (D, V), ("embed", "vocab"), config.init_std)
+
+    def __call__(
+        self,
+        tokens_BL: Array,
+        *,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+        dropout_key: Array | None = None,
+    ) -> Array:
+        cfg = self.config
+        B, L = tokens_BL.shape
+        if segment_ids is None:
+            segment_ids = jnp.ones((B, L), jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+        x_BLD = jnp.take(self.embed_VD[...], tokens_BL, axis=0)
+        if cfg.position == "learned":
+            x_BLD = x_BLD + jnp.take(self.pos_embed_PD[...], positions, axis=0)
+        embed_key = layer_keys = None
+        if dropout_key is not None and cfg.dropout_rate > 0:
+            embed_key, layers_key = jax.random.split(dropout_key)
+            layer_keys = jax.random.split(layers_key, cfg.num_layers)
+        x_BLD = dropout(x_BLD, cfg.dropout_rate, embed_key).astype(cfg.compute_dtype)
+        x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
+        x_BLD = self._run_blocks(x_BLD, positions, attention_mask(segment_ids), layer_keys)
+        x_BLD = self.final_norm(x_BLD).astype(jnp.float32)
+        head_DV = self.embed_VD[...].T if cfg.tie_embeddings else self.head_DV[...]
+        # Logits in float32 whatever the compute dtype: the loss is sensitive to their rounding.
+        logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, head_DV.astype(jnp.float32))
+        return constrain(logits_BLV, ("batch", "length", "act_vocab"))
+
+    def _run_blocks(self, x_BLD, positions_BL, mask, layer_keys):
+        """Applies the N stacked blocks: one lax.scan, or an unrolled loop over the same weights."""
+        cfg = self.config
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def apply_block(x, layer):
+            params, key = layer
+            return nnx.merge(graphdef, params)(x, positions_BL, mask, key), None
+
+        policy = _REMAT_POLICIES[cfg.remat]
+        if policy is not None:
+            # prevent_cse only matters outside scan (XLA could otherwise undo the remat).
+            apply_block = jax.checkpoint(apply_block, policy=policy, prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            x_BLD, _ = jax.lax.scan(apply_block, x_BLD, (stacked, layer_keys))
+            return x_BLD
+        for i in range(cfg.num_layers):
+            layer = jax.tree.map(lambda a, i=i: a[i], (stacked, layer_keys))
+            x_BLD, _ = apply_block(x_BLD, layer)
+        return x_BLD
+
+
+def count_params(config: ModelConfig) -> int:
+    """Closed-form parameter count (tests check it against the built model)."""
+    D, F, V, N = config.embed_dim, config.mlp_dim, config.vocab_size, config.num_layers
+    H, G, K = config.num_heads, config.kv_heads, config.dims_per_head
+    norm = D * (2 if config.norm == "layernorm" else 1)
+    attn = D * H * K * 2 + D * G * K * 2
+    mlp = D * F * (3 if config.activation == "swiglu" else 2)
+    if config.use_bias:
+        attn += H * K + 2 * G * K + D
+        mlp += F + D
+    total = V * D + N * (2 * norm + attn + mlp) + norm
+    if config.position == "learned":
+        total += config.max_seq_len * D
+    if not config.tie_embeddings:
+        total += D * V
+    return total
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token, MaxText's causal formula.
+
+    6 x (matmul parameters: every weight matrix, embeddings excluded except an untied or tied
+    output projection) for forward + backward, plus causal attention: QK^T and AV each cost
+    2·L·K per head per token forward, halved because only the causal half is needed, times 3
+    for forward + backward: 6 · N · H · K · L (= 12·N·H·K·L/2).
+    """
+    D, F, V, N = config.embed_dim, config.mlp_dim, config.vocab_size, config.num_layers
+    H, G, K = config.num_heads, config.kv_heads, config.dims_per_head
+    per_layer = D * H * K * 2 + D * G * K * 2 + D * F * (3 if config.activation == "swiglu" else 2)
+    matmul_params = N * per_layer + D * V
+    attention = 6 * N * H * K * seq_len
+    return 6.0 * matmul_params + attention

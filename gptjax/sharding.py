@@ -1,0 +1,178 @@
+"""Mesh, logical-to-mesh axis rules, sharded state creation and batch placement.
+
+Mesh axes: `data` (pure data parallel: replicas), `fsdp` (data parallel whose replicas also
+split the parameters and optimizer state), `tensor` (splits heads / mlp / vocab within a layer).
+The batch is split over (`data`, `fsdp`). Model code only names logical axes; the rules table
+(in the config) is the single place that decides where each lands.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gptjax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+DEFAULT_RULES: tuple = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("act_embed", None),
+    ("head_dim", None),
+    ("layers", None),
+    ("norm", None),
+    ("position", None),
+    ("length", None),
+)
+
+
+def resolve_mesh_shape(requested: Mapping[str, int], device_count: int) -> dict[str, int]:
+    """Fills one `-1` axis with the remaining devices; the product must equal the device count."""
+    sizes = {axis: int(requested.get(axis, 1)) for axis in MESH_AXES}
+    unknown = set(requested) - set(MESH_AXES)
+    if unknown:
+        raise ConfigError(f"mesh: unknown axis {sorted(unknown)}; the axes are {MESH_AXES}")
+    free = [axis for axis, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ConfigError(f"mesh: at most one axis may be -1, got {free}")
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            raise ConfigError(f"mesh.{axis} must be a positive integer or -1, got {size}")
+    fixed = math.prod(size for size in sizes.values() if size != -1)
+    if free:
+        if device_count % fixed:
+            raise ConfigError(
+                f"mesh: the fixed axes use {fixed} devices, which does not divide the "
+                f"{device_count} available devices"
+            )
+        sizes[free[0]] = device_count // fixed
+    if math.prod(sizes.values()) != device_count:
+        raise ConfigError(
+            f"mesh {sizes} needs {math.prod(sizes.values())} devices but {device_count} are "
+            "available; set one axis to -1 to use the rest"
+        )
+    return sizes
+
+
+def make_mesh(requested: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh with axes (data, fsdp, tensor) in Auto (GSPMD-propagated) mode."""
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = resolve_mesh_shape(requested, len(devices))
+    shape = tuple(sizes[axis] for axis in MESH_AXES)
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    if devices == list(jax.devices()):
+        # make_mesh orders devices for the physical topology (ICI rings on TPU).
+        return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def logical_to_spec(
+    names: Sequence[str | None],
+    rules: Rules,
+    mesh_shape: Mapping[str, int],
+    shape: Sequence[int] | None = None,
+) -> PartitionSpec:
+    """Maps logical axis names to a PartitionSpec.
+
+    A mesh axis is used at most once per array (the first dimension to claim it wins), and a
+    dimension that the mesh axes would not divide evenly stays replicated.
+    """
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for dim, name in enumerate(names):
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used and mesh_shape.get(a, 1) > 1)
+        if shape is not None and axes and shape[dim] % math.prod(mesh_shape[a] for a in axes):
+            axes = ()
+        used.update(axes)
+        spec.append(axes[0] if len(axes) == 1 else (axes or None))
+    return PartitionSpec(*spec)
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
+    """NamedSharding for every leaf of an (abstract) nnx State; unannotated leaves are replicated."""
+
+    def leaf_sharding(leaf):
+        value = leaf.get_value() if _is_variable(leaf) else leaf
+        names = leaf.get_metadata().get("out_sharding") if _is_variable(leaf) else None
+        if names is None:
+            return NamedSharding(mesh, PartitionSpec())
+        spec = logical_to_spec(names, rules, dict(mesh.shape), value.shape)
+        return NamedSharding(mesh, spec)
+
+    return jax.tree.map(leaf_sharding, abstract_state, is_leaf=_is_variable)
+
+
+def unannotated_leaves(state) -> list[str]:
+    """Paths of parameters with no logical axis names (a test fails on any)."""
+    missing = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state, is_leaf=_is_variable):
+        if not _is_variable(leaf):
+            continue
+        names = leaf.get_metadata().get("out_sharding")
+        if names is None or len(names) != leaf.get_value().ndim:
+            missing.append(jax.tree_util.keystr(path))
+    return missing
+
+
+def sharded_init(create: Callable[[], object], mesh: Mesh, rules: Rules):
+    """Runs `create()` (a pytree that may hold nnx Variables) abstractly, then directly sharded.
+
+    Returns (state, shardings). Nothing full-size is ever placed on one device: `create` is
+    jitted with `out_shardings`, so each device computes only its own shard.
+    """
+    abstract_state = jax.eval_shape(create)
+    shardings = state_shardings(abstract_state, mesh, rules)
+    state = jax.jit(create, out_shardings=shardings)()
+    return state, shardings
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Leading (batch) dimension split over data and fsdp, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def global_batch_from_local(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
+    """Assembles the global batch from this process's rows (process-aware: works multi-host)."""
+    return {
+        name: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(value)), value)
+        for name, value in local_batch.items()
+    }
+
+
+def data_parallel_size(mesh_shape: Mapping[str, int]) -> int:
+    return int(mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1))
+
+
+def describe_shardings(state, shardings, min_size: int = 0) -> list[str]:
+    """Lines "path shape -> spec" for the sharding table printed at start (large leaves)."""
+    lines = []
+    flat_state = jax.tree_util.tree_leaves_with_path(state, is_leaf=_is_variable)
+    flat_sharding = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    for (path, leaf), sharding in zip(flat_state, flat_sharding, strict=True):
+        value = leaf.get_value() if _is_variable(leaf) else leaf
+        if math.prod(value.shape) >= min_size:
+            lines.append(f"{jax.tree_util.keystr(path)} {tuple(value.shape)} -> {sharding.spec}")
+    return lines

@@ -1,0 +1,170 @@
+"""TrainState, the loss, and the pure jitted train/eval steps.
+
+Steps are pure: `train_step(state, batch) -> (state, metrics)`. Configuration enters by
+closure when the step is built, never as a traced argument. Dropout randomness is
+`fold_in(key(seed), step)`, so a resumed run draws the same masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array  # updates attempted so far (= batches consumed), int32 scalar
+    params: nnx.State
+    opt_state: optax.OptState
+    bad_steps: jax.Array  # consecutive non-finite steps, reset by a finite one
+    skipped_steps: jax.Array  # non-finite steps skipped over the whole run
+
+
+def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
+    _, params = nnx.split(model)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(zero, params, tx.init(params), zero, zero)
+
+
+def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Array):
+    """Sums (not means) of cross-entropy, correct predictions and weights, in float32.
+
+    Sums let gradient accumulation and multi-batch evaluation divide once by the total weight,
+    so k micro-batches give exactly the gradient of one big batch.
+    """
+    logits_BLV = logits_BLV.astype(jnp.float32)
+    log_z_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
+    target_logit_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
+    weights_BL = weights_BL.astype(jnp.float32)
+    ce_sum = jnp.sum((log_z_BL - target_logit_BL) * weights_BL)
+    correct_sum = jnp.sum((jnp.argmax(logits_BLV, -1) == targets_BL) * weights_BL)
+    return ce_sum, correct_sum, jnp.sum(weights_BL)
+
+
+def _forward_sums(graphdef, params, batch: Batch, dropout_key):
+    model = nnx.merge(graphdef, params)
+    logits = model(
+        batch["inputs"],
+        segment_ids=batch["segment_ids"],
+        positions=batch["positions"],
+        dropout_key=dropout_key,
+    )
+    ce_sum, correct_sum, weight_sum = loss_terms(logits, batch["targets"], batch["weights"])
+    return ce_sum, (correct_sum, weight_sum)
+
+
+def split_microbatches(batch: Batch, num_micro: int) -> Batch:
+    """[B, ...] -> [k, B/k, ...] taking every k-th row, so each micro-batch keeps rows on every
+    data-parallel device (a contiguous split would put micro-batch i on a few devices only)."""
+
+    def split(x):
+        micro = x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:])
+        return jnp.swapaxes(micro, 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def _gradient_sums(graphdef, params, batch: Batch, dropout_key, num_micro: int):
+    grad_fn = jax.value_and_grad(
+        lambda p, b, k: _forward_sums(graphdef, p, b, k), has_aux=True
+    )
+    if num_micro == 1:
+        (ce_sum, (correct, weight)), grads = grad_fn(params, batch, dropout_key)
+        return ce_sum, correct, weight, grads
+
+    def accumulate(carry, xs):
+        micro, index = xs
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
+        (ce, (correct, weight)), grads = grad_fn(params, micro, key)
+        sums = (carry[0] + ce, carry[1] + correct, carry[2] + weight)
+        return (*sums, jax.tree.map(jnp.add, carry[3], grads)), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    init = (jnp.float32(0), jnp.float32(0), jnp.float32(0), zeros)
+    xs = (split_microbatches(batch, num_micro), jnp.arange(num_micro))
+    (ce_sum, correct, weight, grads), _ = jax.lax.scan(accumulate, init, xs)
+    return ce_sum, correct, weight, grads
+
+
+def make_train_step(
+    graphdef,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    seed: int,
+    grad_accum_steps: int,
+    use_dropout: bool,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The pure step. A step whose loss or gradient is not finite is not applied (in-graph)."""
+    base_key = jax.random.key(seed)
+
+    def train_step(state: TrainState, batch: Batch):
+        key = jax.random.fold_in(base_key, state.step) if use_dropout else None
+        ce_sum, correct, weight, grad_sums = _gradient_sums(
+            graphdef, state.params, batch, key, grad_accum_steps
+        )
+        denom = jnp.maximum(weight, 1.0)
+        loss = ce_sum / denom
+        grads = jax.tree.map(lambda g: g / denom, grad_sums)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        bad = jnp.where(finite, 0, state.bad_steps + 1)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            bad_steps=bad.astype(jnp.int32),
+            skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+        )
+        # The optimizer's count (and so its schedule) only advances on applied updates.
+        applied = state.step - state.skipped_steps
+        metrics = {
+            "loss": loss,
+            "accuracy": correct / denom,
+            "grad_norm": grad_norm,
+            "lr": schedule(applied),
+            "tokens": weight,
+            "finite": finite,
+            "bad_steps": new_state.bad_steps,
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef) -> Callable[[nnx.State, Batch], dict]:
+    def eval_step(params, batch: Batch):
+        ce_sum, (correct, weight) = _forward_sums(graphdef, params, batch, None)
+        return {"ce_sum": ce_sum, "correct_sum": correct, "weight_sum": weight}
+
+    return eval_step
+
+
+def jit_train_step(train_step, state_shardings, mesh):
+    """Jitted once with explicit shardings; the old state's buffers are donated to the new one."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_shardings = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    return jax.jit(
+        train_step,
+        in_shardings=(state_shardings, batch_shardings),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+def jit_eval_step(eval_step, params_shardings, mesh):
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_shardings = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    return jax.jit(
+        eval_step, in_shardings=(params_shardings, batch_shardings), out_shardings=replicated
+    )

@@ -1,0 +1,267 @@
+"""SentencePiece tokenizer trained by gptjax: fixed special ids, byte fallback, exact round trip.
+
+Ids 0-3 are `<pad> <unk> <s> </s>`, ids 4-7 the chat-role symbols in `CHAT_TOKENS`, then 256
+byte pieces, then learned pieces. Normalisation is off (identity, no whitespace collapsing, no
+dummy prefix) so `decode(encode(text)) == text` for any text, code indentation included.
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+from gptjax.errors import ConfigError, DataError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+PAD_PIECE, UNK_PIECE, BOS_PIECE, EOS_PIECE = "<pad>", "<unk>", "<s>", "</s>"
+# Reserved now, used by the chat template later: each is always one token, never split.
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+MODEL_TYPES = ("bpe", "unigram", "char")
+MODEL_FILE, META_FILE = "tokenizer.model", "tokenizer.json"
+# Pieces every model holds before learning any: 4 specials, the chat symbols, 256 bytes.
+RESERVED_PIECES = 4 + len(CHAT_TOKENS) + 256
+
+# SentencePiece drops training sentences longer than this many bytes; we chop instead.
+MAX_SENTENCE_BYTES = 4192
+# Training reads at most this many sentences (a random subset beyond it): memory and time
+# stay bounded for big corpora, and 2M lines is far more than a 32k vocab needs.
+INPUT_SENTENCE_SIZE = 2_000_000
+SEED = 0
+# Fixed, not os.cpu_count(): sentencepiece's result depends on the thread count (measured:
+# 1, 2 and 4 threads give three different models), and the same corpus must give the same
+# tokenizer on a laptop and on a TPU host.
+TRAIN_THREADS = 4
+
+
+def _training_sentences(documents: Iterable[str]) -> Iterator[str]:
+    """Non-blank lines of every document, each chopped to at most MAX_SENTENCE_BYTES bytes.
+
+    Documents are far longer than a sentencepiece "sentence"; lines keep the count sane. The
+    newline itself is never learned: at encode time it becomes the byte piece <0x0A>.
+    """
+    for doc in documents:
+        for line in doc.split("\n"):
+            if not line.strip():
+                continue
+            data = line.encode("utf-8")
+            while data:
+                chunk = data[:MAX_SENTENCE_BYTES].decode("utf-8", errors="ignore")
+                if not chunk:  # a cut inside the first character; cannot happen at 4 KB
+                    break
+                yield chunk
+                data = data[len(chunk.encode("utf-8")) :]
+
+
+def _spm_message(error: Exception) -> str:
+    """The human part of a sentencepiece error ("INTERNAL: file.cc(744) [check] message")."""
+    return re.sub(r"^.*\]\s*", "", str(error)).strip() or str(error)
+
+
+def train_tokenizer(
+    documents: Iterable[str],
+    out_dir: str | Path,
+    *,
+    vocab_size: int,
+    model_type: str = "bpe",
+) -> "Tokenizer":
+    """Train on `documents`, write `out_dir/tokenizer.model` + `tokenizer.json`, return it.
+
+    Deterministic: the same documents and arguments give the same model bytes.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"tokenizer model_type={model_type!r} must be one of {MODEL_TYPES}")
+    if vocab_size <= RESERVED_PIECES:
+        raise ConfigError(
+            f"tokenizer vocab_size={vocab_size} must exceed the {RESERVED_PIECES} reserved "
+            f"pieces (specials, chat symbols, 256 bytes); try 4096"
+        )
+    # Sentencepiece's shuffle and sampling draw from a process-global generator.
+    spm.set_random_generator_seed(SEED)
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_training_sentences(documents),
+            model_writer=writer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            byte_fallback=True,
+            # Every character the corpus holds gets its own piece; rarer ones in new text
+            # still encode via bytes.
+            character_coverage=1.0,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece=PAD_PIECE,
+            unk_piece=UNK_PIECE,
+            bos_piece=BOS_PIECE,
+            eos_piece=EOS_PIECE,
+            user_defined_symbols=list(CHAT_TOKENS),
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            max_sentence_length=MAX_SENTENCE_BYTES,
+            input_sentence_size=INPUT_SENTENCE_SIZE,
+            shuffle_input_sentence=True,
+            num_threads=TRAIN_THREADS,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        msg = _spm_message(e)
+        if "ocabulary size" in msg:
+            raise ConfigError(f"tokenizer vocab_size={vocab_size}: {msg}") from None
+        raise DataError(f"tokenizer training failed (is the corpus empty?): {msg}") from None
+    tokenizer = Tokenizer.from_bytes(writer.getvalue(), name="<trained>")
+    tokenizer.save(out_dir, model_type=model_type)
+    return tokenizer
+
+
+class Tokenizer:
+    """A loaded sentencepiece model plus the bytes it came from (for fingerprints)."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, model_bytes: bytes) -> None:
+        self._sp = processor
+        self.model_bytes = model_bytes
+        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes, *, name: str = "<bytes>") -> "Tokenizer":
+        """Load from serialized model bytes; `name` is what an error message calls them."""
+        try:
+            sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+        except RuntimeError:
+            sp = None
+        # An empty proto parses "successfully" into a model with no pieces.
+        if sp is None or sp.get_piece_size() == 0:
+            raise DataError(
+                f"tokenizer {name} is not a valid sentencepiece model (corrupt or truncated?); "
+                "retrain it with gptjax or restore the file"
+            )
+        ids = {"pad": sp.pad_id(), "bos": sp.bos_id(), "eos": sp.eos_id()}
+        missing = [n for n, i in ids.items() if i < 0]
+        if missing:
+            raise DataError(
+                f"tokenizer {name} defines no {'/'.join(missing)} token, which gptjax needs to "
+                "pack documents; retrain it with gptjax's train_tokenizer"
+            )
+        return cls(sp, bytes(model_bytes))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        """Load `path`: a directory holding tokenizer.model, or the .model file itself."""
+        path = Path(path)
+        model_path = path / MODEL_FILE if path.is_dir() else path
+        if not model_path.is_file():
+            raise DataError(
+                f"tokenizer file {model_path} not found; train one with "
+                "gptjax.tokenizer.train_tokenizer or point to an existing tokenizer.model"
+            )
+        tokenizer = cls.from_bytes(model_path.read_bytes(), name=str(model_path))
+        meta_path = model_path.with_name(META_FILE)
+        if meta_path.is_file():
+            try:
+                expected = json.loads(meta_path.read_text())["sha256"]
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"tokenizer metadata {meta_path} is corrupt; retrain") from None
+            if expected != tokenizer.sha256:
+                raise DataError(
+                    f"tokenizer {model_path} has sha256 {tokenizer.sha256[:12]}… but {meta_path} "
+                    f"records {expected[:12]}…: the model was replaced or damaged"
+                )
+        return tokenizer
+
+    def save(self, out_dir: str | Path, *, model_type: str | None = None) -> Path:
+        """Write tokenizer.model and tokenizer.json (metadata) into `out_dir`; return the dir."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "vocab_size": self.vocab_size,
+            "model_type": model_type,
+            "sha256": self.sha256,
+            "special_ids": {
+                PAD_PIECE: self.pad_id,
+                UNK_PIECE: self._sp.unk_id(),
+                BOS_PIECE: self.bos_id,
+                EOS_PIECE: self.eos_id,
+            },
+            "chat_tokens": {piece: self._sp.piece_to_id(piece) for piece in CHAT_TOKENS},
+            "sentencepiece_version": spm.__version__,
+        }
+        # Write-then-rename so a crash never leaves a half-written model next to valid metadata.
+        for name, data in ((MODEL_FILE, self.model_bytes), (META_FILE, json.dumps(meta, indent=2))):
+            tmp = out / f".{name}.tmp"
+            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+            tmp.replace(out / name)
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def pad_id(self) -> int:
+        return self._sp.pad_id()
+
+    @property
+    def bos_id(self) -> int:
+        return self._sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self._sp.eos_id()
+
+    def token_id(self, piece: str) -> int:
+        """The id of `piece` (e.g. "<|user|>"); DataError if the model has no such piece."""
+        i = self._sp.piece_to_id(piece)
+        if i == self._sp.unk_id() and piece != self._sp.id_to_piece(i):
+            raise DataError(f"tokenizer {self.sha256[:12]}… has no piece {piece!r}")
+        return i
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without bos/eos."""
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, encoded on all cores."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; pad/bos/eos decode to nothing."""
+        return self._sp.decode([int(i) for i in ids])
+
+
+def check_vocab(tokenizer_vocab: int, model_vocab: int) -> None:
+    """Refuse a model whose embedding table is smaller than the tokenizer's vocabulary.
+
+    A larger model vocab is fine (padded up, e.g. to a multiple of 128 for speed); a smaller
+    one would silently clamp out-of-range ids in the embedding lookup.
+    """
+    if model_vocab < tokenizer_vocab:
+        raise DataError(
+            f"model vocab_size={model_vocab} is smaller than the tokenizer's {tokenizer_vocab} "
+            f"pieces; set the model's vocab_size to at least {tokenizer_vocab} (e.g. "
+            f"{-(-tokenizer_vocab // 128) * 128}, the next multiple of 128) or use a tokenizer "
+            "with fewer pieces"
+        )
+
+
+def unigram_entropy(token_ids: np.ndarray) -> float:
+    """Entropy of the token frequency distribution, nats per token.
+
+    The loss a model reaches by predicting token frequencies alone, ignoring context: a
+    validation loss near it means the model has learned nothing beyond unigram statistics.
+    """
+    ids = np.asarray(token_ids).ravel()
+    if ids.size == 0:
+        raise DataError("unigram_entropy needs at least one token; the stream is empty")
+    _, counts = np.unique(ids, return_counts=True)
+    p = counts / ids.size
+    return float(-(p * np.log(p)).sum())

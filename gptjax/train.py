@@ -1,0 +1,277 @@
+"""The training loop: validate, build sharded state, compile once, train, evaluate, sample.
+
+The loop never stalls the device: the metrics of step N are fetched after step N+1 has been
+dispatched, and non-finite steps are gated inside the step (see `gptjax.steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from flax.core import spmd as flax_spmd
+
+from gptjax import sharding
+from gptjax.config import validate
+from gptjax.data.run_data import RunData, prepare_run_data
+from gptjax.errors import NonFiniteError
+from gptjax.generate import generate
+from gptjax.metrics import MetricsWriter, ProgressBar, format_duration
+from gptjax.model import Transformer, count_params, flops_per_token
+from gptjax.optim import make_optimizer
+from gptjax.peak import total_peak_flops
+from gptjax.steps import (
+    TrainState,
+    jit_eval_step,
+    jit_train_step,
+    make_eval_step,
+    make_train_step,
+)
+
+
+@dataclasses.dataclass
+class Run:
+    """What the loop needs, built once: mesh, compiled steps, state, data."""
+
+    config: object
+    mesh: jax.sharding.Mesh
+    graphdef: object
+    state: TrainState
+    shardings: TrainState
+    train_step: object
+    eval_step: object
+    data: RunData
+    model_config: object
+    model_flops_per_token: float
+
+
+def build(config, workdir: Path, log=print) -> Run:
+    """Validates the config, prepares data and materialises the sharded train state."""
+    derived = validate(config, jax.device_count(), jax.process_count())
+    model_config = derived["model"]
+    data = prepare_run_data(config.data, model_config.vocab_size, workdir, log)
+    mesh = sharding.make_mesh(config.mesh.to_dict())
+    rules = tuple(config.sharding_rules)
+    tx, schedule = make_optimizer(config.optim, config.train.steps)
+    graphdefs = []
+
+    def create() -> TrainState:
+        graphdef, params = nnx.split(Transformer(model_config, rngs=nnx.Rngs(config.seed)))
+        graphdefs.append(graphdef)
+        zero = jax.numpy.zeros((), jax.numpy.int32)
+        return TrainState(zero, params, tx.init(params), zero, zero)
+
+    with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
+        state, shardings = sharding.sharded_init(create, mesh, rules)
+    graphdef = graphdefs[0]
+    step_fn = make_train_step(
+        graphdef,
+        tx,
+        schedule,
+        seed=config.seed,
+        grad_accum_steps=config.train.grad_accum_steps,
+        use_dropout=model_config.dropout_rate > 0,
+    )
+    return Run(
+        config=config,
+        mesh=mesh,
+        graphdef=graphdef,
+        state=state,
+        shardings=shardings,
+        train_step=jit_train_step(step_fn, shardings, mesh),
+        eval_step=jit_eval_step(make_eval_step(graphdef), shardings.params, mesh),
+        data=data,
+        model_config=model_config,
+        model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
+    )
+
+
+def _process_rows(batch: dict, rows: int) -> dict:
+    """This process's contiguous slice of a global (eval) batch."""
+    start = jax.process_index() * rows
+    return {k: v[start : start + rows] for k, v in batch.items()}
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Mean loss, perplexity and token accuracy over the held-out batches."""
+    from gptjax.data.pipeline import eval_batches
+
+    cfg, tok = run.config, run.data.tokenizer
+    batches = eval_batches(
+        run.data.valid_stream,
+        seq_len=cfg.data.seq_len,
+        batch_size=cfg.train.eval_batch_size,
+        bos_id=tok.bos_id,
+        pad_id=tok.pad_id,
+        max_batches=cfg.train.eval_batches,
+    )
+    rows = cfg.train.eval_batch_size // jax.process_count()
+    totals = np.zeros(3)
+    with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(cfg.sharding_rules)):
+        for batch in batches:
+            global_batch = sharding.global_batch_from_local(_process_rows(batch, rows), run.mesh)
+            out = run.eval_step(run.state.params, global_batch)
+            totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]
+    loss = totals[0] / totals[2]
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": totals[1] / totals[2]}
+
+
+def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k: int) -> list[str]:
+    """Decodes continuations of text prompts (each prefixed with bos) with the current params."""
+    tok = run.data.tokenizer
+    ids = [[tok.bos_id, *tok.encode(p)] for p in prompts]
+    with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
+        outputs = generate(
+            run.graphdef,
+            run.state.params,
+            ids,
+            max_new_tokens=max_new_tokens,
+            window=run.config.data.seq_len,
+            temperature=temperature,
+            top_k=top_k,
+            seed=run.config.seed,
+            stop_id=tok.eos_id,
+        )
+    return [p + tok.decode(out) for p, out in zip(prompts, outputs, strict=True)]
+
+
+class _StepLog:
+    """Host-side metrics between log lines: averages, tokens/s, MFU, input wait, NaN gate."""
+
+    def __init__(self, run: Run, writer: MetricsWriter, bar: ProgressBar, peak: float, log):
+        self.run, self.writer, self.bar, self.peak, self.log = run, writer, bar, peak, log
+        self.tokens_per_step = run.config.train.global_batch_size * run.config.data.seq_len
+        self._reset()
+
+    def _reset(self):
+        self.start, self.values, self.wait = time.perf_counter(), [], 0.0
+
+    def record(self, step: int, metrics: dict, input_wait: float) -> None:
+        """Called with step N's metrics once step N+1 is queued (this blocks on step N)."""
+        metrics = jax.device_get(metrics)
+        self.values.append(metrics)
+        self.wait += input_wait
+        if not metrics["finite"]:
+            bad, limit = int(metrics["bad_steps"]), self.run.config.train.max_bad_steps
+            self.log(f"step {step + 1}: non-finite loss or gradient, update skipped ({bad} in a row)")
+            if bad >= limit:
+                raise NonFiniteError(
+                    f"aborting: {bad} consecutive non-finite steps (train.max_bad_steps={limit}); "
+                    "lower optim.peak_lr or check the data"
+                )
+        if (step + 1) % self.run.config.train.log_every == 0:
+            self.flush(step + 1)
+
+    def flush(self, step: int) -> None:
+        if not self.values:
+            return
+        elapsed = time.perf_counter() - self.start
+        finite = [m for m in self.values if m["finite"]]
+        mean = lambda key: float(np.mean([m[key] for m in finite])) if finite else float("nan")
+        tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
+        loss = mean("loss")
+        summary = {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
+            "accuracy": mean("accuracy"),
+            "grad_norm": mean("grad_norm"),
+            "lr": float(self.values[-1]["lr"]),
+            "tokens_per_sec": tokens_per_sec,
+            "mfu": tokens_per_sec * self.run.model_flops_per_token / self.peak,
+            "input_wait_fraction": self.wait / elapsed,
+            "step_time_sec": elapsed / len(self.values),
+            "skipped_steps": sum(not m["finite"] for m in self.values),
+        }
+        self.writer.write(step, summary)
+        self.bar.update(step, loss=summary["loss"], lr=summary["lr"],
+                        **{"tok/s": summary["tokens_per_sec"], "mfu": summary["mfu"]})
+        self.last = summary
+        self._reset()
+
+
+def train(config, workdir: str | Path, log=print) -> dict:
+    """Trains `config` in `workdir`; returns the final summary (also written to metrics)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0
+    run = build(config, workdir, log)
+    peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
+    log(
+        f"model: {count_params(run.model_config):,} parameters · mesh {dict(run.mesh.shape)} · "
+        f"{run.data.train_stream.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
+        f"({peak_source})"
+    )
+    writer = MetricsWriter(workdir, enabled=primary)
+    bar = ProgressBar(config.train.steps, int(run.state.step), enabled=primary)
+    try:
+        with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
+            return _loop(run, _StepLog(run, writer, bar, peak, log), log)
+    finally:
+        bar.close()
+        writer.close()
+
+
+def _train_batches(run: Run):
+    from gptjax.data.pipeline import train_dataset
+
+    cfg, tok = run.config, run.data.tokenizer
+    dataset = train_dataset(
+        run.data.train_stream,
+        seq_len=cfg.data.seq_len,
+        global_batch=cfg.train.global_batch_size,
+        seed=cfg.seed,
+        start_step=int(run.state.step),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        bos_id=tok.bos_id,
+        pad_id=tok.pad_id,
+    )
+    return dataset.as_numpy_iterator()
+
+
+def _loop(run: Run, step_log: _StepLog, log) -> dict:
+    cfg = run.config
+    batches = _train_batches(run)
+    compile_start = time.perf_counter()
+    next_local = next(batches)
+    example = sharding.global_batch_from_local(next_local, run.mesh)
+    compiled = run.train_step.lower(run.state, example).compile()
+    compile_sec = time.perf_counter() - compile_start
+    log(f"compiled the train step in {compile_sec:.1f}s")
+    step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
+    state, pending, wait, evaluation = run.state, None, 0.0, {}
+    for step in range(int(run.state.step), cfg.train.steps):
+        state, metrics = compiled(state, sharding.global_batch_from_local(next_local, run.mesh))
+        if pending is not None:
+            step_log.record(*pending)
+        pending = (step, metrics, wait)
+        last = step + 1 == cfg.train.steps
+        if not last:
+            wait_start = time.perf_counter()
+            next_local = next(batches)
+            wait = time.perf_counter() - wait_start
+        if (step + 1) % cfg.train.eval_every == 0 or last:
+            step_log.record(*pending)
+            pending = None
+            step_log.flush(step + 1)
+            run.state = state
+            evaluation = evaluate(run)
+            step_log.writer.write(step + 1, evaluation, prefix="eval/")
+            log(
+                f"step {step + 1}: validation loss {evaluation['loss']:.3f} "
+                f"(ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f})"
+            )
+    run.state = state
+    return {
+        "steps": cfg.train.steps,
+        "eval": evaluation,
+        "train": getattr(step_log, "last", {}),
+        "compile_sec": compile_sec,
+        "unigram_entropy": run.data.unigram_entropy,
+        "run": run,
+    }
