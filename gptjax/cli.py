@@ -21,7 +21,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     while i < len(argv):
         arg = argv[i]
         if arg.startswith(_OVERRIDE_PREFIX):
-            item = arg[len(_OVERRIDE_PREFIX):]
+            item = arg[len(_OVERRIDE_PREFIX) :]
             if "=" not in item:
                 if i + 1 >= len(argv):
                     raise ConfigError(f"{arg}: missing value (use {arg}=VALUE)")

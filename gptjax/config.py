@@ -17,9 +17,30 @@ import ml_collections
 
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
-from gptjax.sharding import data_parallel_size, resolve_mesh_shape
+from gptjax.sharding import MESH_AXES, data_parallel_size, resolve_mesh_shape
 
 SECTIONS = ("model", "mesh", "data", "train", "optim", "sample")
+# The fields validate() and the trainer read; a config file lacking one is refused by name
+# (the model section is checked against ModelConfig's own fields).
+REQUIRED_FIELDS = {
+    "data": "source vocab_size tokenizer_type tokenizer seq_len validation_fraction".split(),
+    "train": (
+        "steps global_batch_size grad_accum_steps log_every eval_every eval_batches "
+        "eval_batch_size max_bad_steps"
+    ).split(),
+    "optim": "peak_lr end_lr_fraction warmup_steps b1 b2 eps weight_decay clip_norm".split(),
+    "sample": "prompts max_new_tokens temperature top_k".split(),
+}
+_POSITIVE_INTS = (
+    "train.steps train.global_batch_size train.grad_accum_steps train.log_every "
+    "train.eval_every train.eval_batches train.eval_batch_size train.max_bad_steps "
+    "data.seq_len data.vocab_size"
+).split()
+# Real-valued fields: an int is accepted (1 means 1.0); a string, bool, NaN or inf is not.
+_REAL_FIELDS = (
+    "data.validation_fraction optim.peak_lr optim.end_lr_fraction optim.b1 optim.b2 "
+    "optim.eps optim.weight_decay optim.clip_norm sample.temperature"
+).split()
 
 
 def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
@@ -34,10 +55,17 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path} failed to load: {error!r}") from error
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as error:  # e.g. ConfigDict's TypeError when a field changes type
+        raise ConfigError(f"config file {path} failed to load: {error!r}") from error
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     return config
+
+
+def _a(type_name: str) -> str:
+    return f"{'an' if type_name[0] in 'aeiou' else 'a'} {type_name}"
 
 
 def _parse_value(text: str, current, field: str):
@@ -57,14 +85,14 @@ def _parse_value(text: str, current, field: str):
         if current is None:
             return text
         raise ConfigError(
-            f"--config.{field}={text}: expected a {type(current).__name__} value"
+            f"--config.{field}={text}: expected {_a(type(current).__name__)} value"
         ) from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if current is not None and not isinstance(value, type(current)):
         raise ConfigError(
-            f"--config.{field}={text}: expected a {type(current).__name__}, "
-            f"got a {type(value).__name__}"
+            f"--config.{field}={text}: expected {_a(type(current).__name__)}, "
+            f"got {_a(type(value).__name__)}"
         )
     return value
 
@@ -89,18 +117,93 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-    """The frozen ModelConfig from the `model` section (field names match one to one)."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    """The frozen ModelConfig from the `model` section (field names match one to one).
+
+    Types are checked here, before ModelConfig's own range checks compare them: an override of
+    a None-valued field (num_kv_heads, head_dim) arrives as whatever the text parsed to.
+    """
+    known = {f.name: f for f in dataclasses.fields(ModelConfig)}
     fields = config.model.to_dict()
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - set(known))
     if unknown:
         raise ConfigError(f"unknown config field model.{unknown[0]}")
+    missing = [n for n, f in known.items() if f.default is dataclasses.MISSING and n not in fields]
+    _require(not missing, f"config is missing field model.{missing[0] if missing else ''}")
+    for name in ("num_kv_heads", "head_dim"):
+        value = fields.get(name)
+        _require(
+            value is None or (_is_int(value) and value > 0),
+            f"model.{name} must be a positive integer or None, got {value!r}",
+        )
+    for name in ("norm_eps", "rope_theta", "init_std", "dropout_rate"):
+        value = fields.get(name, known[name].default)
+        positive = name != "dropout_rate"  # dropout's range is ModelConfig's check
+        _require(
+            _is_real(value) and (value > 0 or not positive),
+            f"model.{name} must be a {'positive ' if positive else ''}number, got {value!r}",
+        )
+    for name in ("use_bias", "tie_embeddings", "scan_layers"):
+        value = fields.get(name, known[name].default)
+        _require(isinstance(value, bool), f"model.{name} must be true or false, got {value!r}")
     return ModelConfig(**fields)
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_fields(config: ml_collections.ConfigDict) -> None:
+    """Every section and field present, and each number of the type its checks compare."""
+    missing = [s for s in SECTIONS if s not in config]
+    _require(not missing, f"config is missing section(s) {missing}")
+    unknown = sorted(set(config.keys()) - set(SECTIONS) - {"seed", "sharding_rules"})
+    _require(not unknown, f"unknown config field {unknown[0] if unknown else ''}")
+    for section, names in REQUIRED_FIELDS.items():
+        for name in names:
+            _require(name in config[section], f"config is missing field {section}.{name}")
+    _require("seed" in config, "config is missing field seed")
+    _require(
+        _is_int(config.seed) and config.seed >= 0,
+        f"seed must be a non-negative integer, got {config.seed!r}",
+    )
+    for dotted in _REAL_FIELDS:
+        section, name = dotted.split(".")
+        value = config[section][name]
+        _require(_is_real(value), f"{dotted} must be a finite number, got {value!r}")
+    for dotted in ("optim.warmup_steps", "sample.max_new_tokens", "sample.top_k"):
+        section, name = dotted.split(".")
+        value = config[section][name]
+        _require(_is_int(value), f"{dotted} must be an integer, got {value!r}")
+
+
+def _check_rules(config: ml_collections.ConfigDict) -> None:
+    """Each rule maps a logical axis to mesh axes that exist (a typo would silently replicate)."""
+    _require(
+        "sharding_rules" in config,
+        "config is missing field sharding_rules (use gptjax.sharding.DEFAULT_RULES)",
+    )
+    for rule in config.sharding_rules:
+        _require(
+            isinstance(rule, tuple | list) and len(rule) == 2,
+            f"sharding_rules: {rule!r} is not a (logical_axis, mesh_axes) pair",
+        )
+        name, target = rule
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        bad = [axis for axis in axes if axis not in MESH_AXES]
+        _require(
+            not bad,
+            f"sharding_rules: logical axis {name!r} maps to {bad[0] if bad else ''!r}, "
+            f"which is not a mesh axis {MESH_AXES}",
+        )
 
 
 def _positive_int(config, dotted: str) -> None:
@@ -114,15 +217,11 @@ def _positive_int(config, dotted: str) -> None:
 
 def validate(config: ml_collections.ConfigDict, device_count: int, process_count: int = 1) -> dict:
     """Checks every field that can be checked without compiling; returns derived values."""
-    missing = [s for s in SECTIONS if s not in config]
-    _require(not missing, f"config is missing section(s) {missing}")
-    unknown = sorted(set(config.keys()) - set(SECTIONS) - {"seed", "sharding_rules"})
-    _require(not unknown, f"unknown config field {unknown[0] if unknown else ''}")
+    _check_fields(config)
     model = model_config(config)
     mesh_shape = resolve_mesh_shape(config.mesh.to_dict(), device_count)
-    for field in ("train.steps", "train.global_batch_size", "train.grad_accum_steps",
-                  "train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.max_bad_steps", "data.seq_len", "data.vocab_size"):
+    _check_rules(config)
+    for field in _POSITIVE_INTS:
         _positive_int(config, field)
     train, optim, data = config.train, config.optim, config.data
     _require(
@@ -145,7 +244,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         micro % shards == 0,
         f"train.global_batch_size={train.global_batch_size} / grad_accum_steps="
         f"{train.grad_accum_steps} = {micro} rows per micro-batch cannot be split over "
-        f"the mesh's data x fsdp = {shards} devices; use a multiple of {shards * train.grad_accum_steps}",
+        f"the mesh's data x fsdp = {shards} devices; use a multiple of "
+        f"{shards * train.grad_accum_steps}",
     )
     _require(
         train.global_batch_size % process_count == 0,
@@ -153,8 +253,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         f"{process_count} processes",
     )
     _require(
-        train.eval_batch_size % shards == 0 and train.eval_batch_size > 0,
-        f"train.eval_batch_size={train.eval_batch_size} must be a positive multiple of the "
+        train.eval_batch_size % shards == 0,
+        f"train.eval_batch_size={train.eval_batch_size} must be a multiple of the "
         f"mesh's data x fsdp = {shards}",
     )
     _require(optim.peak_lr > 0 and math.isfinite(optim.peak_lr), "optim.peak_lr must be > 0")
@@ -165,6 +265,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
     )
     _require(0 <= optim.b1 < 1 and 0 <= optim.b2 < 1, "optim.b1 and optim.b2 must be in [0, 1)")
     _require(optim.weight_decay >= 0, "optim.weight_decay must be >= 0")
+    # eps = 0 turns a zero gradient (an embedding row no token uses) into 0/0 = NaN.
+    _require(optim.eps > 0, f"optim.eps must be > 0, got {optim.eps}")
     _require(optim.clip_norm > 0, "optim.clip_norm must be > 0")
     _require(
         0 < data.validation_fraction < 1,
@@ -176,4 +278,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
     )
     _require(config.sample.temperature >= 0, "sample.temperature must be >= 0")
     _require(config.sample.max_new_tokens >= 0, "sample.max_new_tokens must be >= 0")
+    _require(
+        0 <= config.sample.top_k <= model.vocab_size,
+        f"sample.top_k={config.sample.top_k} must be in [0, model.vocab_size="
+        f"{model.vocab_size}] (0 = no top-k filter)",
+    )
     return {"model": model, "mesh_shape": mesh_shape, "micro_batch": micro}

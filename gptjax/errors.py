@@ -11,8 +11,11 @@ class GptjaxError(Exception):
     exit_code = 1
 
 
-class ConfigError(GptjaxError):
-    """A bad config value or command-line usage, raised before anything is compiled."""
+class ConfigError(GptjaxError, ValueError):
+    """A bad config value or command-line usage, raised before anything is compiled.
+
+    Also a ValueError, so notebook code that builds a bad ModelConfig sees the usual type.
+    """
 
     exit_code = 2
 

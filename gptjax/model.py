@@ -88,7 +88,9 @@ class ModelConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
@@ -107,15 +109,27 @@ class ModelConfig:
     @classmethod
     def gpt2(cls, **overrides) -> ModelConfig:
         """GPT-2: learned positions, LayerNorm with bias, GELU MLP, tied embeddings."""
-        fields = dict(position="learned", norm="layernorm", activation="gelu", use_bias=True,
-                      tie_embeddings=True, norm_eps=1e-5)
+        fields = dict(
+            position="learned",
+            norm="layernorm",
+            activation="gelu",
+            use_bias=True,
+            tie_embeddings=True,
+            norm_eps=1e-5,
+        )
         return cls(**(fields | overrides))
 
     @classmethod
     def llama(cls, **overrides) -> ModelConfig:
         """Llama: rotary positions, RMSNorm, SwiGLU MLP, no biases, untied output head."""
-        fields = dict(position="rope", norm="rmsnorm", activation="swiglu", use_bias=False,
-                      tie_embeddings=False, norm_eps=1e-5)
+        fields = dict(
+            position="rope",
+            norm="rmsnorm",
+            activation="swiglu",
+            use_bias=False,
+            tie_embeddings=False,
+            norm_eps=1e-5,
+        )
         return cls(**(fields | overrides))
 
 
@@ -152,7 +166,11 @@ class Norm(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.kind, self.eps = config.norm, config.norm_eps
         self.scale = _param(rngs, (config.embed_dim,), ("norm",), None)
-        self.bias = _param(rngs, (config.embed_dim,), ("norm",), 0.0) if config.norm == "layernorm" else None
+        self.bias = (
+            _param(rngs, (config.embed_dim,), ("norm",), 0.0)
+            if config.norm == "layernorm"
+            else None
+        )
 
     def __call__(self, x_BLD: Array) -> Array:
         x = x_BLD.astype(jnp.float32)
@@ -365,7 +383,9 @@ class Transformer(nnx.Module):
         policy = _REMAT_POLICIES[cfg.remat]
         if policy is not None:
             # prevent_cse only matters outside scan (XLA could otherwise undo the remat).
-            apply_block = jax.checkpoint(apply_block, policy=policy, prevent_cse=not cfg.scan_layers)
+            apply_block = jax.checkpoint(
+                apply_block, policy=policy, prevent_cse=not cfg.scan_layers
+            )
         if cfg.scan_layers:
             x_BLD, _ = jax.lax.scan(apply_block, x_BLD, (stacked, layer_keys))
             return x_BLD

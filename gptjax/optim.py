@@ -34,7 +34,9 @@ def decay_mask(params) -> object:
     return jax.tree.map(is_matrix, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def make_optimizer(optim_config, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    optim_config, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW from the `optim` section of a config (see configs/tiny.py for the fields)."""
     schedule = learning_rate_schedule(
         optim_config.peak_lr, optim_config.warmup_steps, total_steps, optim_config.end_lr_fraction

@@ -31,7 +31,7 @@ _ACCELERATOR_PEAKS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measured_cpu_peak(size: int = 2048, repeats: int = 5) -> float:
     """Best-of-N FLOP/s of a jitted float32 [size x size] matmul on the first CPU device."""
     device = jax.devices("cpu")[0]

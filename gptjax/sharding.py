@@ -112,7 +112,7 @@ def _is_variable(x) -> bool:
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
-    """NamedSharding for every leaf of an (abstract) nnx State; unannotated leaves are replicated."""
+    """A NamedSharding for every leaf of an (abstract) State; unannotated leaves replicate."""
 
     def leaf_sharding(leaf):
         value = leaf.get_value() if _is_variable(leaf) else leaf

@@ -72,9 +72,7 @@ def split_microbatches(batch: Batch, num_micro: int) -> Batch:
 
 
 def _gradient_sums(graphdef, params, batch: Batch, dropout_key, num_micro: int):
-    grad_fn = jax.value_and_grad(
-        lambda p, b, k: _forward_sums(graphdef, p, b, k), has_aux=True
-    )
+    grad_fn = jax.value_and_grad(lambda p, b, k: _forward_sums(graphdef, p, b, k), has_aux=True)
     if num_micro == 1:
         (ce_sum, (correct, weight)), grads = grad_fn(params, batch, dropout_key)
         return ce_sum, correct, weight, grads

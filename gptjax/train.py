@@ -21,7 +21,7 @@ from gptjax.config import validate
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.errors import NonFiniteError
 from gptjax.generate import generate
-from gptjax.metrics import MetricsWriter, ProgressBar, format_duration
+from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import Transformer, count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
@@ -118,7 +118,11 @@ def evaluate(run: Run) -> dict[str, float]:
             out = run.eval_step(run.state.params, global_batch)
             totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]
     loss = totals[0] / totals[2]
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": totals[1] / totals[2]}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "accuracy": totals[1] / totals[2],
+    }
 
 
 def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k: int) -> list[str]:
@@ -158,7 +162,9 @@ class _StepLog:
         self.wait += input_wait
         if not metrics["finite"]:
             bad, limit = int(metrics["bad_steps"]), self.run.config.train.max_bad_steps
-            self.log(f"step {step + 1}: non-finite loss or gradient, update skipped ({bad} in a row)")
+            self.log(
+                f"step {step + 1}: non-finite loss or gradient, update skipped ({bad} in a row)"
+            )
             if bad >= limit:
                 raise NonFiniteError(
                     f"aborting: {bad} consecutive non-finite steps (train.max_bad_steps={limit}); "
@@ -188,8 +194,12 @@ class _StepLog:
             "skipped_steps": sum(not m["finite"] for m in self.values),
         }
         self.writer.write(step, summary)
-        self.bar.update(step, loss=summary["loss"], lr=summary["lr"],
-                        **{"tok/s": summary["tokens_per_sec"], "mfu": summary["mfu"]})
+        self.bar.update(
+            step,
+            loss=summary["loss"],
+            lr=summary["lr"],
+            **{"tok/s": summary["tokens_per_sec"], "mfu": summary["mfu"]},
+        )
         self.last = summary
         self._reset()
 

@@ -51,7 +51,9 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
         try:
             return np.load(path)
         except (ValueError, OSError) as error:
-            raise DataError(f"token cache {path} is corrupt ({error}); delete it to rebuild") from None
+            raise DataError(
+                f"token cache {path} is corrupt ({error}); delete it to rebuild"
+            ) from None
     stream = encode_documents(docs, tokenizer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")

@@ -1,0 +1,36 @@
+# `make demo` and `make test` create .venv and install gptjax into it when needed.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+BIN := $(VENV)/bin
+# The demo uses one simulated host device per core with a data-parallel mesh (faster on CPU).
+CPU_DEVICES ?= $(shell nproc 2>/dev/null || echo 1)
+
+.PHONY: demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	XLA_FLAGS="--xla_force_host_platform_device_count=$(CPU_DEVICES)" \
+		$(BIN)/gptjax train --config configs/tiny.py --workdir runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check gptjax tests configs tools
+	$(BIN)/ruff format --check gptjax tests configs tools
+
+format: $(STAMP)
+	$(BIN)/ruff format gptjax tests configs tools
+	$(BIN)/ruff check --fix gptjax tests configs tools
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
