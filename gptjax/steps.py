@@ -71,7 +71,8 @@ def split_microbatches(batch: Batch, num_micro: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def _gradient_sums(graphdef, params, batch: Batch, dropout_key, num_micro: int):
+def gradient_sums(graphdef, params, batch: Batch, dropout_key, num_micro: int):
+    """(ce_sum, correct_sum, weight_sum, grad of ce_sum), over `num_micro` micro-batches."""
     grad_fn = jax.value_and_grad(lambda p, b, k: _forward_sums(graphdef, p, b, k), has_aux=True)
     if num_micro == 1:
         (ce_sum, (correct, weight)), grads = grad_fn(params, batch, dropout_key)
@@ -105,13 +106,13 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: Batch):
         key = jax.random.fold_in(base_key, state.step) if use_dropout else None
-        ce_sum, correct, weight, grad_sums = _gradient_sums(
+        ce_sum, correct, weight, grad_sums = gradient_sums(
             graphdef, state.params, batch, key, grad_accum_steps
         )
         denom = jnp.maximum(weight, 1.0)
         loss = ce_sum / denom
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
