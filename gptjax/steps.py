@@ -16,6 +16,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gptjax.model import Transformer
+
 Batch = dict[str, jax.Array]
 
 
@@ -27,10 +29,16 @@ class TrainState(flax.struct.PyTreeNode):
     skipped_steps: jax.Array  # non-finite steps skipped over the whole run
 
 
-def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
-    _, params = nnx.split(model)
+def new_train_state(model_config, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded."""
+    params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed)))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), zero, zero)
+
+
+def model_graphdef(model_config):
+    """The model's static structure, from an abstract build (no arrays are allocated)."""
+    return nnx.split(nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0))))[0]
 
 
 def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Array):

@@ -7,13 +7,13 @@ dispatched, and non-finite steps are gated inside the step (see `gptjax.steps`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
@@ -22,7 +22,7 @@ from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.errors import NonFiniteError
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
-from gptjax.model import Transformer, count_params, flops_per_token
+from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
 from gptjax.steps import (
@@ -31,6 +31,8 @@ from gptjax.steps import (
     jit_train_step,
     make_eval_step,
     make_train_step,
+    model_graphdef,
+    new_train_state,
 )
 
 
@@ -46,6 +48,7 @@ class Run:
     train_step: object
     eval_step: object
     data: RunData
+    eval_batches: list  # held-out batches, built once (numpy, full global batches)
     model_config: object
     model_flops_per_token: float
 
@@ -58,17 +61,10 @@ def build(config, workdir: Path, log=print) -> Run:
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
     tx, schedule = make_optimizer(config.optim, config.train.steps)
-    graphdefs = []
-
-    def create() -> TrainState:
-        graphdef, params = nnx.split(Transformer(model_config, rngs=nnx.Rngs(config.seed)))
-        graphdefs.append(graphdef)
-        zero = jax.numpy.zeros((), jax.numpy.int32)
-        return TrainState(zero, params, tx.init(params), zero, zero)
-
+    graphdef = model_graphdef(model_config)
+    create = functools.partial(new_train_state, model_config, tx, config.seed)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(create, mesh, rules)
-    graphdef = graphdefs[0]
     step_fn = make_train_step(
         graphdef,
         tx,
@@ -86,6 +82,7 @@ def build(config, workdir: Path, log=print) -> Run:
         train_step=jit_train_step(step_fn, shardings, mesh),
         eval_step=jit_eval_step(make_eval_step(graphdef), shardings.params, mesh),
         data=data,
+        eval_batches=_eval_batches(config, data),
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
     )
@@ -97,23 +94,26 @@ def _process_rows(batch: dict, rows: int) -> dict:
     return {k: v[start : start + rows] for k, v in batch.items()}
 
 
-def evaluate(run: Run) -> dict[str, float]:
-    """Mean loss, perplexity and token accuracy over the held-out batches."""
+def _eval_batches(config, data: RunData) -> list[dict]:
     from gptjax.data.pipeline import eval_batches
 
-    cfg, tok = run.config, run.data.tokenizer
-    batches = eval_batches(
-        run.data.valid_stream,
-        seq_len=cfg.data.seq_len,
-        batch_size=cfg.train.eval_batch_size,
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
-        max_batches=cfg.train.eval_batches,
+    return eval_batches(
+        data.valid_stream,
+        seq_len=config.data.seq_len,
+        batch_size=config.train.eval_batch_size,
+        bos_id=data.tokenizer.bos_id,
+        pad_id=data.tokenizer.pad_id,
+        max_batches=config.train.eval_batches,
     )
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Mean loss, perplexity and token accuracy over the held-out batches."""
+    cfg = run.config
     rows = cfg.train.eval_batch_size // jax.process_count()
     totals = np.zeros(3)
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(cfg.sharding_rules)):
-        for batch in batches:
+        for batch in run.eval_batches:
             global_batch = sharding.global_batch_from_local(_process_rows(batch, rows), run.mesh)
             out = run.eval_step(run.state.params, global_batch)
             totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]

@@ -1,10 +1,10 @@
 """The pure train step on a real 8-device mesh: compile everywhere, overfit, golden values,
 gradient accumulation, the non-finite gate, and that large matrices are really split."""
 
+import functools
 import itertools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -13,7 +13,13 @@ from flax.core import spmd as flax_spmd
 
 from gptjax import ModelConfig, Transformer, sharding
 from gptjax.optim import make_optimizer
-from gptjax.steps import TrainState, gradient_sums, jit_train_step, make_train_step
+from gptjax.steps import (
+    gradient_sums,
+    jit_train_step,
+    make_train_step,
+    model_graphdef,
+    new_train_state,
+)
 
 MODEL = ModelConfig.gpt2(
     vocab_size=128, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_seq_len=16
@@ -49,13 +55,7 @@ def setup(mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, 
     mesh = sharding.make_mesh(mesh_shape)
     rules = sharding.DEFAULT_RULES
     tx, schedule = make_optimizer(optim_config(**optim), steps)
-    graphdefs = []
-
-    def create():
-        graphdef, params = nnx.split(Transformer(model, rngs=nnx.Rngs(0)))
-        graphdefs.append(graphdef)
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(zero, params, tx.init(params), zero, zero)
+    create = functools.partial(new_train_state, model, tx, 0)
 
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         if initial is None:
@@ -64,7 +64,12 @@ def setup(mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, 
             shardings = sharding.state_shardings(jax.eval_shape(create), mesh, rules)
             state = jax.device_put(initial, shardings)
     step = make_train_step(
-        graphdefs[0], tx, schedule, seed=0, grad_accum_steps=grad_accum_steps, use_dropout=False
+        model_graphdef(model),
+        tx,
+        schedule,
+        seed=0,
+        grad_accum_steps=grad_accum_steps,
+        use_dropout=False,
     )
     return jit_train_step(step, shardings, mesh), state, mesh
 
