@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.validation_fraction = 0.05  # fraction of documents held out for validation
 
     config.train = train = ml_collections.ConfigDict()
-    train.steps = 600  # optimizer updates
+    train.steps = 800  # optimizer updates
     train.global_batch_size = 16  # rows per update across all devices and micro-batches
     train.grad_accum_steps = 1  # micro-batches per update (lax.scan inside the step)
     train.log_every = 20  # steps between metric lines

@@ -166,13 +166,16 @@ def data_parallel_size(mesh_shape: Mapping[str, int]) -> int:
     return int(mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1))
 
 
-def describe_shardings(state, shardings, min_size: int = 0) -> list[str]:
-    """Lines "path shape -> spec" for the sharding table printed at start (large leaves)."""
-    lines = []
+def sharding_table(state, shardings) -> list[tuple[str, tuple[int, ...], PartitionSpec]]:
+    """(path, shape, spec) for every array leaf: the table written at the start of a run."""
+    rows = []
     flat_state = jax.tree_util.tree_leaves_with_path(state, is_leaf=_is_variable)
     flat_sharding = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
-    for (path, leaf), sharding in zip(flat_state, flat_sharding, strict=True):
+    for (path, leaf), named in zip(flat_state, flat_sharding, strict=True):
         value = leaf.get_value() if _is_variable(leaf) else leaf
-        if math.prod(value.shape) >= min_size:
-            lines.append(f"{jax.tree_util.keystr(path)} {tuple(value.shape)} -> {sharding.spec}")
-    return lines
+        rows.append((jax.tree_util.keystr(path), tuple(value.shape), named.spec))
+    return rows
+
+
+def is_split(spec: PartitionSpec) -> bool:
+    return any(axis is not None for axis in spec)

@@ -65,6 +65,15 @@ def build(config, workdir: Path, log=print) -> Run:
     create = functools.partial(new_train_state, model_config, tx, config.seed)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(create, mesh, rules)
+    table = sharding.sharding_table(state.params, shardings.params)
+    if jax.process_index() == 0:
+        lines = [f"{path} {shape} -> {spec}" for path, shape, spec in table]
+        (workdir / "sharding.txt").write_text("\n".join(lines) + "\n")
+    split = sum(sharding.is_split(spec) for _, _, spec in table)
+    log(
+        f"sharding: {split} of {len(table)} parameter arrays split over the mesh "
+        f"(table in {workdir / 'sharding.txt'})"
+    )
     step_fn = make_train_step(
         graphdef,
         tx,
@@ -254,17 +263,17 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
-    state, pending, wait, evaluation = run.state, None, 0.0, {}
+    state, pending, evaluation = run.state, None, {}
     for step in range(int(run.state.step), cfg.train.steps):
         state, metrics = compiled(state, sharding.global_batch_from_local(next_local, run.mesh))
-        if pending is not None:
-            step_log.record(*pending)
-        pending = (step, metrics, wait)
         last = step + 1 == cfg.train.steps
-        if not last:
-            wait_start = time.perf_counter()
+        wait_start = time.perf_counter()
+        if not last:  # fetch the next batch while the device works on this step
             next_local = next(batches)
-            wait = time.perf_counter() - wait_start
+        input_wait = time.perf_counter() - wait_start
+        if pending is not None:  # step N's metrics are read once step N+1 is queued
+            step_log.record(*pending)
+        pending = (step, metrics, input_wait)
         if (step + 1) % cfg.train.eval_every == 0 or last:
             step_log.record(*pending)
             pending = None
