@@ -1,8 +1,9 @@
 """Tiny GPT-2-style model on the built-in corpus: the CPU smoke test and `make demo`.
 
-Run:    gptjax train --config configs/tiny.py --workdir runs/tiny
-Reaches: validation loss ~4.5 nats/token against a unigram entropy of ~6.4 (vocab 2048),
-         in about 5-8 minutes on 2 CPU cores (f32, 8 simulated devices); see docs/benchmarks.md.
+Run:    gptjax train --config configs/tiny.py --workdir runs/tiny     (or: make demo)
+Reaches: validation loss 4.16 nats/token at step 800 against a unigram entropy of 5.97
+         (vocab 2048), training in about 5 minutes on 2 CPU cores at ~5,800 tokens/s with
+         two simulated host devices (float32); see docs/benchmarks.md.
 """
 
 import ml_collections

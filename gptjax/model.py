@@ -25,6 +25,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax.errors import ConfigError
+from gptjax.sharding import logical_to_spec
 
 Array = jax.Array
 
@@ -154,8 +155,6 @@ def constrain(x: Array, names: tuple[str | None, ...]) -> Array:
     mesh = jax.sharding.get_abstract_mesh()
     if not rules or mesh is None or mesh.empty:
         return x
-    from gptjax.sharding import logical_to_spec
-
     spec = logical_to_spec(names, rules, dict(mesh.shape), x.shape)
     return jax.lax.with_sharding_constraint(x, spec)
 
