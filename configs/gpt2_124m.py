@@ -7,10 +7,12 @@ For:    a TPU host such as a v4-8 or v5e-8 (4-8 chips, one process); bf16 comput
 Params: 124,439,808 with model.vocab_size=50257, the same count as Hugging Face's `gpt2`
         (tied embeddings, 1024 learned positions); tests/test_configs.py checks it.
 Reaches: not measured yet (no loss, time or throughput figure has been taken with this file).
-        Today `data.source` can only be the built-in ~2 MB corpus: ~0.5M training tokens with
-        the 32768-piece tokenizer, less than one update's 524,288, so every step is an epoch
-        and a 124M model would memorise it. Until the data issue adds large corpora this file
-        is a reference for the shape, mesh, batch and schedule, not a recipe with a target.
+        With the default built-in ~2 MB corpus (~0.5M training tokens with the 32768-piece
+        tokenizer, less than one update's 524,288) every step is an epoch and a 124M model
+        would memorise it: prepare a real corpus (`gptjax prepare --source ... --out DIR`,
+        README "Your own data") and add --config.data.source=prepared
+        --config.data.prepared_dir=DIR. Until a run is measured this file is a reference for
+        the shape, mesh, batch and schedule, not a recipe with a target.
         For orientation only (nanoGPT's figure, GPT-2's tokenizer on OpenWebText, not a
         gptjax measurement): nanoGPT reports a validation loss of ~2.85 after this schedule.
 """
@@ -65,14 +67,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.sharding_rules = DEFAULT_RULES
 
     config.data = data = ml_collections.ConfigDict()
-    data.source = "builtin"  # the only source today (~2 MB); large corpora are the data issue's job
+    # "builtin": the corpus from Python's own docs, tokenized into the workdir on first run;
+    # "prepared": token shards written by `gptjax prepare` (your text files, JSONL, tfds).
+    data.source = "builtin"
+    data.prepared_dir = ""  # the --out directory of `gptjax prepare` (source="prepared")
+    # True: packed rows restart positions and attention at each document (segment_ids);
+    # False: plain concatenate-and-chunk, attention crosses document boundaries.
+    data.packing = True
+    data.verify_shards = True  # sha256 + id range of every shard at start (~1 GB/s per core)
     # A sentencepiece vocabulary trained for the run fills part of model.vocab_size's table;
     # importing GPT-2's own 50257-piece tokenizer is the Hugging Face issue's job.
-    data.vocab_size = 32768  # pieces in the trained tokenizer; <= model.vocab_size
+    data.vocab_size = 32768  # pieces in the trained tokenizer; <= model.vocab_size (builtin)
     data.tokenizer_type = "bpe"  # "bpe", "unigram" or "char"
-    data.tokenizer = ""  # path of an existing tokenizer dir/.model; "" = train one in the workdir
+    # "" = train one in the workdir (builtin) or use prepared_dir/tokenizer (prepared); a path
+    # given with source="prepared" must be the tokenizer the shards were written with.
+    data.tokenizer = ""  # path of a tokenizer dir or its tokenizer.model
     data.seq_len = 1024  # tokens per row (L), GPT-2's context
-    data.validation_fraction = 0.05  # fraction of documents held out for validation
+    data.validation_fraction = 0.05  # documents held out (builtin; prepare fixes its own)
 
     config.train = train = ml_collections.ConfigDict()
     # nanoGPT's GPT-2 schedule: 600k updates x 0.5M tokens = ~300B tokens. A compute-optimal
@@ -101,6 +112,18 @@ def get_config() -> ml_collections.ConfigDict:
     optim.eps = 1e-8  # Adam denominator epsilon
     optim.weight_decay = 0.1  # decoupled decay on weight matrices only
     optim.clip_norm = 1.0  # global gradient-norm clip
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    checkpoint.save_every = 1000  # steps between checkpoints (and one at the end)
+    checkpoint.save_every_minutes = 30.0  # also save when this much time passed; 0 = off
+    checkpoint.keep_last = 2  # committed checkpoints kept, newest first
+    checkpoint.keep_every = 0  # also keep every checkpoint at a multiple of this step; 0 = off
+    checkpoint.async_save = True  # write in the background; the loop blocks only to copy
+    checkpoint.resume_step = -1  # restore this step instead of the latest; -1 = latest
+    config.phase = "pretrain"  # recipe phase recorded in checkpoints: pretrain, sft or dpo
+    # a workdir (or WORKDIR/checkpoints/STEP) whose parameters start this run; "" = fresh init.
+    # The workdir's own checkpoints take priority (a restarted run resumes itself).
+    config.init_from = ""
 
     config.sample = sample = ml_collections.ConfigDict()
     sample.prompts = ("The json module", "Return the", "class ")  # printed after training

@@ -11,9 +11,10 @@ Params: 1,107,363,840 (gptjax.model.count_params; tests/test_configs.py checks i
         Llama 3.2 1B itself ties its head to a 128256-row embedding; with that vocabulary and
         this untied head the count would be 1.50B.
 Reaches: not measured yet (no loss, time, memory or throughput figure has been taken).
-        Today `data.source` can only be the built-in ~2 MB corpus (~0.5M training tokens,
-        half of one 1M-token update), which a 1.1B model would memorise; until the data issue
-        adds large corpora this file is a reference for shape, sharding and schedule.
+        The built-in ~2 MB corpus (~0.5M training tokens, half of one 1M-token update) is
+        only a smoke test here, which a 1.1B model would memorise: prepare a real corpus
+        (`gptjax prepare --source ... --out DIR`, README "Your own data") and add
+        --config.data.source=prepared --config.data.prepared_dir=DIR.
 """
 
 import ml_collections
@@ -66,12 +67,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.sharding_rules = DEFAULT_RULES
 
     config.data = data = ml_collections.ConfigDict()
-    data.source = "builtin"  # the only source today (~2 MB); large corpora are the data issue's job
-    data.vocab_size = 32768  # pieces in the sentencepiece tokenizer trained for the run
+    # "builtin": the corpus from Python's own docs, tokenized into the workdir on first run;
+    # "prepared": token shards written by `gptjax prepare` (your text files, JSONL, tfds).
+    data.source = "builtin"
+    data.prepared_dir = ""  # the --out directory of `gptjax prepare` (source="prepared")
+    # True: packed rows restart positions and attention at each document (segment_ids);
+    # False: plain concatenate-and-chunk, attention crosses document boundaries.
+    data.packing = True
+    data.verify_shards = True  # sha256 + id range of every shard at start (~1 GB/s per core)
+    data.vocab_size = 32768  # pieces in the tokenizer trained for the run (builtin)
     data.tokenizer_type = "bpe"  # "bpe", "unigram" or "char"
-    data.tokenizer = ""  # path of an existing tokenizer dir/.model; "" = train one in the workdir
+    # "" = train one in the workdir (builtin) or use prepared_dir/tokenizer (prepared); a path
+    # given with source="prepared" must be the tokenizer the shards were written with.
+    data.tokenizer = ""  # path of a tokenizer dir or its tokenizer.model
     data.seq_len = 2048  # tokens per row (L); Llama 1's context (Llama 2: 4096, Llama 3: 8192)
-    data.validation_fraction = 0.05  # fraction of documents held out for validation
+    data.validation_fraction = 0.05  # documents held out (builtin; prepare fixes its own)
 
     config.train = train = ml_collections.ConfigDict()
     # 20,000 x 1M tokens = ~21B tokens, ~20 tokens per parameter (Chinchilla-optimal).
@@ -101,6 +111,18 @@ def get_config() -> ml_collections.ConfigDict:
     optim.eps = 1e-5  # Adam denominator epsilon (Llama 2's)
     optim.weight_decay = 0.1  # decoupled decay on weight matrices only
     optim.clip_norm = 1.0  # global gradient-norm clip
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    checkpoint.save_every = 500  # steps between checkpoints (and one at the end)
+    checkpoint.save_every_minutes = 30.0  # also save when this much time passed; 0 = off
+    checkpoint.keep_last = 2  # committed checkpoints kept, newest first
+    checkpoint.keep_every = 0  # also keep every checkpoint at a multiple of this step; 0 = off
+    checkpoint.async_save = True  # write in the background; the loop blocks only to copy
+    checkpoint.resume_step = -1  # restore this step instead of the latest; -1 = latest
+    config.phase = "pretrain"  # recipe phase recorded in checkpoints: pretrain, sft or dpo
+    # a workdir (or WORKDIR/checkpoints/STEP) whose parameters start this run; "" = fresh init.
+    # The workdir's own checkpoints take priority (a restarted run resumes itself).
+    config.init_from = ""
 
     config.sample = sample = ml_collections.ConfigDict()
     sample.prompts = ("The json module", "Return the", "class ")  # printed after training

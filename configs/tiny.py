@@ -45,12 +45,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.sharding_rules = DEFAULT_RULES
 
     config.data = data = ml_collections.ConfigDict()
-    data.source = "builtin"  # the corpus assembled from the Python standard library's docs
-    data.vocab_size = 2048  # sentencepiece vocabulary trained for the run
+    # "builtin": the corpus from Python's own docs, tokenized into the workdir on first run;
+    # "prepared": token shards written by `gptjax prepare` (your text files, JSONL, tfds).
+    data.source = "builtin"
+    data.prepared_dir = ""  # the --out directory of `gptjax prepare` (source="prepared")
+    # True: packed rows restart positions and attention at each document (segment_ids);
+    # False: plain concatenate-and-chunk, attention crosses document boundaries.
+    data.packing = True
+    data.verify_shards = True  # sha256 + id range of every shard at start (~1 GB/s per core)
+    data.vocab_size = 2048  # sentencepiece vocabulary trained for the run (builtin)
     data.tokenizer_type = "bpe"  # "bpe", "unigram" or "char"
-    data.tokenizer = ""  # path of an existing tokenizer dir/.model; "" = train one in the workdir
+    # "" = train one in the workdir (builtin) or use prepared_dir/tokenizer (prepared); a path
+    # given with source="prepared" must be the tokenizer the shards were written with.
+    data.tokenizer = ""  # path of a tokenizer dir or its tokenizer.model
     data.seq_len = 128  # tokens per row (L)
-    data.validation_fraction = 0.05  # fraction of documents held out for validation
+    data.validation_fraction = 0.05  # documents held out (builtin; prepare fixes its own)
 
     config.train = train = ml_collections.ConfigDict()
     train.steps = 800  # optimizer updates
@@ -71,6 +80,18 @@ def get_config() -> ml_collections.ConfigDict:
     optim.eps = 1e-8  # Adam denominator epsilon
     optim.weight_decay = 0.1  # decoupled decay on weight matrices only
     optim.clip_norm = 1.0  # global gradient-norm clip
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    checkpoint.save_every = 200  # steps between checkpoints (and one at the end)
+    checkpoint.save_every_minutes = 0.0  # also save when this much time passed; 0 = off
+    checkpoint.keep_last = 2  # committed checkpoints kept, newest first
+    checkpoint.keep_every = 0  # also keep every checkpoint at a multiple of this step; 0 = off
+    checkpoint.async_save = True  # write in the background; the loop blocks only to copy
+    checkpoint.resume_step = -1  # restore this step instead of the latest; -1 = latest
+    config.phase = "pretrain"  # recipe phase recorded in checkpoints: pretrain, sft or dpo
+    # a workdir (or WORKDIR/checkpoints/STEP) whose parameters start this run; "" = fresh init.
+    # The workdir's own checkpoints take priority (a restarted run resumes itself).
+    config.init_from = ""
 
     config.sample = sample = ml_collections.ConfigDict()
     sample.prompts = ("The json module", "Return the", "class ")  # printed after training

@@ -19,16 +19,24 @@ from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
 from gptjax.sharding import MESH_AXES, data_parallel_size, resolve_mesh_shape
 
-SECTIONS = ("model", "mesh", "data", "train", "optim", "sample")
+SECTIONS = ("model", "mesh", "data", "train", "optim", "checkpoint", "sample")
+TOP_LEVEL = ("seed", "sharding_rules", "phase", "init_from")
+PHASES = ("pretrain", "sft", "dpo")
 # The fields validate() and the trainer read; a config file lacking one is refused by name
 # (the model section is checked against ModelConfig's own fields).
 REQUIRED_FIELDS = {
-    "data": "source vocab_size tokenizer_type tokenizer seq_len validation_fraction".split(),
+    "data": (
+        "source prepared_dir packing verify_shards vocab_size tokenizer_type tokenizer seq_len "
+        "validation_fraction"
+    ).split(),
     "train": (
         "steps global_batch_size grad_accum_steps log_every eval_every eval_batches "
         "eval_batch_size max_bad_steps"
     ).split(),
     "optim": "peak_lr end_lr_fraction warmup_steps b1 b2 eps weight_decay clip_norm".split(),
+    "checkpoint": (
+        "save_every save_every_minutes keep_last keep_every async_save resume_step"
+    ).split(),
     "sample": "prompts max_new_tokens temperature top_k".split(),
 }
 _POSITIVE_INTS = (
@@ -165,7 +173,7 @@ def _check_fields(config: ml_collections.ConfigDict) -> None:
     """Every section and field present, and each number of the type its checks compare."""
     missing = [s for s in SECTIONS if s not in config]
     _require(not missing, f"config is missing section(s) {missing}")
-    unknown = sorted(set(config.keys()) - set(SECTIONS) - {"seed", "sharding_rules"})
+    unknown = sorted(set(config.keys()) - set(SECTIONS) - set(TOP_LEVEL))
     _require(not unknown, f"unknown config field {unknown[0] if unknown else ''}")
     for section, names in REQUIRED_FIELDS.items():
         for name in names:
@@ -204,6 +212,25 @@ def _check_rules(config: ml_collections.ConfigDict) -> None:
             f"sharding_rules: logical axis {name!r} maps to {bad[0] if bad else ''!r}, "
             f"which is not a mesh axis {MESH_AXES}",
         )
+
+
+def _check_data_source(data: ml_collections.ConfigDict) -> None:
+    _require(
+        data.source in ("builtin", "prepared"),
+        f'data.source must be "builtin" or "prepared" (shards from `gptjax prepare`), '
+        f"got {data.source!r}",
+    )
+    _require(
+        isinstance(data.prepared_dir, str),
+        f"data.prepared_dir must be a path string, got {data.prepared_dir!r}",
+    )
+    _require(
+        data.source != "prepared" or bool(data.prepared_dir),
+        'data.source="prepared" needs data.prepared_dir: the --out directory of `gptjax prepare`',
+    )
+    for name in ("packing", "verify_shards"):
+        value = data[name]
+        _require(isinstance(value, bool), f"data.{name} must be true or false, got {value!r}")
 
 
 def _positive_int(config, dotted: str) -> None:
@@ -272,6 +299,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         0 < data.validation_fraction < 1,
         f"data.validation_fraction must be in (0, 1), got {data.validation_fraction}",
     )
+    _check_data_source(data)
     _require(
         data.tokenizer_type in ("bpe", "unigram", "char"),
         f"data.tokenizer_type must be bpe, unigram or char, got {data.tokenizer_type!r}",
@@ -283,4 +311,34 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         f"sample.top_k={config.sample.top_k} must be in [0, model.vocab_size="
         f"{model.vocab_size}] (0 = no top-k filter)",
     )
+    _check_checkpoint(config)
     return {"model": model, "mesh_shape": mesh_shape, "micro_batch": micro}
+
+
+def _check_checkpoint(config: ml_collections.ConfigDict) -> None:
+    ckpt = config.checkpoint
+    _require(
+        config.get("phase") in PHASES, f"phase must be one of {PHASES}, got {config.get('phase')!r}"
+    )
+    _require(
+        isinstance(config.get("init_from"), str), "init_from must be a path string ('' = none)"
+    )
+    for name in ("save_every", "keep_last"):
+        value = ckpt[name]
+        _require(
+            _is_int(value) and value > 0,
+            f"checkpoint.{name} must be a positive integer, got {value!r}",
+        )
+    _require(
+        _is_int(ckpt.keep_every) and ckpt.keep_every >= 0,
+        f"checkpoint.keep_every must be >= 0 (0 = keep only the latest), got {ckpt.keep_every!r}",
+    )
+    _require(
+        _is_real(ckpt.save_every_minutes) and ckpt.save_every_minutes >= 0,
+        f"checkpoint.save_every_minutes must be >= 0 (0 = off), got {ckpt.save_every_minutes!r}",
+    )
+    _require(isinstance(ckpt.async_save, bool), "checkpoint.async_save must be true or false")
+    _require(
+        _is_int(ckpt.resume_step) and ckpt.resume_step >= -1,
+        f"checkpoint.resume_step must be -1 (latest) or a step, got {ckpt.resume_step!r}",
+    )

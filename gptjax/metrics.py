@@ -212,13 +212,15 @@ class ProgressBar:
 
     def __init__(
         self,
-        total_steps: int,
+        total_steps: int | None,
         initial_step: int = 0,
         *,
         enabled: bool = True,
         desc: str = "train",
         file: TextIO | None = None,
         log_interval_s: float = 30.0,
+        unit: str = "step",
+        unit_scale: bool = False,
     ) -> None:
         self.enabled = enabled
         self._bar: tqdm | None = None
@@ -230,7 +232,8 @@ class ProgressBar:
             total=total_steps,
             initial=initial_step,
             desc=desc,
-            unit="step",
+            unit=unit,
+            unit_scale=unit_scale,
             file=stream if is_tty else _NewlineStream(stream),
             dynamic_ncols=is_tty,
             ncols=None if is_tty else 120,

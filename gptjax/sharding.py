@@ -137,16 +137,31 @@ def unannotated_leaves(state) -> list[str]:
     return missing
 
 
+def plan_state(create: Callable[[], object], mesh: Mesh, rules: Rules):
+    """(abstract target, shardings) of `create()` without computing anything.
+
+    The target's leaves are ShapeDtypeStructs carrying their NamedSharding: what Orbax
+    needs to restore a checkpoint directly onto this mesh.
+    """
+    abstract_state = jax.eval_shape(create)
+    shardings = state_shardings(abstract_state, mesh, rules)
+    leaves, treedef = jax.tree.flatten(abstract_state)
+    named = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    target = [
+        jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+        for leaf, sharding in zip(leaves, named, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, target), shardings
+
+
 def sharded_init(create: Callable[[], object], mesh: Mesh, rules: Rules):
     """Runs `create()` (a pytree that may hold nnx Variables) abstractly, then directly sharded.
 
     Returns (state, shardings). Nothing full-size is ever placed on one device: `create` is
     jitted with `out_shardings`, so each device computes only its own shard.
     """
-    abstract_state = jax.eval_shape(create)
-    shardings = state_shardings(abstract_state, mesh, rules)
-    state = jax.jit(create, out_shardings=shardings)()
-    return state, shardings
+    _, shardings = plan_state(create, mesh, rules)
+    return jax.jit(create, out_shardings=shardings)(), shardings
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -233,6 +233,10 @@ class Tokenizer:
         """Token ids of each text, encoded on all cores."""
         return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
 
+    def pieces(self, text: str) -> list[str]:
+        """The pieces `encode` maps `text` to (shown by `gptjax tokenizer encode --pieces`)."""
+        return self._sp.encode(text, out_type=str)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; pad/bos/eos decode to nothing."""
         return self._sp.decode([int(i) for i in ids])
@@ -263,5 +267,14 @@ def unigram_entropy(token_ids: np.ndarray) -> float:
     if ids.size == 0:
         raise DataError("unigram_entropy needs at least one token; the stream is empty")
     _, counts = np.unique(ids, return_counts=True)
-    p = counts / ids.size
+    return unigram_entropy_from_counts(counts)
+
+
+def unigram_entropy_from_counts(counts: np.ndarray) -> float:
+    """`unigram_entropy` of a stream given how often each id occurs in it (zeros allowed)."""
+    counts = np.asarray(counts)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        raise DataError("unigram_entropy needs at least one token; the stream is empty")
+    p = counts / counts.sum()
     return float(-(p * np.log(p)).sum())

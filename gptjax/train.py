@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -16,15 +17,17 @@ import jax
 import numpy as np
 from flax.core import spmd as flax_spmd
 
-from gptjax import sharding
+from gptjax import resume, sharding
+from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate
 from gptjax.data.run_data import RunData, prepare_run_data
-from gptjax.errors import NonFiniteError
+from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
+from gptjax.runtime import initialize_runtime
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -48,23 +51,36 @@ class Run:
     train_step: object
     eval_step: object
     data: RunData
+    checkpointer: Checkpointer
+    checkpoint_metadata: dict
     eval_batches: list  # held-out batches, built once (numpy, full global batches)
     model_config: object
     model_flops_per_token: float
 
 
 def build(config, workdir: Path, log=print) -> Run:
-    """Validates the config, prepares data and materialises the sharded train state."""
+    """Validates the config, prepares data, and restores or initialises the sharded state."""
     derived = validate(config, jax.device_count(), jax.process_count())
     model_config = derived["model"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(
+        workdir,
+        keep_last=config.checkpoint.keep_last,
+        keep_every=config.checkpoint.keep_every,
+        async_save=config.checkpoint.async_save,
+    )
+    start = resume.find_start(config, workdir, checkpointer)
+    resume.install_start_tokenizer(start, workdir)
     data = prepare_run_data(config.data, model_config.vocab_size, workdir, log)
+    resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
     tx, schedule = make_optimizer(config.optim, config.train.steps)
     graphdef = model_graphdef(model_config)
     create = functools.partial(new_train_state, model_config, tx, config.seed)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
-        state, shardings = sharding.sharded_init(create, mesh, rules)
+        target, shardings = sharding.plan_state(create, mesh, rules)
+        state = resume.restore_start(start, target, create, shardings, model_config, log)
     table = sharding.sharding_table(state.params, shardings.params)
     if jax.process_index() == 0:
         lines = [f"{path} {shape} -> {spec}" for path, shape, spec in table]
@@ -91,10 +107,19 @@ def build(config, workdir: Path, log=print) -> Run:
         train_step=jit_train_step(step_fn, shardings, mesh),
         eval_step=jit_eval_step(make_eval_step(graphdef), shardings.params, mesh),
         data=data,
+        checkpointer=checkpointer,
+        checkpoint_metadata=resume.checkpoint_metadata(
+            config, model_config, mesh, data.tokenizer, _data_hash(data)
+        ),
         eval_batches=_eval_batches(config, data),
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
     )
+
+
+def _data_hash(data: RunData) -> str:
+    """Identifies the training tokens a checkpoint was trained on."""
+    return hashlib.sha256(np.ascontiguousarray(data.train_stream).tobytes()).hexdigest()
 
 
 def _process_rows(batch: dict, rows: int) -> dict:
@@ -112,6 +137,7 @@ def _eval_batches(config, data: RunData) -> list[dict]:
         batch_size=config.train.eval_batch_size,
         bos_id=data.tokenizer.bos_id,
         pad_id=data.tokenizer.pad_id,
+        packing=config.data.packing,
         max_batches=config.train.eval_batches,
     )
 
@@ -214,9 +240,13 @@ class _StepLog:
 
 
 def train(config, workdir: str | Path, log=print) -> dict:
-    """Trains `config` in `workdir`; returns the final summary (also written to metrics)."""
+    """Trains `config` in `workdir`; returns the final summary (also written to metrics).
+
+    Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
+    committing a checkpoint when the process was told to stop (SIGTERM).
+    """
+    initialize_runtime(log)  # before anything touches a device
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
@@ -233,6 +263,14 @@ def train(config, workdir: str | Path, log=print) -> dict:
     finally:
         bar.close()
         writer.close()
+        run.checkpointer.close()  # waits for the last save; a failed one raises (exit 74)
+
+
+def _save(run: Run, state: TrainState, saves, step_log: _StepLog, *, force: bool) -> None:
+    tokenizer_bytes = run.data.tokenizer.model_bytes
+    blocked = run.checkpointer.save(state, run.checkpoint_metadata, tokenizer_bytes, force=force)
+    saves.saved()
+    step_log.writer.write(int(state.step), {"checkpoint_block_sec": blocked})
 
 
 def _train_batches(run: Run):
@@ -249,12 +287,23 @@ def _train_batches(run: Run):
         process_count=jax.process_count(),
         bos_id=tok.bos_id,
         pad_id=tok.pad_id,
+        packing=cfg.data.packing,
     )
     return dataset.as_numpy_iterator()
 
 
 def _loop(run: Run, step_log: _StepLog, log) -> dict:
     cfg = run.config
+    if int(run.state.step) >= cfg.train.steps:
+        log(f"nothing to train: checkpoint step {int(run.state.step)} >= {cfg.train.steps} steps")
+        return {
+            "steps": cfg.train.steps,
+            "eval": evaluate(run),
+            "train": {},
+            "compile_sec": 0.0,
+            "unigram_entropy": run.data.unigram_entropy,
+            "run": run,
+        }
     batches = _train_batches(run)
     compile_start = time.perf_counter()
     next_local = next(batches)
@@ -263,26 +312,39 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
+    saves = resume.SaveSchedule(cfg.checkpoint, cfg.train.steps)
     state, pending, evaluation = run.state, None, {}
     for step in range(int(run.state.step), cfg.train.steps):
         state, metrics = compiled(state, sharding.global_batch_from_local(next_local, run.mesh))
-        last = step + 1 == cfg.train.steps
+        done = step + 1
+        last = done == cfg.train.steps
+        preempted = run.checkpointer.reached_preemption(done)
+        if preempted or saves.due(done):  # before the next step donates this state's buffers
+            _save(run, state, saves, step_log, force=preempted)
         wait_start = time.perf_counter()
-        if not last:  # fetch the next batch while the device works on this step
+        if not (last or preempted):  # fetch the next batch while the device works
             next_local = next(batches)
         input_wait = time.perf_counter() - wait_start
         if pending is not None:  # step N's metrics are read once step N+1 is queued
             step_log.record(*pending)
         pending = (step, metrics, input_wait)
-        if (step + 1) % cfg.train.eval_every == 0 or last:
+        if preempted:
+            step_log.record(*pending)
+            step_log.flush(done)
+            run.checkpointer.wait()
+            raise Preempted(
+                f"preempted: checkpoint {done} committed in {run.checkpointer.directory}; "
+                "run the same command again to resume"
+            )
+        if done % cfg.train.eval_every == 0 or last:
             step_log.record(*pending)
             pending = None
-            step_log.flush(step + 1)
+            step_log.flush(done)
             run.state = state
             evaluation = evaluate(run)
-            step_log.writer.write(step + 1, evaluation, prefix="eval/")
+            step_log.writer.write(done, evaluation, prefix="eval/")
             log(
-                f"step {step + 1}: validation loss {evaluation['loss']:.3f} "
+                f"step {done}: validation loss {evaluation['loss']:.3f} "
                 f"(ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f})"
             )
     run.state = state

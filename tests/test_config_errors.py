@@ -55,6 +55,9 @@ def test_the_unmodified_template_is_accepted():
         (["data.vocab_size=4096"], "data.vocab_size"),  # beyond model.vocab_size=2048
         (["data.tokenizer_type=wordpiece"], "data.tokenizer_type"),
         (["data.validation_fraction=1"], "data.validation_fraction"),
+        (["data.source=web"], "data.source"),
+        (["data.source=prepared"], "data.prepared_dir"),  # prepared needs its directory
+        (["data.packing=sometimes"], "data.packing"),
         (["optim.warmup_steps=601"], "optim.warmup_steps"),  # longer than train.steps=600
         (["optim.eps=0"], "optim.eps"),
         (["optim.b2=1"], "optim.b2"),

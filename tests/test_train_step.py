@@ -46,13 +46,15 @@ def optim_config(**overrides):
     return ml_collections.ConfigDict(fields | overrides)
 
 
-def setup(mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, **optim):
+def setup(
+    mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, devices=None, **optim
+):
     """(jitted step, sharded state, mesh) exactly as gptjax.train builds them.
 
     `initial`: a host copy of a state to place on this mesh instead of running the sharded
     init again (the init compiles in seconds; tests that only care about the step skip it).
     """
-    mesh = sharding.make_mesh(mesh_shape)
+    mesh = sharding.make_mesh(mesh_shape, devices)
     rules = sharding.DEFAULT_RULES
     tx, schedule = make_optimizer(optim_config(**optim), steps)
     create = functools.partial(new_train_state, model, tx, 0)

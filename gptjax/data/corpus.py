@@ -176,10 +176,19 @@ def builtin_documents() -> list[str]:
     return list(_builtin_documents())
 
 
+def hash_units(doc: str) -> tuple[float, float]:
+    """Two stable, independent numbers in [0, 1) from the text alone (halves of its sha256).
+
+    The first decides the validation split (`split_documents`, `gptjax prepare`), the second
+    which documents a fractional mixture weight keeps (`gptjax.data.sources`).
+    """
+    digest = hashlib.sha256(doc.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64, int.from_bytes(digest[8:16], "big") / 2**64
+
+
 def _unit_interval(doc: str) -> float:
     """A stable number in [0, 1) from the text alone (sha256), independent of list order."""
-    digest = hashlib.sha256(doc.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return hash_units(doc)[0]
 
 
 def split_documents(docs: Sequence[str], validation_fraction: float) -> tuple[list[str], list[str]]:

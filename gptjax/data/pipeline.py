@@ -1,11 +1,17 @@
 """tf.data input where each batch is a pure function of (seed, step, process_index, process_count).
 
-The token stream is cut into rows of L+1 tokens (row r = stream[r*L : r*L+L+1]; consecutive
-rows share one token so every token is a target exactly once). Global row slot
+The token stream (an in-memory array, or memory-mapped shards written by `gptjax prepare`,
+see gptjax.data.shards) is cut into rows of L+1 tokens (row r = stream[r*L : r*L+L+1];
+consecutive rows share one token so every token is a target exactly once). Global row slot
 g = step*global_batch + i reads row index_shuffle(g % num_rows, seed=[seed, epoch, salt]), a
 seeded permutation per epoch with no shuffle buffer, so resuming at step k computes batch k
 directly: no replay, no iterator state to checkpoint. Each process takes its contiguous slice
-of every global batch.
+of every global batch and reads only those rows from the shards.
+
+Packing (`packing=True`): `segment_ids` step up and `positions` restart at each `<s>`, so
+attention stays inside a document. Plain concatenate-and-chunk (`packing=False`): one
+segment per row, positions 0..L-1, attention crosses document boundaries (GPT-2, nanoGPT).
+Either way a target that is the next document's `<s>`, or padding, has weight 0.
 
 Importing this module imports TensorFlow and hides every GPU from it, so TF never claims
 accelerator memory that JAX needs. `import gptjax` alone does not import TensorFlow.
@@ -20,6 +26,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
+from gptjax.data.prepare import documents_to_stream  # noqa: E402
+from gptjax.data.shards import ShardedTokens  # noqa: E402
 from gptjax.errors import ConfigError  # noqa: E402
 from gptjax.tokenizer import Tokenizer  # noqa: E402
 
@@ -40,28 +48,23 @@ FIELDS = ("inputs", "targets", "segment_ids", "positions", "weights")
 def encode_documents(docs: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
     """The token stream: `[bos] + ids + [eos]` for each document, concatenated (int32)."""
     encoded = tokenizer.encode_batch(docs)
-    stream = np.empty(sum(len(ids) + 2 for ids in encoded), dtype=np.int32)
-    at = 0
-    for ids in encoded:
-        stream[at] = tokenizer.bos_id
-        stream[at + 1 : at + 1 + len(ids)] = ids
-        stream[at + 1 + len(ids)] = tokenizer.eos_id
-        at += len(ids) + 2
-    return stream
+    return documents_to_stream(encoded, tokenizer.bos_id, tokenizer.eos_id, np.int32)
 
 
-def pack_row(row: np.ndarray, bos_id: int, pad_id: int) -> dict[str, np.ndarray]:
+def pack_row(
+    row: np.ndarray, bos_id: int, pad_id: int, packing: bool = True
+) -> dict[str, np.ndarray]:
     """Model inputs for one row of L+1 tokens, each field of length L.
 
     segment_ids start at 1 and step up at every input `bos` (a bos at position 0 stays 1);
     positions restart at 0 at each bos; weights are 0 where the target is bos (the next
-    document's start is unpredictable) or pad.
+    document's start is unpredictable) or pad. Without `packing`: one segment, positions 0..L-1.
     """
     row = np.asarray(row)
     if row.ndim != 1 or row.shape[0] < 2:
         raise ConfigError(f"pack_row needs a 1-D row of at least 2 tokens, got shape {row.shape}")
     inputs, targets = row[:-1].astype(np.int32), row[1:].astype(np.int32)
-    is_bos = inputs == bos_id
+    is_bos = (inputs == bos_id) & packing
     segment_ids = np.cumsum(is_bos, dtype=np.int32) + np.int32(not is_bos[0])
     index = np.arange(inputs.shape[0], dtype=np.int32)
     starts = np.maximum.accumulate(np.where(is_bos, index, 0))
@@ -75,11 +78,11 @@ def pack_row(row: np.ndarray, bos_id: int, pad_id: int) -> dict[str, np.ndarray]
     }
 
 
-def _pack_tf(rows: tf.Tensor, bos_id: int, pad_id: int) -> dict[str, tf.Tensor]:
+def _pack_tf(rows: tf.Tensor, bos_id: int, pad_id: int, packing: bool) -> dict[str, tf.Tensor]:
     """`pack_row` on a [B, L+1] batch, vectorised in TF (must match it exactly)."""
     inputs, targets = rows[:, :-1], rows[:, 1:]
     batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
-    is_bos = tf.cast(tf.equal(inputs, bos_id), tf.int32)
+    is_bos = tf.cast(tf.logical_and(tf.equal(inputs, bos_id), packing), tf.int32)
     segment_ids = tf.cumsum(is_bos, axis=1) + 1 - is_bos[:, :1]
     index = tf.broadcast_to(tf.range(length), tf.shape(inputs))
     # TF has no cumulative max; the start of each segment is the smallest index carrying its
@@ -96,10 +99,13 @@ def _pack_tf(rows: tf.Tensor, bos_id: int, pad_id: int) -> dict[str, tf.Tensor]:
     }
 
 
+Tokens = np.ndarray | ShardedTokens
+
+
 def _check(
-    stream: np.ndarray, seq_len: int, batch: int, process_index: int, process_count: int
-) -> tuple[np.ndarray, int, int]:
-    """Validated (stream as int32, num_rows, local batch)."""
+    stream: Tokens, seq_len: int, batch: int, process_index: int, process_count: int
+) -> tuple[ShardedTokens, int, int]:
+    """Validated (stream as ShardedTokens, num_rows, local batch)."""
     if seq_len <= 0:
         raise ConfigError(f"seq_len={seq_len} must be positive")
     if batch <= 0:
@@ -113,16 +119,18 @@ def _check(
             f"global_batch={batch} must be divisible by process_count={process_count}; "
             f"use a multiple of {process_count}"
         )
-    stream = np.asarray(stream)
-    if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
-        raise ConfigError(f"token stream must be a 1-D integer array, got {stream.dtype}")
-    num_rows = (stream.shape[0] - 1) // seq_len
+    if not isinstance(stream, ShardedTokens):
+        stream = np.asarray(stream)
+        if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
+            raise ConfigError(f"token stream must be a 1-D integer array, got {stream.dtype}")
+        stream = ShardedTokens.from_array(stream)
+    num_rows = (stream.size - 1) // seq_len
     if num_rows < 1:
         raise ConfigError(
-            f"token stream of {stream.shape[0]} tokens is shorter than one row of "
+            f"token stream of {stream.size} tokens is shorter than one row of "
             f"seq_len+1={seq_len + 1}; use more text or a shorter seq_len"
         )
-    return stream.astype(np.int32, copy=False), num_rows, batch // process_count
+    return stream, num_rows, batch // process_count
 
 
 def _row_ids(
@@ -180,7 +188,7 @@ def row_ids_for_step(
 
 
 def batch_for_step(
-    stream: np.ndarray,
+    stream: Tokens,
     step: int,
     *,
     seq_len: int,
@@ -190,9 +198,10 @@ def batch_for_step(
     process_count: int = 1,
     bos_id: int,
     pad_id: int,
+    packing: bool = True,
 ) -> dict[str, np.ndarray]:
     """The batch `train_dataset` yields at `step`, computed directly in numpy."""
-    stream, num_rows, _ = _check(stream, seq_len, global_batch, process_index, process_count)
+    tokens, num_rows, _ = _check(stream, seq_len, global_batch, process_index, process_count)
     ids = row_ids_for_step(
         step,
         num_rows=num_rows,
@@ -201,14 +210,12 @@ def batch_for_step(
         process_index=process_index,
         process_count=process_count,
     )
-    packed = [
-        pack_row(stream[r * seq_len : r * seq_len + seq_len + 1], bos_id, pad_id) for r in ids
-    ]
+    packed = [pack_row(row, bos_id, pad_id, packing) for row in tokens.rows(ids, seq_len)]
     return {k: np.stack([p[k] for p in packed]) for k in FIELDS}
 
 
 def train_dataset(
-    stream: np.ndarray,
+    stream: Tokens,
     *,
     seq_len: int,
     global_batch: int,
@@ -218,20 +225,20 @@ def train_dataset(
     process_count: int = 1,
     bos_id: int,
     pad_id: int,
+    packing: bool = True,
     prefetch: int = 2,
 ) -> tf.data.Dataset:
     """Infinite dataset of this process's batches for steps start_step, start_step+1, ...
 
     Each element is a dict of `[local_batch, seq_len]` arrays: inputs, targets, segment_ids,
-    positions (int32) and weights (float32). Starting at step k costs the same as step 0.
+    positions (int32) and weights (float32). Starting at step k costs the same as step 0:
+    only the rows of the steps produced are read.
     """
-    stream, num_rows, local_batch = _check(
+    tokens, num_rows, local_batch = _check(
         stream, seq_len, global_batch, process_index, process_count
     )
     if start_step < 0:
         raise ConfigError(f"start_step={start_step} must be >= 0")
-    tokens = tf.constant(stream)
-    offsets = tf.range(seq_len + 1, dtype=tf.int64)
 
     # Plain TF ops already; AutoGraph's conversion would only warn about the closure.
     @tf.autograph.experimental.do_not_convert
@@ -244,9 +251,10 @@ def train_dataset(
             seed=seed,
             process_index=process_index,
         )
-        rows = tf.gather(tokens, ids[:, None] * seq_len + offsets[None, :])
+        # The gather runs in numpy on the (memory-mapped) shards: TF cannot map a file.
+        rows = tf.numpy_function(lambda i: tokens.rows(i, seq_len), [ids], tf.int32)
         rows = tf.ensure_shape(rows, [local_batch, seq_len + 1])
-        return _pack_tf(rows, bos_id, pad_id)
+        return _pack_tf(rows, bos_id, pad_id, packing)
 
     dataset = tf.data.Dataset.range(start_step, INT64_MAX)
     # deterministic=True: parallel map may finish out of order, but must yield in step order.
@@ -255,12 +263,13 @@ def train_dataset(
 
 
 def eval_batches(
-    stream: np.ndarray,
+    stream: Tokens,
     *,
     seq_len: int,
     batch_size: int,
     bos_id: int,
     pad_id: int,
+    packing: bool = True,
     max_batches: int | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Consecutive rows of a validation stream in fixed-shape batches, unshuffled.
@@ -268,22 +277,17 @@ def eval_batches(
     The last batch is filled up with all-pad rows whose weights are 0, so every batch has
     shape [batch_size, seq_len] and one jitted eval step serves them all.
     """
-    stream, num_rows, _ = _check(stream, seq_len, batch_size, 0, 1)
+    tokens, num_rows, _ = _check(stream, seq_len, batch_size, 0, 1)
     if max_batches is not None and max_batches <= 0:
         raise ConfigError(f"max_batches={max_batches} must be positive or None (all)")
     num_batches = -(-num_rows // batch_size)
     if max_batches is not None:
         num_batches = min(num_batches, max_batches)
-    pad_row = pack_row(np.full(seq_len + 1, pad_id, np.int32), bos_id, pad_id)
+    pad_row = pack_row(np.full(seq_len + 1, pad_id, np.int32), bos_id, pad_id, packing)
     batches = []
     for b in range(num_batches):
-        packed = []
-        for r in range(b * batch_size, (b + 1) * batch_size):
-            if r < num_rows:
-                packed.append(
-                    pack_row(stream[r * seq_len : r * seq_len + seq_len + 1], bos_id, pad_id)
-                )
-            else:
-                packed.append(pad_row)
+        ids = np.arange(b * batch_size, min((b + 1) * batch_size, num_rows))
+        packed = [pack_row(row, bos_id, pad_id, packing) for row in tokens.rows(ids, seq_len)]
+        packed += [pad_row] * (batch_size - len(packed))
         batches.append({k: np.stack([p[k] for p in packed]) for k in FIELDS})
     return batches

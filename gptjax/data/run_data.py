@@ -1,7 +1,9 @@
 """Everything a training run reads: the tokenizer and the train/validation token streams.
 
-The tokenizer is trained once per workdir (or loaded from `data.tokenizer`) and the streams
-are cached in the workdir keyed by the tokenizer's hash, so a restarted run reuses both.
+`data.source="builtin"`: the tokenizer is trained once per workdir (or loaded from
+`data.tokenizer`) and the streams are cached in the workdir keyed by the tokenizer's hash, so
+a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards that
+`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first.
 """
 
 from __future__ import annotations
@@ -12,18 +14,27 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.data.corpus import builtin_documents, split_documents
+from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
 from gptjax.errors import ConfigError, DataError
-from gptjax.tokenizer import Tokenizer, check_vocab, train_tokenizer, unigram_entropy
+from gptjax.tokenizer import (
+    Tokenizer,
+    check_vocab,
+    train_tokenizer,
+    unigram_entropy,
+    unigram_entropy_from_counts,
+)
 
-SOURCES = ("builtin",)
+SOURCES = ("builtin", "prepared")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
     tokenizer: Tokenizer
-    train_stream: np.ndarray  # int32 token ids, documents as [bos] ids [eos]
-    valid_stream: np.ndarray
+    # Token ids, documents as [bos] ids [eos]: an int32 array (builtin) or memory-mapped shards.
+    train_stream: np.ndarray | ShardedTokens
+    valid_stream: np.ndarray | ShardedTokens
     unigram_entropy: float  # nats/token of the validation stream's token frequencies
+    manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
 
 
 def _documents(data_config) -> tuple[list[str], list[str]]:
@@ -64,6 +75,8 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
 
 def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
     """Tokenizer + streams for a run; refuses a model vocabulary smaller than the tokenizer's."""
+    if data_config.source == "prepared":
+        return _prepared(data_config, model_vocab_size, log)
     workdir = Path(workdir)
     train_docs, valid_docs = _documents(data_config)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
@@ -73,3 +86,20 @@ def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, lo
     train_stream = _cached_stream(cache / f"train-{key}.npy", train_docs, tokenizer)
     valid_stream = _cached_stream(cache / f"valid-{key}.npy", valid_docs, tokenizer)
     return RunData(tokenizer, train_stream, valid_stream, unigram_entropy(valid_stream))
+
+
+def _prepared(data_config, model_vocab_size: int, log) -> RunData:
+    if not data_config.prepared_dir:
+        raise ConfigError(
+            'data.source="prepared" needs data.prepared_dir (the --out of `gptjax prepare`)'
+        )
+    prepared = load_prepared(
+        data_config.prepared_dir,
+        data_config.tokenizer,
+        verify=data_config.verify_shards,
+        log=log,
+    )
+    tokenizer = prepared.tokenizer
+    check_vocab(tokenizer.vocab_size, model_vocab_size)
+    entropy = unigram_entropy_from_counts(token_counts(prepared.valid, tokenizer.vocab_size))
+    return RunData(tokenizer, prepared.train, prepared.valid, entropy, prepared.manifest)

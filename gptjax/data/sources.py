@@ -1,0 +1,380 @@
+"""Where documents come from: the built-in corpus, text files, JSONL, TFDS datasets, mixtures.
+
+`gptjax tokenizer train` and `gptjax prepare` name a source with a spec string (`--source`,
+repeat it for a mixture):
+
+    builtin                                          the corpus of gptjax.data.corpus
+    text:GLOB[,docs=file|blank_lines][,sep=STRING]   plain text, .gz/.xz/.bz2 read as such
+    jsonl:GLOB[,field=text]                          one JSON object per line
+    tfds:NAME[,split=train][,field=text][,data_dir=DIR]
+
+each optionally followed by `,weight=W` and `,errors=strict|replace`. A text file is one
+document (`docs=file`, the default), or documents separated by blank lines
+(`docs=blank_lines`), or by an exact string (`sep=\\n\\n\\n`, backslash escapes decoded).
+Files are read in sorted path order and streamed: at most one document (one file with
+docs=file) is in memory at a time.
+
+Non-UTF-8 policy: `errors=strict` (the default) stops at the first invalid byte with a
+DataError naming the file and byte offset; `errors=replace` decodes each invalid sequence as
+U+FFFD and counts it (prepare reports the count and writes it into the manifest).
+Whitespace-only documents are skipped and counted, never silently.
+
+Mixture weights: a source of weight W contributes each of its training documents floor(W)
+times, plus once more for a fraction frac(W) of them picked by a hash of the text (weight 2 =
+two epochs of that source, 0.5 = half of it). Copies are emitted in separate passes over the
+sources, so repeats lie far apart. Validation documents are emitted once whatever the weight.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import dataclasses
+import glob
+import gzip
+import json
+import lzma
+import math
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from gptjax.data.corpus import builtin_documents, hash_units
+from gptjax.errors import ConfigError, DataError
+
+ERROR_POLICIES = ("strict", "replace")
+TEXT_MODES = ("file", "blank_lines")
+_READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclasses.dataclass
+class SourceStats:
+    """What reading a source found; reported by prepare and stored in its manifest."""
+
+    documents: int = 0  # non-empty documents read (first pass only)
+    replaced: int = 0  # invalid UTF-8 sequences decoded as U+FFFD (errors=replace)
+    skipped_empty: int = 0  # whitespace-only documents, not emitted
+
+
+@dataclasses.dataclass
+class Source:
+    """One source of documents; `documents()` streams them in a fixed order."""
+
+    spec: str
+    weight: float = 1.0
+    errors: str = "strict"
+
+    def documents(self, stats: SourceStats) -> Iterator[str]:
+        for text in self._texts(stats):
+            if text.strip():
+                stats.documents += 1
+                yield text
+            else:
+                stats.skipped_empty += 1
+
+    def _texts(self, stats: SourceStats) -> Iterator[str]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Fails fast (DataError) on what shows before reading: a missing file, an empty one."""
+
+
+@dataclasses.dataclass
+class BuiltinSource(Source):
+    def _texts(self, stats: SourceStats) -> Iterator[str]:
+        yield from builtin_documents()
+
+
+@dataclasses.dataclass
+class _FileSource(Source):
+    pattern: str = ""
+
+    def check(self) -> None:
+        for path in expand_files(self.pattern):
+            if path.stat().st_size == 0:
+                raise DataError(f"{path} is empty; remove it from the source or add text")
+
+
+@dataclasses.dataclass
+class TextSource(_FileSource):
+    docs: str = "file"
+    sep: str = ""
+
+    def _texts(self, stats: SourceStats) -> Iterator[str]:
+        for path in expand_files(self.pattern):
+            with _open(path) as f:
+                if self.sep:
+                    chunks = _split_on(f, self.sep.encode("utf-8"))
+                elif self.docs == "blank_lines":
+                    chunks = _paragraphs(f)
+                else:
+                    chunks = _whole(f)
+                empty = True
+                for offset, data in _guarded(chunks, path):
+                    empty = empty and not data
+                    yield _decode(data, path, offset, self.errors, stats)
+                if empty:
+                    raise DataError(f"{path} is empty; remove it from the source or add text")
+
+
+@dataclasses.dataclass
+class JsonlSource(_FileSource):
+    field: str = "text"
+
+    def _texts(self, stats: SourceStats) -> Iterator[str]:
+        for path in expand_files(self.pattern):
+            with _open(path) as f:
+                empty = True
+                for lineno, line in enumerate(_guarded(_lines(f), path), start=1):
+                    empty = False
+                    if line.strip():
+                        where = f"{path}:{lineno}"
+                        value = self._field(_decode(line, where, 0, self.errors, stats), where)
+                        yield _surrogates(value, where, self.errors, stats)
+                if empty:
+                    raise DataError(f"{path} is empty; remove it from the source or add lines")
+
+    def _field(self, line: str, where: str) -> str:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg}); fix or remove that line") from None
+        if not isinstance(record, dict) or self.field not in record:
+            keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+            raise DataError(
+                f"{where}: no field {self.field!r} (found: {keys}); "
+                "name the text field with ,field=NAME in the source"
+            )
+        value = record[self.field]
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {self.field!r} is {type(value).__name__}, not text")
+        return value
+
+
+@dataclasses.dataclass
+class TfdsSource(Source):
+    name: str = ""
+    split: str = "train"
+    field: str = "text"
+    data_dir: str = ""
+
+    def check(self) -> None:
+        from gptjax.data.tfds_source import tfds_builder  # imports TensorFlow; only when used
+
+        tfds_builder(self.name, self.data_dir or None)
+
+    def _texts(self, stats: SourceStats) -> Iterator[str]:
+        from gptjax.data.tfds_source import tfds_texts  # imports TensorFlow; only when used
+
+        where = f"tfds {self.name}[{self.split}]"
+        for index, value in enumerate(
+            tfds_texts(self.name, self.split, self.field, self.data_dir or None)
+        ):
+            if isinstance(value, bytes):
+                value = _decode(value, f"{where} example {index}", 0, self.errors, stats)
+            yield value
+
+
+_KINDS = {
+    "builtin": (BuiltinSource, set()),
+    "text": (TextSource, {"docs", "sep"}),
+    "jsonl": (JsonlSource, {"field"}),
+    "tfds": (TfdsSource, {"split", "field", "data_dir"}),
+}
+
+
+def parse_source(spec: str) -> Source:
+    """A Source from its spec string (see the module docstring); ConfigError if malformed."""
+    head, *items = spec.split(",")
+    kind, _, target = head.partition(":")
+    if kind not in _KINDS:
+        raise ConfigError(
+            f"--source {spec!r}: unknown kind {kind!r}; use builtin, text:GLOB, jsonl:GLOB "
+            "or tfds:NAME"
+        )
+    cls, allowed = _KINDS[kind]
+    if bool(target) == (kind == "builtin"):
+        raise ConfigError(f"--source {spec!r}: {kind} {'takes no' if target else 'needs a'} target")
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in allowed | {"weight", "errors"}:
+            known = ", ".join(sorted(allowed | {"weight", "errors"}))
+            raise ConfigError(f"--source {spec!r}: bad option {item!r} (known: {known})")
+        options[key] = value
+    common = _common_options(spec, options)
+    if kind == "text":
+        return _text_source(spec, target, options, common)
+    if kind == "jsonl":
+        return JsonlSource(spec, pattern=target, field=options.get("field", "text"), **common)
+    if kind == "tfds":
+        return TfdsSource(spec, name=target, **options, **common)
+    return BuiltinSource(spec, **common)
+
+
+def _common_options(spec: str, options: dict) -> dict:
+    weight_text = options.pop("weight", "1")
+    try:
+        weight = float(weight_text)
+    except ValueError:
+        weight = math.nan
+    if not (math.isfinite(weight) and weight > 0):
+        raise ConfigError(f"--source {spec!r}: weight={weight_text} must be a number > 0")
+    errors = options.pop("errors", "strict")
+    if errors not in ERROR_POLICIES:
+        raise ConfigError(f"--source {spec!r}: errors={errors} must be strict or replace")
+    return {"weight": weight, "errors": errors}
+
+
+def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSource:
+    docs = options.get("docs", "file")
+    if docs not in TEXT_MODES:
+        raise ConfigError(f"--source {spec!r}: docs={docs} must be file or blank_lines")
+    sep = codecs.decode(options["sep"], "unicode_escape") if "sep" in options else ""
+    if "sep" in options and (not sep or "docs" in options):
+        raise ConfigError(f"--source {spec!r}: sep= must be non-empty and not combined with docs=")
+    return TextSource(spec, pattern=pattern, docs=docs, sep=sep, **common)
+
+
+def parse_sources(specs: Iterable[str], *, check: bool = True) -> list[Source]:
+    """Sources from spec strings; with `check`, missing/empty files fail here, before reading."""
+    sources = [parse_source(spec) for spec in specs]
+    if not sources:
+        raise ConfigError("no --source given; e.g. --source 'text:corpus/*.txt'")
+    for source in sources if check else []:
+        source.check()
+    return sources
+
+
+def expand_files(pattern: str) -> list[Path]:
+    """Files a path or glob names, sorted; DataError if there are none."""
+    if glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(
+                f"no file matches {pattern!r}; check the path (quote the glob so gptjax, "
+                "not the shell, expands it)"
+            )
+        return files
+    path = Path(pattern)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; name its files, e.g. '{path}/*.txt'")
+    if not path.is_file():
+        raise DataError(f"{path} not found; check the path in --source")
+    return [path]
+
+
+def _open(path: Path) -> BinaryIO:
+    openers = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+    try:
+        return openers.get(path.suffix, open)(path, "rb")
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _guarded(chunks: Iterable, path: Path) -> Iterator:
+    """`chunks`, with a damaged compressed stream or read error turned into a DataError."""
+    try:
+        yield from chunks
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise DataError(
+            f"cannot read {path} ({e}); the file is damaged or truncated: restore or re-download it"
+        ) from None
+
+
+def _lines(f: BinaryIO) -> Iterator[bytes]:
+    yield from f
+
+
+def _whole(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    yield 0, f.read()
+
+
+def _paragraphs(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, bytes) of each run of non-blank lines; the final line break is dropped."""
+    lines: list[bytes] = []
+    offset = start = 0
+    for line in f:
+        if line.strip():
+            if not lines:
+                start = offset
+            lines.append(line)
+        elif lines:
+            yield start, b"".join(lines).rstrip(b"\r\n")
+            lines = []
+        offset += len(line)
+    if lines:
+        yield start, b"".join(lines).rstrip(b"\r\n")
+    elif offset == 0:
+        yield 0, b""  # an empty file; TextSource reports it
+
+
+def _split_on(f: BinaryIO, sep: bytes) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, bytes) of each piece between occurrences of `sep`, read in chunks."""
+    buffer, offset = b"", 0
+    while chunk := f.read(_READ_CHUNK):
+        buffer += chunk
+        *pieces, buffer = buffer.split(sep)
+        for piece in pieces:
+            yield offset, piece
+            offset += len(piece) + len(sep)
+    yield offset, buffer
+
+
+def _decode(data: bytes, where, offset: int, errors: str, stats: SourceStats) -> str:
+    """UTF-8 text of `data` under the error policy (see the module docstring)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if errors == "strict":
+            raise DataError(
+                f"{where}: byte {offset + e.start} is not UTF-8 ({data[e.start : e.start + 4]!r}"
+                "...); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or add "
+                "',errors=replace' to the source to decode bad bytes as U+FFFD (they are counted)"
+            ) from None
+        text = data.decode("utf-8", errors="replace")
+        stats.replaced += text.count("\ufffd") - data.count("\ufffd".encode())
+    return text
+
+
+def _surrogates(text: str, where: str, errors: str, stats: SourceStats) -> str:
+    """`text` without unpaired UTF-16 surrogates, which JSON escapes (\\ud800) can produce."""
+    if not _SURROGATES.search(text):
+        return text
+    if errors == "strict":
+        raise DataError(
+            f"{where}: holds an unpaired UTF-16 surrogate, which is not text; fix the "
+            "producer or add ',errors=replace' to the source"
+        )
+    text, count = _SURROGATES.subn("\ufffd", text)
+    stats.replaced += count
+    return text
+
+
+def mixture(
+    sources: list[Source], validation_fraction: float, stats: list[SourceStats]
+) -> Iterator[tuple[int, bool, str]]:
+    """(source index, is_validation, text) for every document emitted, in a fixed order.
+
+    A document is held out for validation iff the first hash unit of its text is below
+    `validation_fraction` (as `corpus.split_documents`), so training and validation never share
+    a document. Weights repeat or subsample the training documents (module docstring).
+    """
+    passes = max(math.ceil(s.weight) for s in sources)
+    for copy in range(passes):
+        for index, source in enumerate(sources):
+            if copy >= math.ceil(source.weight):
+                continue
+            full = copy < math.floor(source.weight)
+            keep = source.weight - math.floor(source.weight)
+            # Later passes re-read the source; only the first one counts what it finds.
+            seen = stats[index] if copy == 0 else SourceStats()
+            for text in source.documents(seen):
+                split_u, sample_u = hash_units(text)
+                if split_u < validation_fraction:
+                    if copy == 0:
+                        yield index, True, text
+                elif full or sample_u < keep:
+                    yield index, False, text

@@ -1,0 +1,126 @@
+"""Where a run starts (its own checkpoint, another run's parameters, or fresh) and when it saves.
+
+Priority: the workdir's own committed checkpoints (a restarted run resumes itself, even when
+`init_from` is set), then `init_from` (parameters only: fresh optimizer and schedule), then
+a fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+from jax.experimental import multihost_utils
+
+from gptjax.checkpoint import Checkpointer, check_architecture, package_versions, resolve_init_from
+from gptjax.errors import DataError
+from gptjax.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class StartPoint:
+    kind: str  # "resume", "init_from" or "fresh"
+    step: int | None = None
+    source: Path | None = None  # the workdir whose checkpoint is read
+
+    def describe(self) -> str:
+        if self.kind == "resume":
+            return f"resuming from step {self.step} in {self.source}"
+        if self.kind == "init_from":
+            return f"starting from the parameters of {self.source} step {self.step}"
+        return "starting from a fresh initialisation"
+
+
+def find_start(config, workdir: Path, checkpointer: Checkpointer) -> StartPoint:
+    steps = checkpointer.steps()
+    if steps:
+        wanted = config.checkpoint.resume_step
+        return StartPoint("resume", steps[-1] if wanted == -1 else wanted, workdir)
+    if config.init_from:
+        source, step = resolve_init_from(config.init_from)
+        source_steps = Checkpointer(source, read_only=True).steps()
+        if not source_steps:
+            raise DataError(f"init_from={config.init_from!r}: no committed checkpoint there")
+        return StartPoint("init_from", step if step is not None else source_steps[-1], source)
+    return StartPoint("fresh")
+
+
+def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
+    """A run started from a checkpoint uses that checkpoint's tokenizer (ids must mean the same).
+
+    Writes it into WORKDIR/tokenizer when the workdir has none yet; `check_tokenizer` refuses a
+    mismatch afterwards.
+    """
+    if start.kind == "fresh" or (workdir / "tokenizer" / "tokenizer.model").is_file():
+        return
+    model = Checkpointer(start.source, read_only=True).tokenizer_bytes(start.step)
+    tokenizer = Tokenizer.from_bytes(model, name=f"{start.source} step {start.step}")
+    tokenizer.save(workdir / "tokenizer")
+
+
+def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
+    if start.kind == "fresh":
+        return
+    saved = Checkpointer(start.source, read_only=True).metadata(start.step)["tokenizer_sha256"]
+    if saved != tokenizer.sha256:
+        raise DataError(
+            f"the run's tokenizer ({tokenizer.sha256[:12]}) differs from the one checkpoint "
+            f"{start.step} in {start.source} was trained with ({saved[:12]}); remove "
+            "data.tokenizer (the checkpoint's own tokenizer is then used)"
+        )
+
+
+def restore_start(start: StartPoint, target, create, shardings, model_config, log):
+    """The first state of the run, placed on the mesh of `target` (abstract, with shardings)."""
+    if start.kind == "fresh":
+        return jax.jit(create, out_shardings=shardings)()
+    checkpointer = Checkpointer(start.source, read_only=True)
+    check_architecture(checkpointer.metadata(start.step)["model"], model_config)
+    log(start.describe())
+    if start.kind == "resume":
+        return checkpointer.restore(start.step, target)
+    params = checkpointer.restore_params(start.step, target.params)
+    return jax.jit(create, out_shardings=shardings)().replace(params=params)
+
+
+def checkpoint_metadata(config, model_config, mesh, tokenizer: Tokenizer, data_hash: str) -> dict:
+    """What makes a checkpoint self-describing (fingerprints are added at save time)."""
+    return {
+        "phase": config.phase,
+        "config": json.loads(config.to_json_best_effort()),
+        "model": dataclasses.asdict(model_config),
+        "mesh": {axis: int(size) for axis, size in mesh.shape.items()},
+        "process_count": jax.process_count(),
+        "versions": package_versions(),
+        "tokenizer_sha256": tokenizer.sha256,
+        "data_sha256": data_hash,
+    }
+
+
+class SaveSchedule:
+    """Every `save_every` steps, at the end, and after `save_every_minutes` of wall time.
+
+    The wall-clock decision is taken by process 0 and broadcast, so every process of a
+    multi-host run saves at the same step (their clocks differ).
+    """
+
+    def __init__(self, checkpoint_config, total_steps: int):
+        self.every, self.total = checkpoint_config.save_every, total_steps
+        self.seconds = 60.0 * checkpoint_config.save_every_minutes
+        self.last_save = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if step % self.every == 0 or step == self.total:
+            return True
+        if not self.seconds:
+            return False
+        late = time.monotonic() - self.last_save >= self.seconds
+        if jax.process_count() > 1:
+            late = bool(multihost_utils.broadcast_one_to_all(late))
+        return late
+
+    def saved(self) -> None:
+        self.last_save = time.monotonic()

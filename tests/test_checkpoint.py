@@ -1,0 +1,112 @@
+"""Checkpoints in-process: restore onto other meshes, corruption detection, architecture check."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from test_train_step import MODEL, make_batch, run_steps, setup
+
+from gptjax.checkpoint import Checkpointer, check_architecture
+from gptjax.errors import CheckpointError, ConfigError
+
+SAVED_MESH = dict(data=4, fsdp=2, tensor=1)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A workdir with checkpoints at steps 1 and 2 saved on (data=4, fsdp=2), and the loss of
+    the step that follows step 2 on that mesh."""
+    workdir = tmp_path_factory.mktemp("ckpt")
+    step_fn, state, mesh = setup(SAVED_MESH)
+    checkpointer = Checkpointer(workdir, keep_last=3)
+    for seed in (0, 1):
+        state, _ = run_steps(step_fn, state, mesh, [make_batch(seed=seed)])
+        checkpointer.save(state, {"model": dataclasses.asdict(MODEL)}, b"tokenizer-bytes")
+    checkpointer.close()
+    _, metrics = run_steps(step_fn, state, mesh, [make_batch(seed=2)])
+    return workdir, float(metrics[0]["loss"])
+
+
+def _restore_and_step(workdir, mesh_shape, devices=None):
+    step_fn, target, mesh = setup(mesh_shape, devices=devices)
+    state = Checkpointer(workdir, read_only=True).restore(2, target)
+    assert int(state.step) == 2
+    _, metrics = run_steps(step_fn, state, mesh, [make_batch(seed=2)])
+    return state, float(metrics[0]["loss"])
+
+
+@pytest.mark.parametrize(
+    "mesh_shape",
+    [dict(data=8), dict(fsdp=8), dict(data=2, tensor=4)],
+    ids=["data8", "fsdp8", "data2-tensor4"],
+)
+def test_restore_onto_another_mesh_continues_training(saved, mesh_shape):
+    workdir, expected_loss = saved
+    state, loss = _restore_and_step(workdir, mesh_shape)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    up = state.params["blocks"]["mlp"]["up_DF"][...]
+    assert len(up.sharding.device_set) == 8
+    assert state.step.sharding.mesh.shape == up.sharding.mesh.shape  # scalars on the mesh too
+
+
+def test_restore_onto_fewer_devices(saved):
+    workdir, expected_loss = saved
+    state, loss = _restore_and_step(workdir, dict(data=2, fsdp=2), devices=jax.devices()[:4])
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    assert len(state.params["embed_VD"][...].sharding.device_set) == 4
+
+
+def test_checkpoint_keeps_metadata_and_tokenizer(saved):
+    workdir, _ = saved
+    checkpointer = Checkpointer(workdir, read_only=True)
+    assert checkpointer.steps() == [1, 2]
+    metadata = checkpointer.metadata(2)
+    assert metadata["step"] == 2 and metadata["model"]["num_layers"] == MODEL.num_layers
+    assert set(metadata["fingerprints"]) == {"params", "trainer"}
+    assert checkpointer.tokenizer_bytes(2) == b"tokenizer-bytes"
+
+
+def _largest_data_file(step_dir: Path) -> Path:
+    files = [f for f in (step_dir / "params").rglob("*") if f.is_file() and "/d/" in str(f)]
+    return max(files, key=lambda f: f.stat().st_size)
+
+
+def test_a_flipped_byte_is_detected_and_the_previous_checkpoint_restores(saved, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(saved[0], workdir)
+    data_file = _largest_data_file(workdir / "checkpoints" / "2")
+    raw = bytearray(data_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data_file.write_bytes(bytes(raw))
+    _, target, _ = setup(SAVED_MESH)
+    checkpointer = Checkpointer(workdir, read_only=True)
+    with pytest.raises(CheckpointError) as error:
+        checkpointer.restore(2, target)
+    assert error.value.exit_code == 74
+    assert "checkpoint 2" in str(error.value) and "resume_step=1" in str(error.value)
+    assert int(checkpointer.restore(1, target).step) == 1
+
+
+def test_a_different_architecture_is_refused(saved):
+    metadata = Checkpointer(saved[0], read_only=True).metadata(2)
+    check_architecture(metadata["model"], dataclasses.replace(MODEL, remat="full"))
+    with pytest.raises(ConfigError, match="model.num_layers"):
+        check_architecture(metadata["model"], dataclasses.replace(MODEL, num_layers=3))
+
+
+def test_fingerprints_change_with_any_element():
+    from gptjax.checkpoint import fingerprints
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    base = fingerprints({"x": x})
+    swapped = x.copy()
+    swapped[0, 0], swapped[0, 1] = x[0, 1], x[0, 0]
+    assert fingerprints({"x": swapped}) != base
+    nudged = x.copy()
+    nudged[2, 3] = np.nextafter(x[2, 3], np.float32(100))
+    assert fingerprints({"x": nudged}) != base
+    assert fingerprints({"x": x.copy()}) == base

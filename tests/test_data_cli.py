@@ -1,0 +1,212 @@
+"""`gptjax tokenizer` and `gptjax prepare` as users run them; bad input exits 65 naming the file."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gptjax import cli
+from gptjax.data.corpus import builtin_documents
+from gptjax.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.py")
+VOCAB = 512
+
+
+def _main(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _refused(capsys, *argv, match: str) -> str:
+    """Runs the CLI in-process; asserts exit 65 and one error line containing `match`.
+
+    (A progress bar line may precede it on stderr; the message itself is one line.)
+    """
+    code, _, err = _main(capsys, *argv)
+    errors = [line for line in err.splitlines() if line.startswith("gptjax: error:")]
+    assert code == 65 and len(errors) == 1, err
+    assert match in errors[0] and err.strip().endswith(errors[0]), err
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("texts")
+    for i, doc in enumerate(builtin_documents()[:120]):
+        (folder / f"{i:03d}.txt").write_text(doc)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory) -> Path:
+    """Prepared through the CLI (in-process), tokenizer trained on the way, several shards."""
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    argv = ["prepare", "--source", f"text:{corpus}/*.txt", "--out", out]
+    code = cli.main([str(a) for a in [*argv, "--vocab-size", VOCAB, "--shard-tokens", 20000]])
+    assert code == 0
+    return out
+
+
+def _train_args(workdir, prepared_dir, *extra):
+    return [
+        "train", "--config", TINY, "--workdir", workdir,
+        "--config.data.source=prepared", f"--config.data.prepared_dir={prepared_dir}",
+        f"--config.model.vocab_size={VOCAB}", f"--config.data.vocab_size={VOCAB}", *extra,
+    ]  # fmt: skip
+
+
+def test_tokenizer_verbs_train_encode_decode(corpus, tmp_path, capsys):
+    out = tmp_path / "tok"
+    code, stdout, err = _main(
+        capsys, "tokenizer", "train", "--source", f"text:{corpus}/*.txt", "--out", out,
+        "--vocab-size", VOCAB, "--type", "unigram",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"{VOCAB} pieces" in stdout and (out / "tokenizer.model").is_file()
+    text = "def naïve(x):\n    return x  # ✓"
+    code, stdout, _ = _main(capsys, "tokenizer", "encode", "--tokenizer", out, text)
+    ids = stdout.split()
+    assert code == 0 and all(0 <= int(i) < VOCAB for i in ids)
+    code, stdout, _ = _main(capsys, "tokenizer", "decode", "--tokenizer", out, *ids)
+    assert code == 0 and stdout == text + "\n"
+    code, stdout, _ = _main(capsys, "tokenizer", "encode", "--tokenizer", out, "--pieces", "ab")
+    assert code == 0 and "".join(stdout.split()) == "ab"
+    _refused(capsys, "tokenizer", "decode", "--tokenizer", out, "5", str(VOCAB), match="outside")
+    _refused(capsys, "tokenizer", "encode", "--tokenizer", tmp_path / "none", "x", match="none")
+
+
+def test_prepare_usage_errors_exit_2(corpus, tmp_path, capsys):
+    source = f"text:{corpus}/*.txt"
+    code, _, err = _main(capsys, "prepare", "--source", source, "--out", tmp_path / "o")
+    assert code == 2 and "--tokenizer DIR" in err
+    code, _, err = _main(
+        capsys, "prepare", "--source", "csv:x", "--out", tmp_path, "--vocab-size", 9
+    )
+    assert code == 2 and "unknown kind" in err
+
+
+@pytest.mark.parametrize(
+    "files,spec,match",
+    [
+        ({}, "text:{d}/missing.txt", "missing.txt not found"),
+        ({"empty.txt": b""}, "text:{d}/empty.txt", "empty.txt is empty"),
+        ({"a.txt": b"caf\xe9"}, "text:{d}/a.txt", "a.txt: byte 3 is not UTF-8"),
+        ({"a.jsonl": b'{"t": 1}\n'}, "jsonl:{d}/a.jsonl", "a.jsonl:1: no field 'text'"),
+    ],
+)
+def test_prepare_refuses_bad_files(prepared, tmp_path, capsys, files, spec, match):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    tok = prepared / "tokenizer"
+    argv = ["prepare", "--source", spec.format(d=tmp_path), "--out", tmp_path / "o"]
+    _refused(capsys, *argv, "--tokenizer", tok, "--workers", 1, match=match)
+
+
+def _copy(prepared: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(prepared, tmp_path / "copy"))
+
+
+def _rewrite_shard(directory: Path, name: str, data: bytes) -> None:
+    """Replaces a shard and makes the manifest agree with it (hash and size)."""
+    (directory / name).write_bytes(data)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for shard in manifest["splits"]["train"]["shards"]:
+        if shard["file"] == name:
+            shard["sha256"] = hashlib.sha256(data).hexdigest()
+            shard["tokens"] = len(data) // 2
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_training_refuses_a_damaged_shard(prepared, tmp_path, capsys):
+    data = _copy(prepared, tmp_path)
+    shard = data / "train-00001.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[100] ^= 1
+    shard.write_bytes(bytes(raw))
+    _refused(capsys, *_train_args(tmp_path / "w", data), match="train-00001.bin has sha256")
+    shard.write_bytes(bytes(raw[:-2]))
+    _refused(capsys, *_train_args(tmp_path / "w", data), match="train-00001.bin is 39,998 bytes")
+    shard.unlink()
+    _refused(capsys, *_train_args(tmp_path / "w", data), match="train-00001.bin listed")
+
+
+def test_training_refuses_token_ids_beyond_the_vocabulary(prepared, tmp_path, capsys):
+    data = _copy(prepared, tmp_path)
+    tokens = np.fromfile(data / "train-00000.bin", np.uint16)
+    tokens[7] = VOCAB + 88  # as if written by a larger tokenizer; hash and size consistent
+    _rewrite_shard(data, "train-00000.bin", tokens.tobytes())
+    err = _refused(capsys, *_train_args(tmp_path / "w", data), match=f"token id {VOCAB + 88}")
+    assert "at token 7" in err and "train-00000.bin" in err
+    # Without hashing, the manifest's largest id still catches it.
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["max_token_id"] = VOCAB + 88
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    args = _train_args(tmp_path / "w", data, "--config.data.verify_shards=false")
+    _refused(capsys, *args, match=f"token id {VOCAB + 88}")
+
+
+def test_training_refuses_another_tokenizer_or_no_manifest(prepared, corpus, tmp_path, capsys):
+    other = tmp_path / "other_tok"
+    argv = ["tokenizer", "train", "--source", f"text:{corpus}/00*.txt", "--out", other]
+    assert cli.main([str(a) for a in [*argv, "--vocab-size", VOCAB]]) == 0
+    args = _train_args(tmp_path / "w", prepared, f"--config.data.tokenizer={other}")
+    _refused(capsys, *args, match="is not the one")
+    _refused(capsys, *_train_args(tmp_path / "w", tmp_path), match="is not a prepared dataset")
+    # overrides apply in order: these replace the 512s set by _train_args
+    small = ["--config.model.vocab_size=384", "--config.data.vocab_size=384"]
+    _refused(capsys, *_train_args(tmp_path / "w", prepared, *small), match="vocab_size=384 is")
+
+
+GPTJAX = [sys.executable, "-m", "gptjax.cli"]
+SHORT = [
+    "--config.model.num_layers=2",
+    "--config.model.embed_dim=64",
+    "--config.model.mlp_dim=256",
+    "--config.data.seq_len=64",
+    "--config.model.max_seq_len=64",
+    "--config.train.steps=40",
+    "--config.optim.warmup_steps=5",
+    "--config.train.log_every=5",
+    "--config.train.eval_every=20",
+    "--config.train.eval_batches=4",
+    "--config.sample.max_new_tokens=0",
+]
+
+
+def _gptjax(*args):
+    return subprocess.run(
+        [*GPTJAX, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy()
+    )
+
+
+def test_prepare_a_mixture_with_tfds_then_train_on_it(corpus, local_tfds, tmp_path):
+    """Text files + a locally built tfds dataset -> `gptjax prepare` -> `gptjax train`."""
+    data_dir, _ = local_tfds
+    data = tmp_path / "data"
+    prepared = _gptjax(
+        "prepare", "--source", f"text:{corpus}/*.txt",
+        "--source", f"tfds:gptjax_test_texts,data_dir={data_dir},weight=2",
+        "--out", data, "--vocab-size", VOCAB, "--workers", 2,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    manifest = json.loads((data / "manifest.json").read_text())
+    tfds_entry = manifest["sources"][1]
+    assert tfds_entry["documents_read"] == 30
+    assert tfds_entry["train_documents"] == 2 * (30 - tfds_entry["valid_documents"])
+    workdir = tmp_path / "run"
+    result = _gptjax(*_train_args(workdir, data, *SHORT))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_metrics(workdir / "metrics.jsonl")
+    train = [r["loss"] for r in records if "loss" in r]
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert train[-1] < train[0] - 1.0 and evals[-1] < evals[0]
+    assert not (workdir / "tokenizer").exists()  # the prepared dir's tokenizer was used
