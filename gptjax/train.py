@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -118,7 +119,10 @@ def build(config, workdir: Path, log=print) -> Run:
 
 
 def _data_hash(data: RunData) -> str:
-    """Identifies the training tokens a checkpoint was trained on."""
+    """Identifies the training tokens: the prepared manifest (it holds every shard's sha256),
+    or the built-in stream itself (small, in memory)."""
+    if data.manifest is not None:
+        return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
     return hashlib.sha256(np.ascontiguousarray(data.train_stream).tobytes()).hexdigest()
 
 

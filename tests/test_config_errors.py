@@ -58,7 +58,7 @@ def test_the_unmodified_template_is_accepted():
         (["data.source=web"], "data.source"),
         (["data.source=prepared"], "data.prepared_dir"),  # prepared needs its directory
         (["data.packing=sometimes"], "data.packing"),
-        (["optim.warmup_steps=601"], "optim.warmup_steps"),  # longer than train.steps=600
+        (["train.steps=10", "optim.warmup_steps=11"], "optim.warmup_steps"),  # > train.steps
         (["optim.eps=0"], "optim.eps"),
         (["optim.b2=1"], "optim.b2"),
         (["sample.top_k=-1"], "sample.top_k"),
