@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from small_run import SMALL_MODEL, SMALL_VOCAB
 
 from gptjax.errors import NonFiniteError
 from gptjax.metrics import read_metrics
@@ -14,13 +15,8 @@ from gptjax.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]
 SHORT = [
-    "--config.model.num_layers=2",
-    "--config.model.embed_dim=64",
-    "--config.model.mlp_dim=256",
-    "--config.model.vocab_size=512",
-    "--config.data.vocab_size=512",
-    "--config.data.seq_len=64",
-    "--config.model.max_seq_len=64",
+    *SMALL_MODEL,
+    *SMALL_VOCAB,
     "--config.train.steps=40",
     "--config.optim.warmup_steps=5",
     "--config.train.log_every=5",

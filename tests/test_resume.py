@@ -14,19 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
+from small_run import SMALL_MODEL, SMALL_VOCAB
 
 from gptjax.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 24
 RUN = [
-    "--config.model.num_layers=2",
-    "--config.model.embed_dim=64",
-    "--config.model.mlp_dim=256",
-    "--config.model.vocab_size=512",
-    "--config.data.vocab_size=512",
-    "--config.data.seq_len=64",
-    "--config.model.max_seq_len=64",
+    *SMALL_MODEL,
+    *SMALL_VOCAB,
     "--config.optim.warmup_steps=4",
     "--config.train.log_every=1",
     "--config.train.eval_batches=2",
