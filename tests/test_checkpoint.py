@@ -23,7 +23,8 @@ def saved(tmp_path_factory):
     checkpointer = Checkpointer(workdir, keep_last=3)
     for seed in (0, 1):
         state, _ = run_steps(step_fn, state, mesh, [make_batch(seed=seed)])
-        checkpointer.save(state, {"model": dataclasses.asdict(MODEL)}, b"tokenizer-bytes")
+        metadata = {"model": dataclasses.asdict(MODEL), "phase": "pretrain", "mesh": SAVED_MESH}
+        checkpointer.save(state, metadata, b"tokenizer-bytes")
     checkpointer.close()
     _, metrics = run_steps(step_fn, state, mesh, [make_batch(seed=2)])
     return workdir, float(metrics[0]["loss"])
@@ -110,3 +111,32 @@ def test_fingerprints_change_with_any_element():
     nudged[2, 3] = np.nextafter(x[2, 3], np.float32(100))
     assert fingerprints({"x": nudged}) != base
     assert fingerprints({"x": x.copy()}) == base
+
+
+def test_checkpoints_listing_and_tree(saved):
+    from gptjax.checkpoint_report import checkpoint_tree, list_checkpoints
+
+    lines = list_checkpoints(saved[0])
+    assert len(lines) == 2 and lines[1].startswith("step        2")
+    assert "pretrain" in lines[1] and "data=4,fsdp=2" in lines[1] and "KB" in lines[1]
+    tree = checkpoint_tree(saved[0], 1)
+    assert tree[0].startswith("checkpoint 1")
+    up = next(line for line in tree if line.startswith("params['blocks']['mlp']['up_DF']"))
+    assert "(2, 32, 64) float32" in up and "fsdp" in up
+    assert any(line.startswith("trainer['step'] () int32") for line in tree)
+
+
+def test_save_schedule_by_steps_and_by_wall_time(monkeypatch):
+    import ml_collections
+
+    from gptjax import resume
+
+    clock = [0.0]
+    monkeypatch.setattr(resume.time, "monotonic", lambda: clock[0])
+    config = ml_collections.ConfigDict(dict(save_every=10, save_every_minutes=1.0))
+    schedule = resume.SaveSchedule(config, total_steps=25)
+    assert [s for s in range(1, 26) if schedule.due(s)] == [10, 20, 25]
+    clock[0] = 61.0  # a minute passed since the last save
+    assert schedule.due(3)
+    schedule.saved()
+    assert not schedule.due(4)
