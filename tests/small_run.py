@@ -10,3 +10,13 @@ SMALL_MODEL = [
 ]
 # With the built-in corpus: a 512-piece tokenizer trained for the run.
 SMALL_VOCAB = ["--config.model.vocab_size=512", "--config.data.vocab_size=512"]
+
+# Two simulated devices, not the in-process suite's eight: on 2 cores each step of a
+# subprocess run is several times faster, and the code paths under test are the same.
+TWO_DEVICES = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+
+
+def subprocess_env() -> dict[str, str]:
+    import os
+
+    return os.environ | {"XLA_FLAGS": TWO_DEVICES}

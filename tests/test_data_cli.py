@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_run import SMALL_MODEL, subprocess_env
 
 from gptjax import cli
 from gptjax.data.corpus import builtin_documents
@@ -109,6 +109,8 @@ def test_prepare_refuses_bad_files(prepared, tmp_path, capsys, files, spec, matc
     tok = prepared / "tokenizer"
     argv = ["prepare", "--source", spec.format(d=tmp_path), "--out", tmp_path / "o"]
     _refused(capsys, *argv, "--tokenizer", tok, "--workers", 1, match=match)
+    out = tmp_path / "o"
+    assert not (out / "manifest.json").exists() and not list(out.glob(".*.tmp"))
 
 
 def _copy(prepared: Path, tmp_path: Path) -> Path:
@@ -168,11 +170,7 @@ def test_training_refuses_another_tokenizer_or_no_manifest(prepared, corpus, tmp
 
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]
 SHORT = [
-    "--config.model.num_layers=2",
-    "--config.model.embed_dim=64",
-    "--config.model.mlp_dim=256",
-    "--config.data.seq_len=64",
-    "--config.model.max_seq_len=64",
+    *SMALL_MODEL,
     "--config.train.steps=40",
     "--config.optim.warmup_steps=5",
     "--config.train.log_every=5",
@@ -184,7 +182,7 @@ SHORT = [
 
 def _gptjax(*args):
     return subprocess.run(
-        [*GPTJAX, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy()
+        [*GPTJAX, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=subprocess_env()
     )
 
 

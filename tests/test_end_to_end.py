@@ -1,13 +1,12 @@
 """`gptjax train` as a user runs it: the console script, metrics.jsonl, plot, samples, abort."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB
+from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
 
 from gptjax.errors import NonFiniteError
 from gptjax.metrics import read_metrics
@@ -28,7 +27,7 @@ SHORT = [
 
 def gptjax(*args, env=None):
     return subprocess.run(
-        [*GPTJAX, *args], cwd=ROOT, capture_output=True, text=True, env=env or os.environ.copy()
+        [*GPTJAX, *args], cwd=ROOT, capture_output=True, text=True, env=env or subprocess_env()
     )
 
 
@@ -62,7 +61,7 @@ def test_bad_override_is_refused_before_anything_runs(tmp_path):
         "configs/tiny.py",
         "--workdir",
         str(tmp_path / "w"),
-        "--config.train.global_batch_size=12",  # 8 simulated devices cannot split 12 rows
+        "--config.train.global_batch_size=13",  # 2 simulated devices cannot split 13 rows
     )
     assert result.returncode == 2
     assert "train.global_batch_size" in result.stderr

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB
+from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
 
 from gptjax.metrics import read_metrics
 
@@ -41,14 +41,19 @@ def command(workdir, steps=STEPS, *extra):
 
 def run(workdir, *extra, steps=STEPS, **kwargs):
     return subprocess.run(
-        command(workdir, steps, *extra), cwd=ROOT, capture_output=True, text=True, **kwargs
+        command(workdir, steps, *extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        **kwargs,
     )
 
 
 def start(workdir, *extra, steps=STEPS):
     return subprocess.Popen(
         command(workdir, steps, *extra), cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=subprocess_env(),
     )  # fmt: skip
 
 
@@ -146,7 +151,7 @@ def test_init_from_finetune_killed_then_resumed_continues_the_finetune(uninterru
     assert "resuming from step" in resumed.stdout and str(finetune) in resumed.stdout
     listing = subprocess.run(
         [sys.executable, "-m", "gptjax.cli", "checkpoints", str(finetune)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT, capture_output=True, text=True, env=subprocess_env(),
     )  # fmt: skip
     assert listing.returncode == 0 and "sft" in listing.stdout and "step       16" in listing.stdout
     # The finetune began from the pretrained weights, not from scratch.

@@ -7,6 +7,8 @@ workers. At most `2 * workers + 2` batches are in flight: memory stays flat for 
 any size. The output format is described in gptjax.data.shards.
 
 TensorFlow is not imported here (workers start fast); only a tfds source imports it.
+Workers are started with "spawn", so a script that calls `prepare(..., workers>1)` needs the
+usual `if __name__ == "__main__":` guard (the `gptjax prepare` command has it).
 """
 
 from __future__ import annotations
@@ -200,6 +202,10 @@ def prepare(
         for index, split, texts, nbytes in _batches(mixture(sources, validation_fraction, stats)):
             write(encoder.submit(texts, (index, split, len(texts), nbytes)))
         write(encoder.drain())
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
     finally:
         encoder.close()
         bar.close()

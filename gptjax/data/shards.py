@@ -113,6 +113,13 @@ class ShardWriter:
         shard["sha256"] = self._hash.hexdigest()
         (self.out_dir / f".{shard['file']}.tmp").replace(self.out_dir / shard["file"])
 
+    def abort(self) -> None:
+        """Deletes the shard being written (finished shards stay; no manifest lists them)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            (self.out_dir / f".{self.shards[-1]['file']}.tmp").unlink(missing_ok=True)
+
     def close(self) -> list[dict]:
         """Finishes the last shard; returns the manifest's shard entries."""
         if self._file is not None:
