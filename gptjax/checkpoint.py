@@ -230,31 +230,35 @@ class Checkpointer:
             )
         try:
             return self.manager.restore(step, args=args)
-        except (ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # tensorstore/orbax raise many types; classify by content
+            # The first part of the message; tensorstore appends kilobytes of its JSON spec.
+            text = str(error).split("[tensorstore_spec")[0].strip()[:300]
+            damaged = any(word in text for word in ("DATA_LOSS", "checksum", "truncated"))
+            if isinstance(error, ValueError | KeyError | TypeError) and not damaged:
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory} does not match this "
+                    f"model/optimizer: {text}"
+                ) from None
             raise CheckpointError(
-                f"checkpoint {step} in {self.directory} does not match this model/optimizer: "
-                f"{error}"
-            ) from None
-        except Exception as error:  # truncated or unreadable files surface as many types
-            raise CheckpointError(
-                f"checkpoint {step} in {self.directory} is unreadable ({error!r}); restore an "
-                f"earlier one with --config.checkpoint.resume_step (committed: {self.steps()})"
+                f"checkpoint {step} in {self.directory} is unreadable or corrupt ({text}); "
+                f"{self._earlier_hint(step)}"
             ) from None
 
     def _verify(self, step: int, item: str, tree, expected: dict[str, str]) -> None:
         actual = fingerprints(tree)
         bad = [path for path, value in actual.items() if expected.get(path) != value]
         if bad or set(expected) != set(actual):
-            earlier = [s for s in self.steps() if s < step]
-            hint = (
-                f"restore an earlier one with --config.checkpoint.resume_step={earlier[-1]}"
-                if earlier
-                else "no earlier checkpoint exists"
-            )
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} is corrupt: {item}{bad[0] if bad else ''} "
-                f"does not match its recorded fingerprint ({len(bad)} leaves differ); {hint}"
+                f"does not match its recorded fingerprint ({len(bad)} leaves differ); "
+                f"{self._earlier_hint(step)}"
             )
+
+    def _earlier_hint(self, step: int) -> str:
+        earlier = [s for s in self.steps() if s < step]
+        if not earlier:
+            return "no earlier checkpoint exists"
+        return f"restore an earlier one with --config.checkpoint.resume_step={earlier[-1]}"
 
     def array_metadata(self, step: int) -> dict:
         """{"params": tree, "trainer": tree} of Orbax ArrayMetadata (shape, dtype, sharding)."""

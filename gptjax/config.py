@@ -242,10 +242,15 @@ def _positive_int(config, dotted: str) -> None:
     )
 
 
+def validate_static(config: ml_collections.ConfigDict) -> ModelConfig:
+    """The checks that need no device (run before the JAX runtime starts)."""
+    _check_fields(config)
+    return model_config(config)
+
+
 def validate(config: ml_collections.ConfigDict, device_count: int, process_count: int = 1) -> dict:
     """Checks every field that can be checked without compiling; returns derived values."""
-    _check_fields(config)
-    model = model_config(config)
+    model = validate_static(config)
     mesh_shape = resolve_mesh_shape(config.mesh.to_dict(), device_count)
     _check_rules(config)
     for field in _POSITIVE_INTS:

@@ -20,7 +20,7 @@ from flax.core import spmd as flax_spmd
 
 from gptjax import resume, sharding
 from gptjax.checkpoint import Checkpointer
-from gptjax.config import validate
+from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
@@ -249,6 +249,7 @@ def train(config, workdir: str | Path, log=print) -> dict:
     Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
     committing a checkpoint when the process was told to stop (SIGTERM).
     """
+    validate_static(config)  # config errors first, before the runtime prints anything
     initialize_runtime(log)  # before anything touches a device
     workdir = Path(workdir)
     primary = jax.process_index() == 0
