@@ -13,10 +13,13 @@ SMALL_VOCAB = ["--config.model.vocab_size=512", "--config.data.vocab_size=512"]
 
 # Two simulated devices, not the in-process suite's eight: on 2 cores each step of a
 # subprocess run is several times faster, and the code paths under test are the same.
-TWO_DEVICES = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+TWO_DEVICES = "--xla_force_host_platform_device_count=2"
 
 
-def subprocess_env() -> dict[str, str]:
+def subprocess_env(optimized: bool = False) -> dict[str, str]:
+    """Short runs skip XLA's backend optimisations (compile time dominates them); long runs
+    such as the demo keep them (unoptimised steps are several times slower)."""
     import os
 
-    return os.environ | {"XLA_FLAGS": TWO_DEVICES}
+    flags = TWO_DEVICES if optimized else TWO_DEVICES + " --xla_backend_optimization_level=0"
+    return os.environ | {"XLA_FLAGS": flags}

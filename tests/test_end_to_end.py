@@ -100,7 +100,10 @@ def test_consecutive_non_finite_steps_abort_with_exit_70():
 def test_demo_config_learns_well_below_the_unigram_entropy(tmp_path):
     """`make demo`'s run: validation loss must end clearly below the corpus' unigram entropy."""
     workdir = tmp_path / "demo"
-    result = gptjax("train", "--config", "configs/tiny.py", "--workdir", str(workdir))
+    result = gptjax(
+        "train", "--config", "configs/tiny.py", "--workdir", str(workdir),
+        env=subprocess_env(optimized=True),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     final_eval = [r for r in read_metrics(workdir / "metrics.jsonl") if "eval/loss" in r][-1]
     line = next(x for x in result.stdout.splitlines() if "unigram entropy" in x)
