@@ -184,6 +184,12 @@ class Checkpointer:
         finally:
             self.manager.close()
 
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def reached_preemption(self, step: int) -> bool:
         """True at the step all processes agreed to stop at after a preemption notice (SIGTERM)."""
         return self.manager.reached_preemption(step)

@@ -33,25 +33,26 @@ def list_checkpoints(workdir: str | Path) -> list[str]:
     """One line per committed checkpoint: step, size, phase, model and mesh summary."""
     if not checkpoint_dir(workdir).is_dir():
         raise CheckpointError(f"{workdir} has no {checkpoint_dir(workdir).name}/ directory")
-    checkpointer = Checkpointer(workdir, read_only=True)
-    steps = checkpointer.steps()
-    if not steps:
-        raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
-    lines = []
-    for step in steps:
-        info = checkpointer.info(step)
-        lines.append(f"step {step:>8} · {_size(info.size_bytes):>9} · {_summary(info.metadata)}")
-    return lines
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+        steps = checkpointer.steps()
+        if not steps:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        infos = [checkpointer.info(step) for step in steps]
+    return [
+        f"step {info.step:>8} · {_size(info.size_bytes):>9} · {_summary(info.metadata)}"
+        for info in infos
+    ]
 
 
 def checkpoint_tree(workdir: str | Path, step: int | None) -> list[str]:
     """Every array of a checkpoint (the latest if step is None): path, shape, dtype, sharding."""
-    checkpointer = Checkpointer(workdir, read_only=True)
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        metadata = checkpointer.array_metadata(step)
     lines = [f"checkpoint {step} in {checkpoint_dir(workdir)}"]
-    for item, tree in checkpointer.array_metadata(step).items():
+    for item, tree in metadata.items():
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
             name = item + jax.tree_util.keystr(path).replace("['value']", "")
             spec = getattr(leaf.sharding, "partition_spec", None)

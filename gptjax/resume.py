@@ -41,7 +41,8 @@ def find_start(config, workdir: Path, checkpointer: Checkpointer) -> StartPoint:
         return StartPoint("resume", steps[-1] if wanted == -1 else wanted, workdir)
     if config.init_from:
         source, step = resolve_init_from(config.init_from)
-        source_steps = Checkpointer(source, read_only=True).steps()
+        with Checkpointer(source, read_only=True) as source_checkpointer:
+            source_steps = source_checkpointer.steps()
         if not source_steps:
             raise DataError(f"init_from={config.init_from!r}: no committed checkpoint there")
         return StartPoint("init_from", step if step is not None else source_steps[-1], source)
@@ -56,7 +57,8 @@ def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
     """
     if start.kind == "fresh" or (workdir / "tokenizer" / "tokenizer.model").is_file():
         return
-    model = Checkpointer(start.source, read_only=True).tokenizer_bytes(start.step)
+    with Checkpointer(start.source, read_only=True) as checkpointer:
+        model = checkpointer.tokenizer_bytes(start.step)
     tokenizer = Tokenizer.from_bytes(model, name=f"{start.source} step {start.step}")
     tokenizer.save(workdir / "tokenizer")
 
@@ -64,7 +66,8 @@ def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
 def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
     if start.kind == "fresh":
         return
-    saved = Checkpointer(start.source, read_only=True).metadata(start.step)["tokenizer_sha256"]
+    with Checkpointer(start.source, read_only=True) as checkpointer:
+        saved = checkpointer.metadata(start.step)["tokenizer_sha256"]
     if saved != tokenizer.sha256:
         raise DataError(
             f"the run's tokenizer ({tokenizer.sha256[:12]}) differs from the one checkpoint "
@@ -77,12 +80,12 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
     """The first state of the run, placed on the mesh of `target` (abstract, with shardings)."""
     if start.kind == "fresh":
         return jax.jit(create, out_shardings=shardings)()
-    checkpointer = Checkpointer(start.source, read_only=True)
-    check_architecture(checkpointer.metadata(start.step)["model"], model_config)
-    log(start.describe())
-    if start.kind == "resume":
-        return checkpointer.restore(start.step, target)
-    params = checkpointer.restore_params(start.step, target.params)
+    with Checkpointer(start.source, read_only=True) as checkpointer:
+        check_architecture(checkpointer.metadata(start.step)["model"], model_config)
+        log(start.describe())
+        if start.kind == "resume":
+            return checkpointer.restore(start.step, target)
+        params = checkpointer.restore_params(start.step, target.params)
     return jax.jit(create, out_shardings=shardings)().replace(params=params)
 
 

@@ -89,15 +89,15 @@ def test_a_flipped_byte_never_restores_silently(saved, tmp_path):
         raw = bytearray(data_file.read_bytes())
         raw[len(raw) // 2] ^= 0x01
         data_file.write_bytes(bytes(raw))
-        checkpointer = Checkpointer(workdir, read_only=True)
-        try:
-            restored = jax.device_get(checkpointer.restore(2, target).params)
-        except CheckpointError as error:
-            assert error.exit_code == 74
-            assert "checkpoint 2" in str(error) and "resume_step=1" in str(error)
-            assert int(checkpointer.restore(1, target).step) == 1
-            detected += 1
-            continue
+        with Checkpointer(workdir, read_only=True) as checkpointer:
+            try:
+                restored = jax.device_get(checkpointer.restore(2, target).params)
+            except CheckpointError as error:
+                assert error.exit_code == 74
+                assert "checkpoint 2" in str(error) and "resume_step=1" in str(error)
+                assert int(checkpointer.restore(1, target).step) == 1
+                detected += 1
+                continue
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(original), strict=True):
             np.testing.assert_array_equal(a, b)
     assert detected >= 1
