@@ -164,7 +164,7 @@ class Checkpointer:
             self.manager.save(step, args=args, force=force)
         except (OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(
-                f"saving checkpoint {step} in {self.directory} failed: {error}"
+                f"saving checkpoint {step} in {self.directory} failed: {_error_text(error)}"
             ) from None
         return time.perf_counter() - start
 
@@ -174,7 +174,7 @@ class Checkpointer:
             self.manager.wait_until_finished()
         except Exception as error:  # Orbax re-raises the background thread's error, any type
             raise CheckpointError(
-                f"a checkpoint save in {self.directory} failed: {error!r}; the previous "
+                f"a checkpoint save in {self.directory} failed: {_error_text(error)}; the previous "
                 "committed checkpoint is intact"
             ) from None
 
@@ -237,8 +237,7 @@ class Checkpointer:
         try:
             return self.manager.restore(step, args=args)
         except Exception as error:  # tensorstore/orbax raise many types; classify by content
-            # The first part of the message; tensorstore appends kilobytes of its JSON spec.
-            text = str(error).split("[tensorstore_spec")[0].strip()[:300]
+            text = _error_text(error)
             damaged = any(word in text for word in ("DATA_LOSS", "checksum", "truncated"))
             if isinstance(error, ValueError | KeyError | TypeError) and not damaged:
                 raise CheckpointError(
@@ -277,6 +276,17 @@ class Checkpointer:
         path = self.directory / str(step)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         return CheckpointInfo(step, path, size, self.metadata(step))
+
+
+_DISK_FULL = ("No space left", "File too large", "os_error_code='28'", "os_error_code='27'")
+
+
+def _error_text(error: BaseException) -> str:
+    """A short one-line cause: tensorstore appends kilobytes of JSON spec and long file paths."""
+    text = " ".join(str(error).split("[tensorstore_spec")[0].split())
+    if any(marker in text for marker in _DISK_FULL):
+        return "the disk is full or a file size limit was reached"
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 def check_architecture(saved: dict, model_config) -> None:
