@@ -26,6 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import tensorflow as tf  # noqa: E402
 
+from gptjax.data.conversations import PackedConversations  # noqa: E402
 from gptjax.data.prepare import documents_to_stream  # noqa: E402
 from gptjax.data.shards import ShardedTokens  # noqa: E402
 from gptjax.errors import ConfigError  # noqa: E402
@@ -290,4 +291,115 @@ def eval_batches(
         packed = [pack_row(row, bos_id, pad_id, packing) for row in tokens.rows(ids, seq_len)]
         packed += [pad_row] * (batch_size - len(packed))
         batches.append({k: np.stack([p[k] for p in packed]) for k in FIELDS})
+    return batches
+
+
+def _check_packed(
+    packed: PackedConversations, batch: int, process_index: int, process_count: int
+) -> int:
+    """Validated local batch for batches of `packed` rows (the checks `_check` makes)."""
+    if not isinstance(packed, PackedConversations):
+        raise ConfigError(f"expected PackedConversations, got {type(packed).__name__}")
+    if batch <= 0:
+        raise ConfigError(f"batch size {batch} must be positive")
+    if process_count <= 0 or not 0 <= process_index < process_count:
+        raise ConfigError(
+            f"process_index={process_index} must be in [0, process_count={process_count})"
+        )
+    if batch % process_count:
+        raise ConfigError(
+            f"global_batch={batch} must be divisible by process_count={process_count}; "
+            f"use a multiple of {process_count}"
+        )
+    return batch // process_count
+
+
+def packed_batch_for_step(
+    packed: PackedConversations,
+    step: int,
+    *,
+    global_batch: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> dict[str, np.ndarray]:
+    """The batch `packed_train_dataset` yields at `step`, computed directly in numpy."""
+    _check_packed(packed, global_batch, process_index, process_count)
+    ids = row_ids_for_step(
+        step,
+        num_rows=packed.num_rows,
+        global_batch=global_batch,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return {k: v[ids] for k, v in packed.fields.items()}
+
+
+def packed_train_dataset(
+    packed: PackedConversations,
+    *,
+    global_batch: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+    """`train_dataset` for SFT: infinite batches of packed conversation rows.
+
+    Rows are picked by the same seeded per-epoch permutation as pretraining rows, so a batch
+    is a pure function of (seed, step, process) and resuming at step k is exact. Fewer rows
+    than global_batch is fine: rows repeat, each once per epoch.
+    """
+    local_batch = _check_packed(packed, global_batch, process_index, process_count)
+    if start_step < 0:
+        raise ConfigError(f"start_step={start_step} must be >= 0")
+    arrays = packed.fields
+    dtypes = [tf.as_dtype(v.dtype) for v in arrays.values()]
+
+    @tf.autograph.experimental.do_not_convert
+    def batch(step: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = _row_ids(
+            step,
+            num_rows=packed.num_rows,
+            global_batch=global_batch,
+            local_batch=local_batch,
+            seed=seed,
+            process_index=process_index,
+        )
+        # Gathered in numpy: captured as TF constants, large row arrays would hit the 2 GB
+        # graph limit.
+        fields = tf.numpy_function(lambda i: [v[i] for v in arrays.values()], [ids], dtypes)
+        shape = [local_batch, packed.seq_len]
+        return {k: tf.ensure_shape(f, shape) for k, f in zip(arrays, fields, strict=True)}
+
+    dataset = tf.data.Dataset.range(start_step, INT64_MAX)
+    dataset = dataset.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(prefetch)
+
+
+def packed_eval_batches(
+    packed: PackedConversations, *, batch_size: int, max_batches: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Consecutive packed rows in fixed-shape batches, unshuffled (validation).
+
+    The last batch is filled up with padding rows (pad ids, segment id 0, weight 0), so
+    every batch has shape [batch_size, seq_len] and one jitted eval step serves them all.
+    """
+    _check_packed(packed, batch_size, 0, 1)
+    if max_batches is not None and max_batches <= 0:
+        raise ConfigError(f"max_batches={max_batches} must be positive or None (all)")
+    num_batches = -(-packed.num_rows // batch_size)
+    if max_batches is not None:
+        num_batches = min(num_batches, max_batches)
+    batches = []
+    for b in range(num_batches):
+        batch = {}
+        for k, v in packed.fields.items():
+            rows = v[b * batch_size : (b + 1) * batch_size]
+            fill = packed.pad_id if k in ("inputs", "targets") else 0
+            padding = np.full((batch_size - rows.shape[0], v.shape[1]), fill, v.dtype)
+            batch[k] = np.concatenate([rows, padding])
+        batches.append(batch)
     return batches
