@@ -14,9 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The whole recipe: pretrain -> SFT -> base vs SFT evaluation side by side -> a scripted chat.
+# Each step resumes or skips what a previous `make demo` already finished.
 demo: $(STAMP)
-	XLA_FLAGS="--xla_force_host_platform_device_count=$(CPU_DEVICES)" \
-		$(BIN)/gptjax train --config configs/tiny.py --workdir runs/demo
+	export XLA_FLAGS="--xla_force_host_platform_device_count=$(CPU_DEVICES)" && \
+	$(BIN)/gptjax train --config configs/tiny.py --workdir runs/demo && \
+	$(BIN)/gptjax train --config configs/tiny_sft.py --workdir runs/demo-sft \
+		--config.init_from=runs/demo && \
+	$(BIN)/gptjax eval runs/demo runs/demo-sft --max-batches 16 --max-generate 64 && \
+	printf '%s\n' 'What does `json.dumps` do?' 'What does `os.path.join` do?' /quit | \
+		$(BIN)/gptjax chat runs/demo-sft --temperature 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
     # "prepared": token shards written by `gptjax prepare` (your text files, JSONL, tfds).
     data.source = "builtin"
     data.prepared_dir = ""  # the --out directory of `gptjax prepare` (source="prepared")
+    # source="conversations" (SFT): "builtin" (questions about the built-in corpus's names)
+    # or JSONL files/globs, comma-separated, of {"messages": [...]} or {"prompt", "response"}.
+    data.conversations = ""
     # True: packed rows restart positions and attention at each document (segment_ids);
     # False: plain concatenate-and-chunk, attention crosses document boundaries.
     data.packing = True

@@ -135,3 +135,10 @@ def format_for_display(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
         elif i is not None:
             text.append(i)
     return "".join(out).rstrip("\n")
+
+
+def chat_prompt(tokenizer, user_text: str) -> list[int]:
+    """The ids that ask `user_text` as a single user turn and open the assistant's reply."""
+    return render(tokenizer, [{"role": "user", "content": user_text}], add_generation_prompt=True)[
+        0
+    ]

@@ -63,7 +63,99 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="output PNG (default WORKDIR/curves.png)")
     _add_tokenizer_parser(verbs)
     _add_prepare_parser(verbs)
+    _add_inference_parsers(verbs)
     return parser
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument(
+        "--mesh",
+        help="device mesh for the parameters, e.g. data=1,tensor=-1 (default data=-1: every "
+        "device holds the whole model)",
+    )
+
+
+def _add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float, top_p: float):
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="token budget (128)")
+    parser.add_argument(
+        "--temperature", type=float, default=temperature, help=f"0 = greedy ({temperature})"
+    )
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (0 = off)")
+    parser.add_argument(
+        "--top-p", type=float, default=top_p, help=f"nucleus sampling mass (1 = off; {top_p})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+
+
+def _add_inference_parsers(verbs) -> None:
+    sample = verbs.add_parser(
+        "sample",
+        help="complete prompts with a trained model",
+        description="Complete each prompt; a chat model (phase sft/dpo) answers it as a user "
+        "message through the chat template, a pretrained model continues the text.",
+    )
+    sample.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
+    sample.add_argument("--prompt", action="append", default=[], help="a prompt; repeatable")
+    sample.add_argument("--prompts-file", help="a file with one prompt per line")
+    sample.add_argument(
+        "--template",
+        choices=("auto", "chat", "raw"),
+        default="auto",
+        help="auto: chat for sft/dpo checkpoints, raw text continuation otherwise",
+    )
+    _add_model_args(sample)
+    _add_sampling_args(sample, temperature=0.8, top_p=1.0)
+
+    chat = verbs.add_parser(
+        "chat",
+        help="talk to a trained chat model in the terminal",
+        description="Interactive chat; the history is kept and sent through the chat "
+        "template every turn. Commands: /reset, /system TEXT, /temperature X, /quit.",
+    )
+    chat.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
+    chat.add_argument("--system", help="system prompt")
+    _add_model_args(chat)
+    _add_sampling_args(chat, temperature=0.7, top_p=0.9)
+
+    evaluate = verbs.add_parser(
+        "eval",
+        help="held-out perplexity, answer loss, BLEU and exact match of trained models",
+        description="Evaluate one or more workdirs side by side on held-out text (--text) "
+        "and/or conversations (--conversations); by default both built-in held-out sets.",
+    )
+    evaluate.add_argument("workdirs", nargs="+", help="workdirs (or WORKDIR/checkpoints/STEP)")
+    evaluate.add_argument(
+        "--text",
+        action="append",
+        help="held-out text: builtin (the built-in corpus's validation documents) or a "
+        "source spec as for `gptjax prepare` (text:GLOB, jsonl:GLOB, tfds:NAME); repeatable",
+    )
+    evaluate.add_argument(
+        "--conversations",
+        action="append",
+        help="builtin (the built-in instruction set's held-out questions) or JSONL files/globs "
+        "of {messages: [...]} or {prompt, response}; repeatable",
+    )
+    evaluate.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.05,
+        help="the held-out fraction the built-in sets were split with in training (0.05)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=16, help="rows per batch (16)")
+    evaluate.add_argument(
+        "--max-batches", type=int, help="teacher-forced batches per set (default all)"
+    )
+    evaluate.add_argument(
+        "--max-generate", type=int, default=200, help="answers generated for BLEU (200)"
+    )
+    evaluate.add_argument(
+        "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
+    )
+    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
+    _add_model_args(evaluate)
 
 
 _SOURCE_HELP = (
@@ -125,10 +217,10 @@ def _train(args, overrides: list[str]) -> None:
     if args.print_config:
         print(config)
         return
-    from gptjax.train import sample, train
+    from gptjax.train import train
 
     summary = train(config, args.workdir)
-    run = summary.pop("run")
+    summary.pop("run")
     valid, entropy = summary["eval"]["loss"], summary["unigram_entropy"]
     print(
         f"validation loss {valid:.3f} nats/token vs unigram entropy {entropy:.3f} "
@@ -140,17 +232,6 @@ def _train(args, overrides: list[str]) -> None:
             f"throughput {train_stats['tokens_per_sec']:.0f} tokens/s, "
             f"MFU {100 * train_stats['mfu']:.1f}%, compile {summary['compile_sec']:.1f}s"
         )
-    sample_config = config.sample
-    if sample_config.prompts and sample_config.max_new_tokens:
-        texts = sample(
-            run,
-            list(sample_config.prompts),
-            max_new_tokens=sample_config.max_new_tokens,
-            temperature=sample_config.temperature,
-            top_k=sample_config.top_k,
-        )
-        for text in texts:
-            print("---\n" + text)
 
 
 def _checkpoints(args) -> None:
@@ -261,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             _tokenizer(args)
         elif args.verb == "prepare":
             _prepare(args)
+        elif args.verb in ("sample", "chat", "eval"):
+            from gptjax import inference_cli
+
+            getattr(inference_cli, args.verb.replace("eval", "evaluate"))(args)
     except GptjaxError as error:
         print(f"gptjax: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -22,12 +22,13 @@ from gptjax.sharding import MESH_AXES, data_parallel_size, resolve_mesh_shape
 SECTIONS = ("model", "mesh", "data", "train", "optim", "checkpoint", "sample")
 TOP_LEVEL = ("seed", "sharding_rules", "phase", "init_from")
 PHASES = ("pretrain", "sft", "dpo")
+DATA_SOURCES = ("builtin", "prepared", "conversations")
 # The fields validate() and the trainer read; a config file lacking one is refused by name
 # (the model section is checked against ModelConfig's own fields).
 REQUIRED_FIELDS = {
     "data": (
-        "source prepared_dir packing verify_shards vocab_size tokenizer_type tokenizer seq_len "
-        "validation_fraction"
+        "source prepared_dir conversations packing verify_shards vocab_size tokenizer_type "
+        "tokenizer seq_len validation_fraction"
     ).split(),
     "train": (
         "steps global_batch_size grad_accum_steps log_every eval_every eval_batches "
@@ -216,17 +217,21 @@ def _check_rules(config: ml_collections.ConfigDict) -> None:
 
 def _check_data_source(data: ml_collections.ConfigDict) -> None:
     _require(
-        data.source in ("builtin", "prepared"),
-        f'data.source must be "builtin" or "prepared" (shards from `gptjax prepare`), '
-        f"got {data.source!r}",
+        data.source in DATA_SOURCES,
+        f'data.source must be "builtin", "prepared" (shards from `gptjax prepare`) or '
+        f'"conversations" (chat data for SFT), got {data.source!r}',
     )
-    _require(
-        isinstance(data.prepared_dir, str),
-        f"data.prepared_dir must be a path string, got {data.prepared_dir!r}",
-    )
+    for name in ("prepared_dir", "conversations"):
+        value = data[name]
+        _require(isinstance(value, str), f"data.{name} must be a string, got {value!r}")
     _require(
         data.source != "prepared" or bool(data.prepared_dir),
         'data.source="prepared" needs data.prepared_dir: the --out directory of `gptjax prepare`',
+    )
+    _require(
+        data.source != "conversations" or bool(data.conversations.strip()),
+        'data.source="conversations" needs data.conversations: "builtin" or JSONL files/globs, '
+        "comma-separated",
     )
     for name in ("packing", "verify_shards"):
         value = data[name]

@@ -1,13 +1,36 @@
-"""Sampling from a trained model: greedy, temperature and top-k.
+"""Sampling from a model: prefill once, then one token per step from a KV cache.
 
-This first version recomputes the whole (fixed-size, so compiled once) window for every new
-token, which is exact and fast enough for the small models trained on CPU; prefill plus a
-KV cache is the chat issue's job and will replace `_next_logits` without changing the API.
+Design:
+  - Prefill: the prompts, right-padded to one length P, run through `Transformer.decode` at
+    positions 0..P-1 in one call. That fills every layer's cache and gives each row its first
+    new token from the logits at its own last prompt position (only those are computed).
+  - Decode: each step feeds every row's latest token at its own next position (rows advance
+    in lockstep but from different starts) and samples the following one.
+  - Cache layout: `KVCache` holds k and v as [N layers, B, S slots, G kv heads, K] in the
+    compute dtype; slot s of a row is that row's position s. Sharded like the activations:
+    batch over (data, fsdp), kv heads over tensor, where they divide. Each layer scatters its
+    new slots into the whole cache carried through the layer loop, and the step donates the
+    cache, so XLA updates it in place: a step writes B slots per layer and copies nothing.
+  - Mask: a query at position p sees slots m <= p. Padding after a short prompt and slots not
+    yet written lie beyond p until a decode step overwrites them with real keys, so the same
+    mask serves the padded prefill and every step, and nothing is ever erased.
+  - Buckets: P rounds up to a power of two (>= 16) and S to a power of two covering the
+    longest prompt plus max_new_tokens (both capped at the model's context), so chat turns of
+    different lengths re-use the compiled prefill and step. The jitted pair is cached per
+    (graphdef, sampling settings); the settings are static, shapes come from the buckets.
+  - Randomness: step i samples with fold_in(key(seed), i), so a seed reproduces its output.
+  - The host reads step i's tokens while step i+1 already runs on the device; stopped rows
+    keep decoding (their tokens are dropped) so the batch keeps its compiled shape.
+
+Works with no mesh (single-device params from `nnx.split`) and under a caller's
+`jax.set_mesh(mesh)` + logical axis rules with parameters sharded on that mesh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import numbers
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -15,17 +38,73 @@ import numpy as np
 from flax import nnx
 
 from gptjax.errors import ConfigError
+from gptjax.model import KVCache, ModelConfig, constrain
+
+_MIN_PROMPT_BUCKET = 16
 
 
-def sample_next(logits_BV: jax.Array, key: jax.Array, temperature: float, top_k: int) -> jax.Array:
-    """One token per row: argmax when temperature == 0, else top-k filtered sampling."""
+def sample_next(
+    logits_BV: jax.Array, key: jax.Array, temperature: float, top_k: int, top_p: float
+) -> jax.Array:
+    """One token id per row (int32 [B]).
+
+    temperature 0 is argmax; otherwise logits / temperature, then the top-k filter (0 = off),
+    then the nucleus filter (1.0 = off: the smallest set of most probable tokens whose
+    probability sums to >= top_p, always at least the top one), then a categorical draw.
+    """
     if temperature == 0.0:
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-    logits_BV = logits_BV / temperature
+    logits_BV = logits_BV.astype(jnp.float32) / temperature
     if top_k > 0:
-        kth_largest = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
-        logits_BV = jnp.where(logits_BV < kth_largest, -jnp.inf, logits_BV)
+        kth_largest_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+        logits_BV = jnp.where(logits_BV < kth_largest_B1, -jnp.inf, logits_BV)
+    if top_p < 1.0:
+        logits_BV = _nucleus(logits_BV, top_p)
     return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def _nucleus(logits_BV: jax.Array, top_p: float) -> jax.Array:
+    """Masks every token outside the top-p nucleus to -inf."""
+    sorted_BV = -jnp.sort(-logits_BV, axis=-1)  # descending
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    # Probability of the strictly more probable tokens: the i-th is needed while that is < p.
+    before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+    kept_B1 = jnp.sum(before_BV < top_p, axis=-1, keepdims=True)  # >= 1: before[0] == 0
+    threshold_B1 = jnp.take_along_axis(sorted_BV, kept_B1 - 1, axis=-1)
+    return jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
+
+
+def generate_stream(
+    graphdef,
+    params,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_ids: Sequence[int] = (),
+) -> Iterator[list[int | None]]:
+    """Yields, once per step, each prompt's new token id (None once its row has stopped).
+
+    A stop id ends its row and is not yielded. The stream ends when every row has stopped or
+    `max_new_tokens` were produced. Arguments are checked now, not at the first `next()`.
+    """
+    config: ModelConfig = nnx.merge(graphdef, params).config
+    _validate(config, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids)
+    if temperature == 0.0:
+        top_k, top_p = 0, 1.0  # unused by argmax: greedy calls share one compiled pair
+    prefill, step = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
+    max_new_tokens = int(max_new_tokens)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    cache_len = _bucket(int(lengths.max()) + max_new_tokens, config.max_seq_len)
+    tokens_BP = np.zeros((len(prompts), _bucket(int(lengths.max()), cache_len)), np.int32)
+    for row, prompt in enumerate(prompts):
+        tokens_BP[row, : len(prompt)] = prompt
+    return _stream(
+        params, prefill, step, tokens_BP, lengths, cache_len, max_new_tokens, seed, stop_ids
+    )
 
 
 def generate(
@@ -34,50 +113,113 @@ def generate(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    window: int,
     temperature: float = 0.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     seed: int = 0,
-    stop_id: int | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> list[list[int]]:
-    """Continues each prompt (token ids) by up to `max_new_tokens`; returns only the new ids.
-
-    Prompts may have different lengths; each row decodes at its own position. A row stops at
-    `stop_id` (not included in its output).
-    """
-    lengths = np.array([len(p) for p in prompts])
-    if lengths.min() == 0:
-        raise ConfigError("generate: every prompt needs at least one token (e.g. the bos id)")
-    if lengths.max() + max_new_tokens > window:
-        raise ConfigError(
-            f"generate: prompt ({lengths.max()} tokens) + max_new_tokens ({max_new_tokens}) "
-            f"exceeds the model's window of {window} tokens"
-        )
-    buffer = np.zeros((len(prompts), window), np.int32)
-    for row, prompt in enumerate(prompts):
-        buffer[row, : len(prompt)] = prompt
-
-    @jax.jit
-    def step(params, tokens_BL, cursor_B, key):
-        logits_BLV = nnx.merge(graphdef, params)(tokens_BL)
-        last_BV = jnp.take_along_axis(logits_BLV, cursor_B[:, None, None] - 1, axis=1)[:, 0]
-        next_B = sample_next(last_BV, key, temperature, top_k)
-        return tokens_BL.at[jnp.arange(tokens_BL.shape[0]), cursor_B].set(next_B), next_B
-
-    tokens, cursor = jnp.asarray(buffer), jnp.asarray(lengths, jnp.int32)
+    """Continues each prompt (token ids) by up to `max_new_tokens`; returns only the new ids."""
     outputs: list[list[int]] = [[] for _ in prompts]
-    done = np.zeros(len(prompts), bool)
-    base_key = jax.random.key(seed)
-    for i in range(max_new_tokens):
-        tokens, next_ids = step(params, tokens, cursor, jax.random.fold_in(base_key, i))
-        cursor = cursor + 1
-        for row, token in enumerate(np.asarray(next_ids)):
-            if done[row]:
-                continue
-            if stop_id is not None and token == stop_id:
-                done[row] = True
-            else:
-                outputs[row].append(int(token))
-        if done.all():
-            break
+    stream = generate_stream(
+        graphdef,
+        params,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop_ids=stop_ids,
+    )
+    for new_ids in stream:
+        for row, token in enumerate(new_ids):
+            if token is not None:
+                outputs[row].append(token)
     return outputs
+
+
+def _stream(params, prefill, step, tokens_BP, lengths, cache_len, max_new_tokens, seed, stop_ids):
+    if max_new_tokens == 0:
+        return
+    key = jax.random.key(seed)
+    lengths_B = jnp.asarray(lengths)
+    next_B, cache = prefill(params, tokens_BP, lengths_B, key, cache_len=cache_len)
+    stops = set(stop_ids)
+    done = np.zeros(len(lengths), bool)
+    for i in range(max_new_tokens):
+        current_B = next_B
+        if i + 1 < max_new_tokens:
+            # Queued before reading step i's tokens, so the device is busy while the host waits.
+            next_B, cache = step(params, cache, current_B, lengths_B, i + 1, key)
+        new_ids: list[int | None] = []
+        for row, token in enumerate(np.asarray(current_B).tolist()):
+            if not done[row] and token in stops:
+                done[row] = True
+            new_ids.append(None if done[row] else token)
+        if any(t is not None for t in new_ids):
+            yield new_ids
+        if done.all():
+            return
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
+    """The jitted (prefill, step) pair for one model and sampling setting."""
+
+    def sample(logits_B1V, key, index):
+        key = jax.random.fold_in(key, index)
+        next_B = sample_next(logits_B1V[:, 0], key, temperature, top_k, top_p)
+        # Replicated, so every process of a multi-host mesh can read all rows.
+        return constrain(next_B, (None,))
+
+    def prefill(params, tokens_BP, lengths_B, key, cache_len: int):
+        model = nnx.merge(graphdef, params)
+        batch = tokens_BP.shape[0]
+        cache = KVCache.empty(model.config, batch, cache_len)
+        start_B = jnp.zeros(batch, jnp.int32)
+        logits_B1V, cache = model.decode(tokens_BP, cache, start_B, logits_at_B=lengths_B - 1)
+        return sample(logits_B1V, key, 0), cache
+
+    def step(params, cache, tokens_B, lengths_B, index, key):
+        # Step `index` feeds each row's token number index-1 at position length + index - 1.
+        model = nnx.merge(graphdef, params)
+        logits_B1V, cache = model.decode(tokens_B[:, None], cache, lengths_B + index - 1)
+        return sample(logits_B1V, key, index), cache
+
+    return (
+        jax.jit(prefill, static_argnames="cache_len"),
+        jax.jit(step, donate_argnames="cache"),
+    )
+
+
+def _bucket(length: int, cap: int) -> int:
+    """The next power of two >= length (at least 16), capped at `cap`."""
+    return min(cap, max(_MIN_PROMPT_BUCKET, 1 << (length - 1).bit_length()))
+
+
+def _validate(config, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids) -> None:
+    vocab, context = config.vocab_size, config.max_seq_len
+    if not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+        raise ConfigError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens}")
+    if not temperature >= 0:
+        raise ConfigError(f"generate: temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not isinstance(top_k, numbers.Integral) or not 0 <= top_k <= vocab:
+        raise ConfigError(f"generate: top_k must be in [0, {vocab}] (0 = off), got {top_k!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"generate: top_p must be in (0, 1] (1 = off), got {top_p}")
+    if len(prompts) == 0:
+        raise ConfigError("generate: no prompts given")
+    for row, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ConfigError(f"generate: prompt {row} is empty; give it at least one token (bos)")
+        if len(prompt) + max_new_tokens > context:
+            raise ConfigError(
+                f"generate: prompt {row} ({len(prompt)} tokens) + max_new_tokens "
+                f"({max_new_tokens}) exceeds the model's context of {context} tokens"
+            )
+        # An out-of-range id would be silently clamped by the embedding lookup.
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ConfigError(f"generate: prompt {row} has token ids outside [0, {vocab})")
+    if any(not 0 <= s < vocab for s in stop_ids):
+        raise ConfigError(f"generate: stop_ids {list(stop_ids)} must be in [0, {vocab})")

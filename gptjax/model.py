@@ -2,7 +2,8 @@
 
 Dimension legend, used in tensor names (`x_BLD`) and einsum strings:
   B batch · L query length · M key length · D embed · H query heads · G key/value heads ·
-  R query heads per kv head (H = G·R) · K head dim · F mlp hidden · V vocab · N layers
+  R query heads per kv head (H = G·R) · K head dim · F mlp hidden · V vocab · N layers ·
+  S key/value cache slots (the key axis when decoding from a `KVCache`)
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
 `mlp`, `norm`, `position`, `layers`); `gptjax.sharding` maps them onto mesh axes. Parameters
@@ -11,6 +12,9 @@ notebook without a mesh.
 
 Layers are stored stacked (a leading `layers` axis) whether or not they are scanned, so
 `scan_layers` and `remat` change how the stack runs, never the parameter tree or checkpoints.
+
+`Transformer.decode` is the inference path: the same weights, keys and values kept in a
+`KVCache` so each new token costs one position's compute (see `gptjax.generate`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 from flax.core import spmd as flax_spmd
 
 from gptjax.errors import ConfigError
@@ -208,6 +212,43 @@ def dropout(x: Array, rate: float, key: Array | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+# [N, B, S, G, K]: kv heads split like the query heads (`act_heads`), batch like activations.
+_CACHE_AXES = ("layers", "batch", None, "act_heads", None)
+
+
+class KVCache(struct.PyTreeNode):
+    """Keys and values of every layer at every decoded position, in the compute dtype.
+
+    Slot s of row b holds position s of that row (rotary keys are stored rotated). Slots not
+    yet written are zeros; `Transformer.decode`'s mask never lets a query see them.
+    """
+
+    k_NBSGK: Array
+    v_NBSGK: Array
+
+    @classmethod
+    def empty(cls, config: ModelConfig, batch: int, length: int) -> KVCache:
+        shape = (config.num_layers, batch, length, config.kv_heads, config.dims_per_head)
+        zeros = constrain(jnp.zeros(shape, config.compute_dtype), _CACHE_AXES)
+        return cls(k_NBSGK=zeros, v_NBSGK=zeros)
+
+    @property
+    def length(self) -> int:
+        return self.k_NBSGK.shape[2]
+
+    def write(self, layer, positions_BL: Array, k_BLGK: Array, v_BLGK: Array) -> KVCache:
+        """Stores a chunk's keys/values at their positions in `layer`.
+
+        A scatter into the whole cache (not a per-layer slice stacked by scan) stays in place
+        under jit with the cache donated: a step writes B·L slots, it never copies the cache.
+        Positions >= S are dropped, never clamped onto other slots.
+        """
+        rows_B1 = jnp.arange(k_BLGK.shape[0])[:, None]
+        k_NBSGK = self.k_NBSGK.at[layer, rows_B1, positions_BL].set(k_BLGK, mode="drop")
+        v_NBSGK = self.v_NBSGK.at[layer, rows_B1, positions_BL].set(v_BLGK, mode="drop")
+        return KVCache(constrain(k_NBSGK, _CACHE_AXES), constrain(v_NBSGK, _CACHE_AXES))
+
+
 class Attention(nnx.Module):
     """Multi-head attention with grouped key/value heads (G <= H) and optional rotary positions."""
 
@@ -227,6 +268,26 @@ class Attention(nnx.Module):
             self.o_bias_D = _param(rngs, (D,), ("embed",), 0.0)
 
     def __call__(self, x_BLD: Array, positions_BL: Array, mask: Array, key: Array | None) -> Array:
+        q_BLHK, k_BMGK, v_BMGK = self._project(x_BLD, positions_BL)
+        out_BLHK = grouped_attention(q_BLHK, k_BMGK, v_BMGK, mask)
+        out_BLHK = dropout(out_BLHK, self.config.dropout_rate, key)
+        return self._output(out_BLHK)
+
+    def decode(self, x_BLD: Array, positions_BL: Array, cache: KVCache, layer):
+        """Writes this chunk's keys/values into the cache, attends to slots <= position.
+
+        Returns (out_BLD, cache). Slots beyond a query's position (a longer row's prompt,
+        right padding, not yet written) are masked, so one mask serves a padded prefill and a
+        one-token step alike.
+        """
+        q_BLHK, k_BLGK, v_BLGK = self._project(x_BLD, positions_BL)
+        cache = cache.write(layer, positions_BL, k_BLGK, v_BLGK)
+        k_BSGK, v_BSGK = cache.k_NBSGK[layer], cache.v_NBSGK[layer]
+        visible_BLS = jnp.arange(cache.length) <= positions_BL[:, :, None]
+        out_BLHK = grouped_attention(q_BLHK, k_BSGK, v_BSGK, visible_BLS[:, None, None])
+        return self._output(out_BLHK), cache
+
+    def _project(self, x_BLD: Array, positions_BL: Array) -> tuple[Array, Array, Array]:
         cfg, dt = self.config, self.config.compute_dtype
         q_BLHK = jnp.einsum("BLD,DHK->BLHK", x_BLD, self.q_DHK[...].astype(dt))
         k_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.k_DGK[...].astype(dt))
@@ -239,8 +300,10 @@ class Attention(nnx.Module):
             q_BLHK = rotary(q_BLHK, positions_BL, cfg.rope_theta)
             k_BMGK = rotary(k_BMGK, positions_BL, cfg.rope_theta)
         q_BLHK = constrain(q_BLHK, ("batch", "length", "act_heads", None))
-        out_BLHK = grouped_attention(q_BLHK, k_BMGK, v_BMGK, mask)
-        out_BLHK = dropout(out_BLHK, cfg.dropout_rate, key)
+        return q_BLHK, k_BMGK, v_BMGK
+
+    def _output(self, out_BLHK: Array) -> Array:
+        cfg, dt = self.config, self.config.compute_dtype
         out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, self.o_HKD[...].astype(dt))
         if cfg.use_bias:
             out_BLD += self.o_bias_D[...].astype(dt)
@@ -315,6 +378,13 @@ class Block(nnx.Module):
         x_BLD = x_BLD + dropout(h_BLD, rate, mlp_key)
         return constrain(x_BLD, ("batch", "length", "act_embed"))
 
+    def decode(self, x_BLD, positions_BL, cache: KVCache, layer):
+        """The block on a chunk of positions, reading and writing `layer` of the cache."""
+        h_BLD, cache = self.attn.decode(self.attn_norm(x_BLD), positions_BL, cache, layer)
+        x_BLD = x_BLD + h_BLD
+        x_BLD = x_BLD + self.mlp(self.mlp_norm(x_BLD))
+        return constrain(x_BLD, ("batch", "length", "act_embed")), cache
+
 
 class Transformer(nnx.Module):
     """The decoder: tokens [B, L] -> float32 logits [B, L, V].
@@ -354,9 +424,7 @@ class Transformer(nnx.Module):
             segment_ids = jnp.ones((B, L), jnp.int32)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        x_BLD = jnp.take(self.embed_VD[...], tokens_BL, axis=0)
-        if cfg.position == "learned":
-            x_BLD = x_BLD + jnp.take(self.pos_embed_PD[...], positions, axis=0)
+        x_BLD = self._embed(tokens_BL, positions)
         embed_key = layer_keys = None
         if dropout_key is not None and cfg.dropout_rate > 0:
             embed_key, layers_key = jax.random.split(dropout_key)
@@ -364,8 +432,40 @@ class Transformer(nnx.Module):
         x_BLD = dropout(x_BLD, cfg.dropout_rate, embed_key).astype(cfg.compute_dtype)
         x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
         x_BLD = self._run_blocks(x_BLD, positions, attention_mask(segment_ids), layer_keys)
+        return self._logits(x_BLD)
+
+    def decode(
+        self,
+        tokens_BL: Array,
+        cache: KVCache,
+        start_B: Array,
+        *,
+        logits_at_B: Array | None = None,
+    ) -> tuple[Array, KVCache]:
+        """Runs tokens at positions start_B[b] + l against the cache: (float32 logits, cache).
+
+        Prefill is start_B = 0 with the right-padded prompts; a decode step is L = 1 at each
+        row's next position. No dropout. `logits_at_B` (a query index per row) computes the
+        head only there, returning [B, 1, V]: a prefill needs just each prompt's last position.
+        """
+        L = tokens_BL.shape[1]
+        positions_BL = start_B[:, None].astype(jnp.int32) + jnp.arange(L, dtype=jnp.int32)
+        x_BLD = self._embed(tokens_BL, positions_BL).astype(self.config.compute_dtype)
+        x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
+        x_BLD, cache = self._decode_blocks(x_BLD, positions_BL, cache)
+        if logits_at_B is not None:
+            x_BLD = jnp.take_along_axis(x_BLD, logits_at_B[:, None, None], axis=1)
+        return self._logits(x_BLD), cache
+
+    def _embed(self, tokens_BL: Array, positions_BL: Array) -> Array:
+        x_BLD = jnp.take(self.embed_VD[...], tokens_BL, axis=0)
+        if self.config.position == "learned":
+            x_BLD = x_BLD + jnp.take(self.pos_embed_PD[...], positions_BL, axis=0)
+        return x_BLD
+
+    def _logits(self, x_BLD: Array) -> Array:
         x_BLD = self.final_norm(x_BLD).astype(jnp.float32)
-        head_DV = self.embed_VD[...].T if cfg.tie_embeddings else self.head_DV[...]
+        head_DV = self.embed_VD[...].T if self.config.tie_embeddings else self.head_DV[...]
         # Logits in float32 whatever the compute dtype: the loss is sensitive to their rounding.
         logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, head_DV.astype(jnp.float32))
         return constrain(logits_BLV, ("batch", "length", "act_vocab"))
@@ -392,6 +492,24 @@ class Transformer(nnx.Module):
             layer = jax.tree.map(lambda a, i=i: a[i], (stacked, layer_keys))
             x_BLD, _ = apply_block(x_BLD, layer)
         return x_BLD
+
+    def _decode_blocks(self, x_BLD, positions_BL, cache: KVCache):
+        """The stack with the cache in the loop carry (updated in place), scanned or unrolled."""
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def apply_block(carry, layer):
+            x, cache = carry
+            params, index = layer
+            return nnx.merge(graphdef, params).decode(x, positions_BL, cache, index), None
+
+        if self.config.scan_layers:
+            indices = jnp.arange(self.config.num_layers)
+            (x_BLD, cache), _ = jax.lax.scan(apply_block, (x_BLD, cache), (stacked, indices))
+            return x_BLD, cache
+        for i in range(self.config.num_layers):
+            layer = (jax.tree.map(lambda a, i=i: a[i], stacked), i)
+            (x_BLD, cache), _ = apply_block((x_BLD, cache), layer)
+        return x_BLD, cache
 
 
 def count_params(config: ModelConfig) -> int:

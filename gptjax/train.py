@@ -19,11 +19,14 @@ import numpy as np
 from flax.core import spmd as flax_spmd
 
 from gptjax import resume, sharding
+from gptjax.chat_template import chat_prompt, end_of_turn_id
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
+from gptjax.data.conversations import PackedConversations
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
+from gptjax.inference import CHAT_PHASES, format_completion
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
@@ -38,6 +41,8 @@ from gptjax.steps import (
     model_graphdef,
     new_train_state,
 )
+
+SAMPLES_FILE = "samples.jsonl"
 
 
 @dataclasses.dataclass
@@ -120,10 +125,16 @@ def build(config, workdir: Path, log=print) -> Run:
 
 def _data_hash(data: RunData) -> str:
     """Identifies the training tokens: the prepared manifest (it holds every shard's sha256),
-    or the built-in stream itself (small, in memory)."""
+    or the built-in stream or packed conversations themselves (small, in memory)."""
     if data.manifest is not None:
         return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
-    return hashlib.sha256(np.ascontiguousarray(data.train_stream).tobytes()).hexdigest()
+    digest = hashlib.sha256()
+    if isinstance(data.train_stream, PackedConversations):
+        for array in data.train_stream.fields.values():
+            digest.update(np.ascontiguousarray(array).tobytes())
+    else:
+        digest.update(np.ascontiguousarray(data.train_stream).tobytes())
+    return digest.hexdigest()
 
 
 def _process_rows(batch: dict, rows: int) -> dict:
@@ -133,8 +144,14 @@ def _process_rows(batch: dict, rows: int) -> dict:
 
 
 def _eval_batches(config, data: RunData) -> list[dict]:
-    from gptjax.data.pipeline import eval_batches
+    from gptjax.data.pipeline import eval_batches, packed_eval_batches
 
+    if isinstance(data.valid_stream, PackedConversations):
+        return packed_eval_batches(
+            data.valid_stream,
+            batch_size=config.train.eval_batch_size,
+            max_batches=config.train.eval_batches,
+        )
     return eval_batches(
         data.valid_stream,
         seq_len=config.data.seq_len,
@@ -165,22 +182,52 @@ def evaluate(run: Run) -> dict[str, float]:
 
 
 def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k: int) -> list[str]:
-    """Decodes continuations of text prompts (each prefixed with bos) with the current params."""
-    tok = run.data.tokenizer
-    ids = [[tok.bos_id, *tok.encode(p)] for p in prompts]
+    """Completions of `prompts` with the current params, formatted as `gptjax sample` prints
+    them: a chat phase (sft/dpo) asks each prompt as a user turn through the chat template and
+    stops at the end of the turn; pretraining continues the text."""
+    tok, chat = run.data.tokenizer, run.config.phase in CHAT_PHASES
+    if chat:
+        ids = [chat_prompt(tok, p) for p in prompts]
+        stops = (end_of_turn_id(tok), tok.eos_id)
+    else:
+        ids = [[tok.bos_id, *tok.encode(p)] for p in prompts]
+        stops = (tok.eos_id,)
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
         outputs = generate(
             run.graphdef,
             run.state.params,
             ids,
             max_new_tokens=max_new_tokens,
-            window=run.config.data.seq_len,
             temperature=temperature,
             top_k=top_k,
+            top_p=1.0,
             seed=run.config.seed,
-            stop_id=tok.eos_id,
+            stop_ids=stops,
         )
-    return [p + tok.decode(out) for p, out in zip(prompts, outputs, strict=True)]
+    return [
+        format_completion(p, tok.decode(out), chat=chat)
+        for p, out in zip(prompts, outputs, strict=True)
+    ]
+
+
+def _log_samples(run: Run, step: int, log) -> None:
+    """The config's fixed prompts, sampled at every evaluation: printed and kept in
+    WORKDIR/samples.jsonl, so a run's progress can be read as text, not only as a loss."""
+    cfg = run.config.sample
+    if not (cfg.prompts and cfg.max_new_tokens):
+        return
+    texts = sample(
+        run,
+        list(cfg.prompts),
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+    )
+    log("\n".join(texts))
+    if jax.process_index() == 0:
+        with (run.checkpointer.directory.parent / SAMPLES_FILE).open("a", encoding="utf-8") as f:
+            for prompt, text in zip(cfg.prompts, texts, strict=True):
+                f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
 class _StepLog:
@@ -279,9 +326,18 @@ def _save(run: Run, state: TrainState, saves, step_log: _StepLog, *, force: bool
 
 
 def _train_batches(run: Run):
-    from gptjax.data.pipeline import train_dataset
+    from gptjax.data.pipeline import packed_train_dataset, train_dataset
 
     cfg, tok = run.config, run.data.tokenizer
+    if isinstance(run.data.train_stream, PackedConversations):
+        return packed_train_dataset(
+            run.data.train_stream,
+            global_batch=cfg.train.global_batch_size,
+            seed=cfg.seed,
+            start_step=int(run.state.step),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        ).as_numpy_iterator()
     dataset = train_dataset(
         run.data.train_stream,
         seq_len=cfg.data.seq_len,
@@ -352,6 +408,7 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
                 f"step {done}: validation loss {evaluation['loss']:.3f} "
                 f"(ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f})"
             )
+            _log_samples(run, done, log)
     run.state = state
     return {
         "steps": cfg.train.steps,

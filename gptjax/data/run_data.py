@@ -4,6 +4,9 @@
 `data.tokenizer`) and the streams are cached in the workdir keyed by the tokenizer's hash, so
 a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards that
 `gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first.
+`data.source="conversations"` (SFT): chat examples rendered with the chat template and packed
+into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is the one of the
+`init_from` checkpoint, installed into the workdir before this runs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gptjax.data.conversations import (
+    PackedConversations,
+    builtin_conversations,
+    pack_conversations,
+    read_conversations,
+    split_conversations,
+)
 from gptjax.data.corpus import builtin_documents, split_documents
 from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
 from gptjax.errors import ConfigError, DataError
@@ -24,16 +34,17 @@ from gptjax.tokenizer import (
     unigram_entropy_from_counts,
 )
 
-SOURCES = ("builtin", "prepared")
+SOURCES = ("builtin", "prepared", "conversations")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
     tokenizer: Tokenizer
-    # Token ids, documents as [bos] ids [eos]: an int32 array (builtin) or memory-mapped shards.
-    train_stream: np.ndarray | ShardedTokens
-    valid_stream: np.ndarray | ShardedTokens
-    unigram_entropy: float  # nats/token of the validation stream's token frequencies
+    # Token ids, documents as [bos] ids [eos]: an int32 array (builtin) or memory-mapped shards;
+    # or, for SFT, conversations already packed into rows with their loss weights.
+    train_stream: np.ndarray | ShardedTokens | PackedConversations
+    valid_stream: np.ndarray | ShardedTokens | PackedConversations
+    unigram_entropy: float  # nats/token of the validation targets' token frequencies
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
 
 
@@ -77,6 +88,8 @@ def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, lo
     """Tokenizer + streams for a run; refuses a model vocabulary smaller than the tokenizer's."""
     if data_config.source == "prepared":
         return _prepared(data_config, model_vocab_size, log)
+    if data_config.source == "conversations":
+        return _conversations(data_config, model_vocab_size, Path(workdir), log)
     workdir = Path(workdir)
     train_docs, valid_docs = _documents(data_config)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
@@ -103,3 +116,30 @@ def _prepared(data_config, model_vocab_size: int, log) -> RunData:
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     entropy = unigram_entropy_from_counts(token_counts(prepared.valid, tokenizer.vocab_size))
     return RunData(tokenizer, prepared.train, prepared.valid, entropy, prepared.manifest)
+
+
+def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+    specs = [spec.strip() for spec in data_config.conversations.split(",") if spec.strip()]
+    conversations = []
+    if "builtin" in specs:
+        conversations += builtin_conversations()
+    files = [spec for spec in specs if spec != "builtin"]
+    if files:
+        conversations += read_conversations(files)
+    train, valid = split_conversations(conversations, data_config.validation_fraction)
+    if not train or not valid:
+        raise DataError(
+            f"data.conversations={data_config.conversations!r}: {len(train)} training and "
+            f"{len(valid)} held-out conversations; both sides need at least one (more data, or "
+            "another data.validation_fraction)"
+        )
+    texts = [message["content"] for messages in train for message in messages]
+    tokenizer = _tokenizer(data_config, texts, workdir, log)
+    check_vocab(tokenizer.vocab_size, model_vocab_size)
+    packed_train = pack_conversations(train, tokenizer, data_config.seq_len)
+    packed_valid = pack_conversations(valid, tokenizer, data_config.seq_len)
+    log(f"sft train: {packed_train.describe()}")
+    log(f"sft held-out: {packed_valid.describe()}")
+    answers = packed_valid.targets[packed_valid.weights > 0]
+    entropy = unigram_entropy_from_counts(np.bincount(answers, minlength=tokenizer.vocab_size))
+    return RunData(tokenizer, packed_train, packed_valid, entropy)

@@ -1,0 +1,154 @@
+"""`gptjax chat WORKDIR`: an interactive conversation with a trained model in the terminal.
+
+The session keeps the message history and renders it with the same chat template SFT trained
+on (`gptjax.chat_template`), so every reply is generated from the whole conversation. The
+reply is streamed as it is decoded and ends at the end-of-turn token or the token budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gptjax.chat_template import end_of_turn_id, render
+from gptjax.errors import ConfigError
+from gptjax.generate import generate_stream
+from gptjax.inference import LoadedModel
+
+HELP = (
+    "commands: /reset (forget the conversation) · /system TEXT (set the system prompt and "
+    "start over) · /temperature X (0 = greedy) · /quit"
+)
+
+
+class ContextFull(ConfigError):
+    """The conversation no longer fits the model's context; the user turn was not kept."""
+
+
+class ChatSession:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        temperature: float = 0.7,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        max_new_tokens: int = 128,
+        seed: int = 0,
+        system: str | None = None,
+    ):
+        self.loaded = loaded
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.system = system
+        self.messages: list[dict] = []
+        self.turns = 0  # replies generated so far: varies the seed from turn to turn
+
+    def reset(self) -> None:
+        self.messages = []
+
+    def set_system(self, text: str) -> None:
+        self.system = text or None
+        self.reset()
+
+    def set_temperature(self, text: str) -> None:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"/temperature takes a number >= 0, got {text!r}") from None
+        if not value >= 0:  # also refuses NaN
+            raise ConfigError(f"/temperature takes a number >= 0, got {text!r}")
+        self.temperature = value
+
+    def _conversation(self, user_text: str) -> list[dict]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return [*system, *self.messages, {"role": "user", "content": user_text}]
+
+    def reply(self, user_text: str, write: Callable[[str], None]) -> str:
+        """Streams the assistant's answer to `write` and adds both turns to the history."""
+        tok, context = self.loaded.tokenizer, self.loaded.model_config.max_seq_len
+        prompt, _ = render(tok, self._conversation(user_text), add_generation_prompt=True)
+        if len(prompt) >= context:
+            raise ContextFull(
+                f"the conversation is {len(prompt)} tokens, the model's context is {context}: "
+                "/reset to start over (this message was not kept)"
+            )
+        budget = min(self.max_new_tokens, context - len(prompt))
+        ids: list[int] = []
+        shown = ""
+        with self.loaded.activated():
+            for step in generate_stream(
+                self.loaded.graphdef,
+                self.loaded.params,
+                [prompt],
+                max_new_tokens=budget,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                seed=self.seed + self.turns,
+                stop_ids=(end_of_turn_id(tok), tok.eos_id),
+            ):
+                if step[0] is None:
+                    break
+                ids.append(step[0])
+                text = tok.decode(ids)
+                # A character split over byte-fallback tokens decodes as U+FFFD until complete.
+                if not text.endswith("\ufffd") and text.startswith(shown):
+                    write(text[len(shown) :])
+                    shown = text
+        text = tok.decode(ids)
+        write(text[len(shown) :])
+        if len(ids) == budget:
+            write(f" [cut at {budget} tokens]")
+        self.turns += 1
+        self.messages += [
+            {"role": "user", "content": user_text},
+            {"role": "assistant", "content": text},
+        ]
+        return text
+
+
+def run_chat(
+    session: ChatSession, read_line: Callable[[str], str], write, *, echo: bool = False
+) -> None:
+    """The read-reply loop; returns on /quit or end of input (Ctrl-D).
+
+    `echo` repeats each input line after the prompt: for scripted (piped) input, which the
+    terminal does not show.
+    """
+    write(f"chatting with {session.loaded.describe()}\n{HELP}\n")
+    if not session.loaded.is_chat:
+        write(
+            f"note: this checkpoint's phase is {session.loaded.phase!r}, not finetuned to chat; "
+            "its replies continue the text\n"
+        )
+    while True:
+        try:
+            line = read_line("you> ").strip()
+        except EOFError:
+            write("\n")
+            return
+        if echo:
+            write(line + "\n")
+        if not line:
+            continue
+        command, _, argument = line.partition(" ")
+        try:
+            if command == "/quit":
+                return
+            if command == "/reset":
+                session.reset()
+                write("(conversation reset)\n")
+            elif command == "/system":
+                session.set_system(argument.strip())
+                write(f"(system prompt {'set' if argument.strip() else 'cleared'}; reset)\n")
+            elif command == "/temperature":
+                session.set_temperature(argument.strip())
+                write(f"(temperature {session.temperature})\n")
+            elif command.startswith("/"):
+                write(f"unknown command {command}; {HELP}\n")
+            else:
+                write("assistant> ")
+                session.reply(line, write)
+                write("\n")
+        except ConfigError as error:
+            write(f"error: {error}\n")

@@ -1,0 +1,190 @@
+"""`gptjax eval`: held-out text and conversation metrics of one or more trained models.
+
+Text: perplexity and next-token accuracy over packed rows of held-out documents.
+Conversations: answer-token loss and accuracy with teacher forcing (the same loss mask SFT
+trains with), then greedy generation of each final assistant turn, scored against the
+reference with corpus BLEU (sacrebleu-compatible) and exact match.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from gptjax import sharding
+from gptjax.chat_template import end_of_turn_id, render
+from gptjax.errors import ConfigError, DataError
+from gptjax.generate import generate
+from gptjax.inference import LoadedModel
+from gptjax.metrics import ProgressBar
+from gptjax.steps import make_eval_step
+from gptjax.text_metrics import corpus_bleu, exact_match
+
+
+def _check_batch(loaded: LoadedModel, batch_size: int) -> None:
+    shards = sharding.data_parallel_size(dict(loaded.mesh.shape))
+    if batch_size <= 0 or batch_size % shards:
+        raise ConfigError(
+            f"--batch-size={batch_size} must be a positive multiple of the mesh's "
+            f"data x fsdp = {shards} devices"
+        )
+
+
+def teacher_forced(loaded: LoadedModel, batches: Sequence[dict]) -> dict[str, float]:
+    """Loss, perplexity and accuracy over fixed-shape batches (weights pick the scored tokens)."""
+    step = jax.jit(make_eval_step(loaded.graphdef))
+    totals = np.zeros(3)
+    with loaded.activated():
+        for batch in batches:
+            out = step(loaded.params, sharding.global_batch_from_local(batch, loaded.mesh))
+            totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]
+    if totals[2] == 0:
+        raise DataError("nothing to evaluate: the held-out set has no scored tokens")
+    loss = totals[0] / totals[2]
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "accuracy": totals[1] / totals[2],
+        "tokens": int(totals[2]),
+    }
+
+
+def text_metrics(
+    loaded: LoadedModel,
+    documents: Sequence[str],
+    *,
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None,
+) -> dict[str, float]:
+    """Perplexity and token accuracy on documents, packed `[bos] doc [eos]` into rows."""
+    from gptjax.data.pipeline import encode_documents, eval_batches
+
+    _check_batch(loaded, batch_size)
+    if not 0 < seq_len <= loaded.model_config.max_seq_len:
+        raise ConfigError(
+            f"--seq-len={seq_len} must be in (0, the model's context "
+            f"{loaded.model_config.max_seq_len}]"
+        )
+    tok = loaded.tokenizer
+    batches = eval_batches(
+        encode_documents(documents, tok),
+        seq_len=seq_len,
+        batch_size=batch_size,
+        bos_id=tok.bos_id,
+        pad_id=tok.pad_id,
+        max_batches=max_batches,
+    )
+    return teacher_forced(loaded, batches)
+
+
+def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
+    """(prompt ids, reference text) per conversation: all turns but the last, then the header."""
+    prompts, references = [], []
+    for index, messages in enumerate(conversations):
+        if messages[-1]["role"] != "assistant":
+            raise DataError(
+                f"conversation {index}: the last message must be the assistant's reference "
+                f"answer, got role {messages[-1]['role']!r}"
+            )
+        ids, _ = render(loaded.tokenizer, messages[:-1], add_generation_prompt=True)
+        prompts.append(ids)
+        references.append(messages[-1]["content"])
+    return prompts, references
+
+
+def generation_metrics(
+    loaded: LoadedModel,
+    conversations: Sequence[list[dict]],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    show_progress: bool = True,
+) -> dict:
+    """Greedy answers to each conversation's last user turn, scored by BLEU and exact match.
+
+    A prompt that leaves no room in the context for an answer is reported in `too_long`,
+    not scored. Returns the metrics and the (reference, answer) pairs.
+    """
+    prompts, references = answer_prompts(loaded, conversations)
+    context = loaded.model_config.max_seq_len
+    fits = [i for i, p in enumerate(prompts) if len(p) < context]
+    stops = (end_of_turn_id(loaded.tokenizer), loaded.tokenizer.eos_id)
+    answers: dict[int, str] = {}
+    bar = ProgressBar(len(fits), desc="generate", unit="answer", enabled=show_progress)
+    with loaded.activated():
+        for start in range(0, len(fits), batch_size):
+            chunk = fits[start : start + batch_size]
+            longest = max(len(prompts[i]) for i in chunk)
+            # The last chunk is filled up with copies so every call has one (compiled) shape.
+            batch = [prompts[i] for i in chunk] + [prompts[chunk[-1]]] * (batch_size - len(chunk))
+            outputs = generate(
+                loaded.graphdef,
+                loaded.params,
+                batch,
+                max_new_tokens=min(max_new_tokens, context - longest),
+                stop_ids=stops,
+            )
+            for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
+                answers[i] = loaded.tokenizer.decode(ids)
+            bar.update(start + len(chunk))
+    bar.close()
+    hyps = [answers[i] for i in fits]
+    refs = [references[i] for i in fits]
+    return {
+        "bleu": corpus_bleu(hyps, refs) if fits else 0.0,
+        "exact_match": exact_match(hyps, refs),
+        "generated": len(fits),
+        "too_long": len(prompts) - len(fits),
+        "examples": list(zip(refs, hyps, strict=True)),
+    }
+
+
+def conversation_metrics(
+    loaded: LoadedModel,
+    conversations: Sequence[list[dict]],
+    *,
+    batch_size: int,
+    max_batches: int | None,
+    max_generate: int,
+    max_new_tokens: int,
+    show_progress: bool = True,
+) -> dict:
+    """Answer-token loss/accuracy over all conversations, generation metrics on the first
+    `max_generate` of them."""
+    from gptjax.data.conversations import pack_conversations
+    from gptjax.data.pipeline import packed_eval_batches
+
+    _check_batch(loaded, batch_size)
+    packed = pack_conversations(conversations, loaded.tokenizer, loaded.model_config.max_seq_len)
+    forced = teacher_forced(
+        loaded, packed_eval_batches(packed, batch_size=batch_size, max_batches=max_batches)
+    )
+    generated = generation_metrics(
+        loaded,
+        conversations[:max_generate],
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        show_progress=show_progress,
+    )
+    return {
+        "answer_loss": forced["loss"],
+        "answer_accuracy": forced["accuracy"],
+        "answer_tokens": forced["tokens"],
+        "packing": packed.describe(),
+        **generated,
+    }
+
+
+def side_by_side(names: Sequence[str], results: Sequence[dict], rows: Sequence[tuple]) -> str:
+    """A plain-text table: one column per model, one row per (label, key, format)."""
+    width = max(28, *(len(n) + 2 for n in names))
+    lines = [f"{'':30s}" + "".join(f"{n:>{width}s}" for n in names)]
+    for label, key, fmt in rows:
+        if all(key in r for r in results):
+            cells = "".join(f"{format(r[key], fmt):>{width}s}" for r in results)
+            lines.append(f"{label:30s}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""A trained model loaded for sampling, chat and evaluation: parameters, tokenizer, mesh.
+
+Everything comes from the checkpoint itself (architecture, tokenizer, sharding rules), so
+`gptjax sample|chat|eval WORKDIR` needs no config file. Parameters are restored directly onto
+a mesh built from this host's devices (by default pure data parallel: every device holds the
+whole model, which suits the small models this loads on one host; pass another mesh to split
+heads and mlp over `tensor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import jax
+from flax import nnx
+from flax.core import spmd as flax_spmd
+
+from gptjax import sharding
+from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
+from gptjax.errors import CheckpointError, ConfigError
+from gptjax.model import ModelConfig, Transformer
+from gptjax.steps import model_graphdef
+from gptjax.tokenizer import Tokenizer
+
+DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
+CHAT_PHASES = ("sft", "dpo")  # phases whose models answer through the chat template
+
+
+def format_completion(prompt: str, completion: str, *, chat: bool) -> str:
+    """How `gptjax sample` and the training log show a sample: a chat answer under its
+    question, a continuation right after its prompt."""
+    return f"--- {prompt}\n{completion}" if chat else f"---\n{prompt}{completion}"
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    workdir: Path
+    step: int
+    phase: str  # "pretrain", "sft" or "dpo": chat models are sft/dpo
+    model_config: ModelConfig
+    graphdef: object
+    params: nnx.State
+    tokenizer: Tokenizer
+    mesh: jax.sharding.Mesh
+    rules: tuple
+
+    @contextlib.contextmanager
+    def activated(self):
+        """The mesh and sharding rules the parameters were placed with (for jit and constrain)."""
+        with jax.set_mesh(self.mesh), flax_spmd.logical_axis_rules(self.rules):
+            yield
+
+    @property
+    def is_chat(self) -> bool:
+        return self.phase in CHAT_PHASES
+
+    def describe(self) -> str:
+        cfg = self.model_config
+        return (
+            f"{self.workdir} step {self.step} ({self.phase}): {cfg.num_layers}x{cfg.embed_dim}, "
+            f"vocab {cfg.vocab_size}, context {cfg.max_seq_len} tokens"
+        )
+
+
+def parse_mesh(text: str | None) -> dict:
+    """`data=1,fsdp=1,tensor=-1` -> {"data": 1, "fsdp": 1, "tensor": -1}; None -> default."""
+    if not text:
+        return dict(DEFAULT_MESH)
+    mesh = dict.fromkeys(sharding.MESH_AXES, 1)
+    for item in text.split(","):
+        axis, _, value = item.partition("=")
+        if axis not in mesh or not value.lstrip("-").isdigit():
+            raise ConfigError(
+                f"--mesh {text!r}: expected AXIS=N items over {sharding.MESH_AXES}, "
+                "e.g. data=2,tensor=4 (-1 = the remaining devices)"
+            )
+        mesh[axis] = int(value)
+    return mesh
+
+
+def _rules_from_json(rules: list) -> tuple:
+    """JSON turned the rules' tuples into lists; flax wants (name, axis | tuple | None)."""
+    return tuple(
+        (name, tuple(target) if isinstance(target, list) else target) for name, target in rules
+    )
+
+
+def load_model(path: str | Path, *, step: int | None = None, mesh: dict | None = None):
+    """The parameters of checkpoint `step` (default: the latest) of a workdir, sharded.
+
+    `path` is a workdir or WORKDIR/checkpoints/STEP.
+    """
+    path = Path(path)
+    workdir, named_step = path, None
+    if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
+        workdir, named_step = path.parent.parent, int(path.name)
+    if not checkpoint_dir(workdir).is_dir():
+        raise CheckpointError(f"{workdir} has no {CHECKPOINT_DIR}/ directory: train a model there")
+    step = named_step if step is None else step
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+        steps = checkpointer.steps()
+        if not steps:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        step = steps[-1] if step is None else step
+        metadata = checkpointer.metadata(step) if step in steps else None
+        if metadata is None:
+            raise CheckpointError(f"no committed checkpoint {step} in {workdir}; have {steps}")
+        model_config = ModelConfig(**metadata["model"])
+        rules = _rules_from_json(metadata["config"]["sharding_rules"])
+        device_mesh = sharding.make_mesh(mesh or DEFAULT_MESH)
+        create = lambda: nnx.state(Transformer(model_config, rngs=nnx.Rngs(0)))
+        with jax.set_mesh(device_mesh), flax_spmd.logical_axis_rules(rules):
+            target, _ = sharding.plan_state(create, device_mesh, rules)
+            params = checkpointer.restore_params(step, target)
+        tokenizer = Tokenizer.from_bytes(
+            checkpointer.tokenizer_bytes(step), name=f"{workdir} step {step}"
+        )
+    return LoadedModel(
+        workdir=workdir,
+        step=step,
+        phase=metadata["phase"],
+        model_config=model_config,
+        graphdef=model_graphdef(model_config),
+        params=params,
+        tokenizer=tokenizer,
+        mesh=device_mesh,
+        rules=rules,
+    )

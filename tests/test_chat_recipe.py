@@ -1,0 +1,171 @@
+"""The recipe as a user runs it: pretrain -> SFT -> `gptjax eval`, `gptjax sample`, `gptjax chat`.
+
+One small model is pretrained and finetuned once for the module (subprocesses, 2 simulated
+devices); the tests then drive the inference commands against those two workdirs.
+"""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+
+from gptjax.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+GPTJAX = [sys.executable, "-m", "gptjax.cli"]
+SHORT = [
+    *SMALL_MODEL,
+    *SMALL_VOCAB,
+    "--config.optim.warmup_steps=5",
+    "--config.train.log_every=10",
+    "--config.train.eval_batches=4",
+    "--config.sample.max_new_tokens=8",
+]
+QUESTION = "What does `json.dumps` do?"
+
+
+def gptjax(*args):
+    return subprocess.run(
+        [*GPTJAX, *args], cwd=ROOT, capture_output=True, text=True, env=subprocess_env()
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    base, sft = root / "base", root / "sft"
+    pretrain = gptjax(
+        "train", "--config", "configs/tiny.py", "--workdir", str(base), *SHORT,
+        "--config.train.steps=40", "--config.train.eval_every=40",
+    )  # fmt: skip
+    assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    finetune = gptjax(
+        "train", "--config", "configs/tiny_sft.py", "--workdir", str(sft), *SHORT,
+        "--config.train.steps=60", "--config.train.eval_every=30",
+        f"--config.init_from={base}",
+    )  # fmt: skip
+    assert finetune.returncode == 0, finetune.stderr[-3000:]
+    return base, sft, finetune
+
+
+def test_sft_starts_from_the_pretrained_model_and_logs_its_data(runs):
+    base, sft, finetune = runs
+    assert f"starting from the parameters of {base} step 40" in finetune.stdout
+    assert "sft train:" in finetune.stdout and "truncated to fit" in finetune.stdout
+    # The tokenizer came from the pretraining checkpoint, not a new one.
+    assert (sft / "tokenizer" / "tokenizer.model").read_bytes() == (
+        base / "tokenizer" / "tokenizer.model"
+    ).read_bytes()
+    evals = [r for r in read_metrics(sft / "metrics.jsonl") if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [30, 60]
+    assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
+    # The configured questions were asked through the chat template after training.
+    assert f"--- {QUESTION}" in finetune.stdout
+
+
+def test_sft_lowers_held_out_answer_loss_below_the_base_model(runs, tmp_path):
+    base, sft, _ = runs
+    out = tmp_path / "eval.json"
+    result = gptjax(
+        "eval", str(base), str(sft), "--conversations", "builtin", "--text", "builtin",
+        "--max-batches", "4", "--max-generate", "16", "--max-new-tokens", "12",
+        "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    base_result, sft_result = json.loads(out.read_text())
+    assert (base_result["phase"], sft_result["phase"]) == ("pretrain", "sft")
+    assert sft_result["answer_loss"] < base_result["answer_loss"] - 0.3
+    assert sft_result["answer_accuracy"] > base_result["answer_accuracy"]
+    for result_ in (base_result, sft_result):
+        assert result_["generated"] == 16 and 0 <= result_["bleu"] <= 100
+        assert 0 < result_["text_perplexity"] < 512
+    table = result.stdout
+    assert "answer loss (nats/token)" in table and "BLEU" in table and "exact match" in table
+
+
+def test_sample_answers_chat_prompts_and_continues_raw_text(runs):
+    base, sft, _ = runs
+    chat = gptjax("sample", str(sft), "--prompt", QUESTION, "--max-new-tokens", "8")
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    assert f"--- {QUESTION}\n" in chat.stdout
+    raw = gptjax("sample", str(base), "--prompt", "The json module", "--max-new-tokens", "8")
+    assert raw.returncode == 0, raw.stderr[-3000:]
+    assert "---\nThe json module" in raw.stdout
+
+
+def test_inference_commands_refuse_bad_input_in_one_line(runs, tmp_path):
+    _, sft, _ = runs
+    empty = gptjax("chat", str(tmp_path))
+    assert empty.returncode == 74
+    assert "has no checkpoints/ directory" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1
+    bad = gptjax("sample", str(sft), "--prompt", "x", "--top-p", "1.5")
+    assert bad.returncode == 2 and "--top-p must be in (0, 1]" in bad.stderr
+    missing = gptjax("sample", str(sft))
+    assert missing.returncode == 2 and "--prompt" in missing.stderr
+    step = gptjax("sample", str(sft), "--prompt", "x", "--step", "7")
+    assert step.returncode == 74 and "no committed checkpoint 7" in step.stderr
+
+
+class Terminal:
+    """A child process on a pseudo-terminal, as a person at a keyboard would run it."""
+
+    def __init__(self, argv):
+        self.fd, child = pty.openpty()
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, stdin=child, stdout=child, stderr=child, env=subprocess_env()
+        )
+        os.close(child)
+        self.seen = ""
+
+    def read_until(self, marker: str, timeout: float = 120.0) -> str:
+        """Output up to and including the next `marker`."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {marker!r} within {timeout}s; output:\n{self.seen}"
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 4096).decode("utf-8", "replace")
+                except OSError:  # the child closed the terminal
+                    break
+        head, _, self.seen = self.seen.partition(marker)
+        return head + marker
+
+    def send(self, line: str) -> None:
+        os.write(self.fd, (line + "\n").encode())
+
+
+def test_chat_in_a_terminal_answers_resets_and_quits(runs):
+    _, sft, _ = runs
+    term = Terminal([*GPTJAX, "chat", str(sft), "--temperature", "0", "--max-new-tokens", "8"])
+    try:
+        banner = term.read_until("you> ")
+        assert "chatting with" in banner and "/reset" in banner
+        term.send(QUESTION)
+        reply = term.read_until("you> ")
+        assert "assistant> " in reply
+        answer = reply.split("assistant> ", 1)[1].rsplit("you> ", 1)[0].strip()
+        assert answer  # the model said something
+        term.send("/temperature hot")
+        assert "error: /temperature takes a number" in term.read_until("you> ")
+        term.send("word " * 80)  # longer than the 64-token context
+        assert "the model's context is 64" in term.read_until("you> ")
+        term.send("/reset")
+        assert "(conversation reset)" in term.read_until("you> ")
+        term.send(QUESTION)  # after a reset the same greedy question gets the same answer
+        again = term.read_until("you> ").split("assistant> ", 1)[1].rsplit("you> ", 1)[0]
+        assert again.strip() == answer
+        term.send("/quit")
+        assert term.process.wait(timeout=60) == 0
+    finally:
+        term.process.kill()
+        os.close(term.fd)
