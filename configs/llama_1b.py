@@ -74,6 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
     # source="conversations" (SFT): "builtin" (questions about the built-in corpus's names)
     # or JSONL files/globs, comma-separated, of {"messages": [...]} or {"prompt", "response"}.
     data.conversations = ""
+    # source="preferences" (DPO): "builtin" (true vs wrong answers to the built-in questions)
+    # or JSONL files/globs of {"prompt" or "messages", "chosen", "rejected"}, comma-separated.
+    data.preferences = ""
     # True: packed rows restart positions and attention at each document (segment_ids);
     # False: plain concatenate-and-chunk, attention crosses document boundaries.
     data.packing = True
@@ -132,4 +135,12 @@ def get_config() -> ml_collections.ConfigDict:
     sample.max_new_tokens = 64  # tokens generated per prompt
     sample.temperature = 0.8  # 0 = greedy
     sample.top_k = 40  # 0 = no top-k filter
+
+    config.dpo = dpo = ml_collections.ConfigDict()  # read only when phase="dpo"
+    dpo.beta = 0.1  # strength of the pull towards the reference (larger: stay closer)
+    dpo.label_smoothing = 0.0  # > 0: conservative DPO, assumes this fraction of flipped labels
+    dpo.loss = "sigmoid"  # "sigmoid" (DPO) or "ipo"
+    # "model": a frozen copy of the SFT weights runs beside the policy every step;
+    # "precomputed": its log-probabilities are computed once before training (saves memory).
+    dpo.reference = "model"
     return config

@@ -34,7 +34,8 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
-    return Path(workdir) / CHECKPOINT_DIR
+    # Absolute: Orbax refuses a relative path for some saves (OCDBT array writes).
+    return Path(workdir).absolute() / CHECKPOINT_DIR
 
 
 def _leaf_fingerprint(x: jax.Array) -> jax.Array:

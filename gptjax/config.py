@@ -19,16 +19,16 @@ from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
 from gptjax.sharding import MESH_AXES, data_parallel_size, resolve_mesh_shape
 
-SECTIONS = ("model", "mesh", "data", "train", "optim", "checkpoint", "sample")
+SECTIONS = ("model", "mesh", "data", "train", "optim", "checkpoint", "sample", "dpo")
 TOP_LEVEL = ("seed", "sharding_rules", "phase", "init_from")
 PHASES = ("pretrain", "sft", "dpo")
-DATA_SOURCES = ("builtin", "prepared", "conversations")
+DATA_SOURCES = ("builtin", "prepared", "conversations", "preferences")
 # The fields validate() and the trainer read; a config file lacking one is refused by name
 # (the model section is checked against ModelConfig's own fields).
 REQUIRED_FIELDS = {
     "data": (
-        "source prepared_dir conversations packing verify_shards vocab_size tokenizer_type "
-        "tokenizer seq_len validation_fraction"
+        "source prepared_dir conversations preferences packing verify_shards vocab_size "
+        "tokenizer_type tokenizer seq_len validation_fraction"
     ).split(),
     "train": (
         "steps global_batch_size grad_accum_steps log_every eval_every eval_batches "
@@ -39,6 +39,7 @@ REQUIRED_FIELDS = {
         "save_every save_every_minutes keep_last keep_every async_save resume_step"
     ).split(),
     "sample": "prompts max_new_tokens temperature top_k".split(),
+    "dpo": "beta label_smoothing loss reference".split(),
 }
 _POSITIVE_INTS = (
     "train.steps train.global_batch_size train.grad_accum_steps train.log_every "
@@ -218,10 +219,11 @@ def _check_rules(config: ml_collections.ConfigDict) -> None:
 def _check_data_source(data: ml_collections.ConfigDict) -> None:
     _require(
         data.source in DATA_SOURCES,
-        f'data.source must be "builtin", "prepared" (shards from `gptjax prepare`) or '
-        f'"conversations" (chat data for SFT), got {data.source!r}',
+        f'data.source must be "builtin", "prepared" (shards from `gptjax prepare`), '
+        f'"conversations" (chat data for SFT) or "preferences" (pairs for DPO), '
+        f"got {data.source!r}",
     )
-    for name in ("prepared_dir", "conversations"):
+    for name in ("prepared_dir", "conversations", "preferences"):
         value = data[name]
         _require(isinstance(value, str), f"data.{name} must be a string, got {value!r}")
     _require(
@@ -231,6 +233,11 @@ def _check_data_source(data: ml_collections.ConfigDict) -> None:
     _require(
         data.source != "conversations" or bool(data.conversations.strip()),
         'data.source="conversations" needs data.conversations: "builtin" or JSONL files/globs, '
+        "comma-separated",
+    )
+    _require(
+        data.source != "preferences" or bool(data.preferences.strip()),
+        'data.source="preferences" needs data.preferences: "builtin" or JSONL files/globs, '
         "comma-separated",
     )
     for name in ("packing", "verify_shards"):
@@ -322,6 +329,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         f"{model.vocab_size}] (0 = no top-k filter)",
     )
     _check_checkpoint(config)
+    _check_dpo(config)
     return {"model": model, "mesh_shape": mesh_shape, "micro_batch": micro}
 
 
@@ -351,4 +359,32 @@ def _check_checkpoint(config: ml_collections.ConfigDict) -> None:
     _require(
         _is_int(ckpt.resume_step) and ckpt.resume_step >= -1,
         f"checkpoint.resume_step must be -1 (latest) or a step, got {ckpt.resume_step!r}",
+    )
+
+
+def _check_dpo(config: ml_collections.ConfigDict) -> None:
+    from gptjax.dpo import LOSS_TYPES, REFERENCE_MODES
+
+    dpo, dpo_phase = config.dpo, config.phase == "dpo"
+    _require(
+        dpo_phase == (config.data.source == "preferences"),
+        f'phase="dpo" trains on data.source="preferences" and only it does; got phase '
+        f"{config.phase!r} with data.source={config.data.source!r}",
+    )
+    _require(
+        _is_real(dpo.beta) and dpo.beta > 0, f"dpo.beta must be a number > 0, got {dpo.beta!r}"
+    )
+    _require(
+        _is_real(dpo.label_smoothing) and 0 <= dpo.label_smoothing < 0.5,
+        f"dpo.label_smoothing must be in [0, 0.5), got {dpo.label_smoothing!r}",
+    )
+    _require(dpo.loss in LOSS_TYPES, f"dpo.loss must be one of {LOSS_TYPES}, got {dpo.loss!r}")
+    _require(
+        dpo.reference in REFERENCE_MODES,
+        f"dpo.reference must be one of {REFERENCE_MODES}, got {dpo.reference!r}",
+    )
+    _require(
+        not dpo_phase or bool(config.init_from),
+        'phase="dpo" needs init_from: the SFT workdir (its weights are the policy\'s start '
+        "and the frozen reference)",
     )

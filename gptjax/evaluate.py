@@ -40,7 +40,7 @@ def teacher_forced(loaded: LoadedModel, batches: Sequence[dict]) -> dict[str, fl
     with loaded.activated():
         for batch in batches:
             out = step(loaded.params, sharding.global_batch_from_local(batch, loaded.mesh))
-            totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]
+            totals += [float(out["loss"]), float(out["accuracy"]), float(out["weight"])]
     if totals[2] == 0:
         raise DataError("nothing to evaluate: the held-out set has no scored tokens")
     loss = totals[0] / totals[2]

@@ -104,19 +104,22 @@ def _heldout_text(specs: list[str], fraction: float) -> list[str]:
     return documents
 
 
-def _heldout_conversations(specs: list[str], fraction: float) -> list[list[dict]]:
+def _heldout_conversations(specs: list[str], fraction: float, split: bool) -> list[list[dict]]:
+    """The held-out side of each set, by the same hash split the SFT phase trains with (files
+    are taken whole when `split` is False: a set that was never trained on)."""
     from gptjax.data.conversations import (
         builtin_conversations,
         read_conversations,
         split_conversations,
     )
 
-    conversations: list[list[dict]] = []
     files = [spec for spec in specs if spec != "builtin"]
+    conversations: list[list[dict]] = []
     if "builtin" in specs:
         conversations += split_conversations(builtin_conversations(), fraction)[1]
     if files:
-        conversations += read_conversations(files)
+        from_files = read_conversations(files)
+        conversations += split_conversations(from_files, fraction)[1] if split else from_files
     return conversations
 
 
@@ -145,7 +148,7 @@ def evaluate(args) -> None:
     conversation_specs = args.conversations or ([] if args.text else ["builtin"])
     documents = _heldout_text(text_specs, args.validation_fraction) if text_specs else []
     conversations = (
-        _heldout_conversations(conversation_specs, args.validation_fraction)
+        _heldout_conversations(conversation_specs, args.validation_fraction, not args.no_split)
         if conversation_specs
         else []
     )

@@ -197,12 +197,20 @@ def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
     return out.astype(x_BLHK.dtype)
 
 
-def attention_mask(segment_ids_BL: Array) -> Array:
-    """Causal mask restricted to the query's own packed document: [B, 1, 1, L, M] booleans."""
+def attention_mask(segment_ids_BL: Array, branch_ids_BL: Array | None = None) -> Array:
+    """Causal mask restricted to the query's own packed document: [B, 1, 1, L, M] booleans.
+
+    With `branch_ids` (preference pairs: a prompt in branch 0 followed by two responses in
+    branches 1 and 2 of the same segment), a query also sees only keys of branch 0 or of its
+    own branch, so both responses continue the one shared copy of the prompt.
+    """
     length = segment_ids_BL.shape[1]
     causal_LM = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
-    same_doc_BLM = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
-    return (causal_LM & same_doc_BLM)[:, None, None, :, :]
+    visible_BLM = causal_LM & (segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :])
+    if branch_ids_BL is not None:
+        key_branch_B1M = branch_ids_BL[:, None, :]
+        visible_BLM &= (key_branch_B1M == 0) | (key_branch_B1M == branch_ids_BL[:, :, None])
+    return visible_BLM[:, None, None, :, :]
 
 
 def dropout(x: Array, rate: float, key: Array | None) -> Array:
@@ -390,7 +398,8 @@ class Transformer(nnx.Module):
     """The decoder: tokens [B, L] -> float32 logits [B, L, V].
 
     `segment_ids` (documents packed in a row) and `positions` (restarting per document) come
-    from the batch; without them the row is one document. `dropout_key=None` disables dropout.
+    from the batch; without them the row is one document. `branch_ids` lay out preference
+    pairs (see `attention_mask`). `dropout_key=None` disables dropout.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -416,6 +425,7 @@ class Transformer(nnx.Module):
         *,
         segment_ids: Array | None = None,
         positions: Array | None = None,
+        branch_ids: Array | None = None,
         dropout_key: Array | None = None,
     ) -> Array:
         cfg = self.config
@@ -431,7 +441,8 @@ class Transformer(nnx.Module):
             layer_keys = jax.random.split(layers_key, cfg.num_layers)
         x_BLD = dropout(x_BLD, cfg.dropout_rate, embed_key).astype(cfg.compute_dtype)
         x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
-        x_BLD = self._run_blocks(x_BLD, positions, attention_mask(segment_ids), layer_keys)
+        mask = attention_mask(segment_ids, branch_ids)
+        x_BLD = self._run_blocks(x_BLD, positions, mask, layer_keys)
         return self._logits(x_BLD)
 
     def decode(

@@ -1,8 +1,10 @@
 """TrainState, the loss, and the pure jitted train/eval steps.
 
-Steps are pure: `train_step(state, batch) -> (state, metrics)`. Configuration enters by
-closure when the step is built, never as a traced argument. Dropout randomness is
-`fold_in(key(seed), step)`, so a resumed run draws the same masks as an uninterrupted one.
+Steps are pure: `train_step(state, batch) -> (state, metrics)`. What they minimise is an
+objective (`lm_objective`: next-token cross-entropy; `gptjax.dpo.dpo_objective`).
+Configuration enters by closure when the step is built, never as a traced argument. Dropout
+randomness is `fold_in(key(seed), step)`, so a resumed run draws the same masks as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Arr
     return ce_sum, correct_sum, jnp.sum(weights_BL)
 
 
-def _forward_sums(graphdef, params, batch: Batch, dropout_key):
+def lm_objective(graphdef, params, batch: Batch, dropout_key, reference=None):
+    """Next-token cross-entropy on the weighted targets: (ce_sum, sums).
+
+    An objective returns the sum of its loss and a dict of sums that includes "weight", the
+    denominator (here trained tokens); every metric is a sum divided once by the total weight.
+    `reference` (another model's parameters) is unused here: DPO's objective needs it.
+    """
     model = nnx.merge(graphdef, params)
     logits = model(
         batch["inputs"],
@@ -65,7 +73,10 @@ def _forward_sums(graphdef, params, batch: Batch, dropout_key):
         dropout_key=dropout_key,
     )
     ce_sum, correct_sum, weight_sum = loss_terms(logits, batch["targets"], batch["weights"])
-    return ce_sum, (correct_sum, weight_sum)
+    return ce_sum, {"weight": weight_sum, "accuracy": correct_sum}
+
+
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def split_microbatches(batch: Batch, num_micro: int) -> Batch:
@@ -79,25 +90,43 @@ def split_microbatches(batch: Batch, num_micro: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def gradient_sums(graphdef, params, batch: Batch, dropout_key, num_micro: int):
-    """(ce_sum, correct_sum, weight_sum, grad of ce_sum), over `num_micro` micro-batches."""
-    grad_fn = jax.value_and_grad(lambda p, b, k: _forward_sums(graphdef, p, b, k), has_aux=True)
+def gradient_sums(
+    graphdef,
+    params,
+    batch: Batch,
+    dropout_key,
+    num_micro: int,
+    objective: Objective = lm_objective,
+    reference=None,
+):
+    """(loss_sum, sums, grad of loss_sum), accumulated over `num_micro` micro-batches."""
+    grad_fn = jax.value_and_grad(
+        lambda p, b, k: objective(graphdef, p, b, k, reference), has_aux=True
+    )
     if num_micro == 1:
-        (ce_sum, (correct, weight)), grads = grad_fn(params, batch, dropout_key)
-        return ce_sum, correct, weight, grads
+        (loss_sum, sums), grads = grad_fn(params, batch, dropout_key)
+        return loss_sum, sums, grads
 
     def accumulate(carry, xs):
         micro, index = xs
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
-        (ce, (correct, weight)), grads = grad_fn(params, micro, key)
-        sums = (carry[0] + ce, carry[1] + correct, carry[2] + weight)
-        return (*sums, jax.tree.map(jnp.add, carry[3], grads)), None
+        (loss, sums), grads = grad_fn(params, micro, key)
+        total_loss, total_sums, total_grads = carry
+        return (
+            total_loss + loss,
+            jax.tree.map(jnp.add, total_sums, sums),
+            jax.tree.map(jnp.add, total_grads, grads),
+        ), None
 
+    micro_batches = split_microbatches(batch, num_micro)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    _, sums_shape = jax.eval_shape(lambda: objective(graphdef, params, first, None, reference))
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    init = (jnp.float32(0), jnp.float32(0), jnp.float32(0), zeros)
-    xs = (split_microbatches(batch, num_micro), jnp.arange(num_micro))
-    (ce_sum, correct, weight, grads), _ = jax.lax.scan(accumulate, init, xs)
-    return ce_sum, correct, weight, grads
+    zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
+    init = (jnp.float32(0), zero_sums, zeros)
+    xs = (micro_batches, jnp.arange(num_micro))
+    (loss_sum, sums, grads), _ = jax.lax.scan(accumulate, init, xs)
+    return loss_sum, sums, grads
 
 
 def make_train_step(
@@ -108,17 +137,20 @@ def make_train_step(
     seed: int,
     grad_accum_steps: int,
     use_dropout: bool,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """The pure step. A step whose loss or gradient is not finite is not applied (in-graph)."""
+    objective: Objective = lm_objective,
+) -> Callable[..., tuple[TrainState, dict]]:
+    """The pure step `(state, batch, reference=None) -> (state, metrics)`. A step whose loss or
+    gradient is not finite is not applied (in-graph). `reference` is a frozen model's
+    parameters for objectives that compare against one (DPO); it is never updated."""
     base_key = jax.random.key(seed)
 
-    def train_step(state: TrainState, batch: Batch):
+    def train_step(state: TrainState, batch: Batch, reference=None):
         key = jax.random.fold_in(base_key, state.step) if use_dropout else None
-        ce_sum, correct, weight, grad_sums = gradient_sums(
-            graphdef, state.params, batch, key, grad_accum_steps
+        loss_sum, sums, grad_sums = gradient_sums(
+            graphdef, state.params, batch, key, grad_accum_steps, objective, reference
         )
-        denom = jnp.maximum(weight, 1.0)
-        loss = ce_sum / denom
+        denom = jnp.maximum(sums["weight"], 1.0)
+        loss = loss_sum / denom
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -137,10 +169,10 @@ def make_train_step(
         applied = state.step - state.skipped_steps
         metrics = {
             "loss": loss,
-            "accuracy": correct / denom,
+            **{name: value / denom for name, value in sums.items() if name != "weight"},
             "grad_norm": grad_norm,
             "lr": schedule(applied),
-            "tokens": weight,
+            "weight": sums["weight"],
             "finite": finite,
             "bad_steps": new_state.bad_steps,
         }
@@ -149,29 +181,39 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef) -> Callable[[nnx.State, Batch], dict]:
-    def eval_step(params, batch: Batch):
-        ce_sum, (correct, weight) = _forward_sums(graphdef, params, batch, None)
-        return {"ce_sum": ce_sum, "correct_sum": correct, "weight_sum": weight}
+def make_eval_step(graphdef, objective: Objective = lm_objective) -> Callable[..., dict]:
+    """`(params, batch, reference=None) -> {"loss": sum, **sums}`: sums, divided by the
+    caller once over all batches."""
+
+    def eval_step(params, batch: Batch, reference=None):
+        loss_sum, sums = objective(graphdef, params, batch, None, reference)
+        return {"loss": loss_sum, **sums}
 
     return eval_step
 
 
-def jit_train_step(train_step, state_shardings, mesh):
-    """Jitted once with explicit shardings; the old state's buffers are donated to the new one."""
+def _batch_shardings(mesh):
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+
+
+def jit_train_step(train_step, state_shardings, mesh, reference_shardings=None):
+    """Jitted once with explicit shardings; the old state's buffers are donated to the new one
+    (never the reference's: it is read by every step)."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    batch_shardings = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    in_shardings = (state_shardings, _batch_shardings(mesh))
+    if reference_shardings is not None:
+        in_shardings += (reference_shardings,)
     return jax.jit(
         train_step,
-        in_shardings=(state_shardings, batch_shardings),
+        in_shardings=in_shardings,
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
 
 
-def jit_eval_step(eval_step, params_shardings, mesh):
+def jit_eval_step(eval_step, params_shardings, mesh, reference_shardings=None):
     replicated = NamedSharding(mesh, PartitionSpec())
-    batch_shardings = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
-    return jax.jit(
-        eval_step, in_shardings=(params_shardings, batch_shardings), out_shardings=replicated
-    )
+    in_shardings = (params_shardings, _batch_shardings(mesh))
+    if reference_shardings is not None:
+        in_shardings += (reference_shardings,)
+    return jax.jit(eval_step, in_shardings=in_shardings, out_shardings=replicated)

@@ -22,8 +22,8 @@ from gptjax import resume, sharding
 from gptjax.chat_template import chat_prompt, end_of_turn_id
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
-from gptjax.data.conversations import PackedConversations
 from gptjax.data.run_data import RunData, prepare_run_data
+from gptjax.dpo import make_dpo_objective
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
 from gptjax.inference import CHAT_PHASES, format_completion
@@ -31,11 +31,13 @@ from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
+from gptjax.reference import precompute, reference_point, restore_reference
 from gptjax.runtime import initialize_runtime
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
     jit_train_step,
+    lm_objective,
     make_eval_step,
     make_train_step,
     model_graphdef,
@@ -62,6 +64,7 @@ class Run:
     eval_batches: list  # held-out batches, built once (numpy, full global batches)
     model_config: object
     model_flops_per_token: float
+    reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
 
 
 def build(config, workdir: Path, log=print) -> Run:
@@ -84,9 +87,17 @@ def build(config, workdir: Path, log=print) -> Run:
     tx, schedule = make_optimizer(config.optim, config.train.steps)
     graphdef = model_graphdef(model_config)
     create = functools.partial(new_train_state, model_config, tx, config.seed)
+    objective, reference, metadata = lm_objective, (), {}
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(create, mesh, rules)
         state = resume.restore_start(start, target, create, shardings, model_config, log)
+        if config.phase == "dpo":
+            objective = make_dpo_objective(config.dpo)
+            metadata["reference"] = point = reference_point(start, checkpointer)
+            reference = (restore_reference(point, target.params, log),)
+            if config.dpo.reference == "precomputed":
+                data = _precompute_reference(config, graphdef, reference[0], data, mesh, log)
+                reference = ()  # its log-probabilities ride in the batches instead
     table = sharding.sharding_table(state.params, shardings.params)
     if jax.process_index() == 0:
         lines = [f"{path} {shape} -> {spec}" for path, shape, spec in table]
@@ -103,24 +114,43 @@ def build(config, workdir: Path, log=print) -> Run:
         seed=config.seed,
         grad_accum_steps=config.train.grad_accum_steps,
         use_dropout=model_config.dropout_rate > 0,
+        objective=objective,
     )
+    reference_shardings = shardings.params if reference else None
+    eval_fn = make_eval_step(graphdef, objective)
     return Run(
         config=config,
         mesh=mesh,
         graphdef=graphdef,
         state=state,
         shardings=shardings,
-        train_step=jit_train_step(step_fn, shardings, mesh),
-        eval_step=jit_eval_step(make_eval_step(graphdef), shardings.params, mesh),
+        train_step=jit_train_step(step_fn, shardings, mesh, reference_shardings),
+        eval_step=jit_eval_step(eval_fn, shardings.params, mesh, reference_shardings),
         data=data,
         checkpointer=checkpointer,
         checkpoint_metadata=resume.checkpoint_metadata(
             config, model_config, mesh, data.tokenizer, _data_hash(data)
-        ),
+        )
+        | metadata,
         eval_batches=_eval_batches(config, data),
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
+        reference=reference,
     )
+
+
+def _precompute_reference(config, graphdef, params, data: RunData, mesh, log) -> RunData:
+    batch_size = config.train.eval_batch_size
+    train, valid = (
+        precompute(graphdef, params, rows, batch_size=batch_size, mesh=mesh, log=log)
+        for rows in (data.train_stream, data.valid_stream)
+    )
+    return dataclasses.replace(data, train_stream=train, valid_stream=valid)
+
+
+def _is_packed(stream) -> bool:
+    """SFT conversations or DPO pairs: rows already packed, with every field (`.fields`)."""
+    return hasattr(stream, "fields")
 
 
 def _data_hash(data: RunData) -> str:
@@ -129,7 +159,7 @@ def _data_hash(data: RunData) -> str:
     if data.manifest is not None:
         return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
     digest = hashlib.sha256()
-    if isinstance(data.train_stream, PackedConversations):
+    if _is_packed(data.train_stream):
         for array in data.train_stream.fields.values():
             digest.update(np.ascontiguousarray(array).tobytes())
     else:
@@ -146,7 +176,7 @@ def _process_rows(batch: dict, rows: int) -> dict:
 def _eval_batches(config, data: RunData) -> list[dict]:
     from gptjax.data.pipeline import eval_batches, packed_eval_batches
 
-    if isinstance(data.valid_stream, PackedConversations):
+    if _is_packed(data.valid_stream):
         return packed_eval_batches(
             data.valid_stream,
             batch_size=config.train.eval_batch_size,
@@ -164,21 +194,36 @@ def _eval_batches(config, data: RunData) -> list[dict]:
 
 
 def evaluate(run: Run) -> dict[str, float]:
-    """Mean loss, perplexity and token accuracy over the held-out batches."""
+    """The objective's mean loss and metrics over the held-out batches (plus perplexity for
+    next-token objectives)."""
     cfg = run.config
     rows = cfg.train.eval_batch_size // jax.process_count()
-    totals = np.zeros(3)
+    totals: dict[str, float] = {}
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(cfg.sharding_rules)):
         for batch in run.eval_batches:
             global_batch = sharding.global_batch_from_local(_process_rows(batch, rows), run.mesh)
-            out = run.eval_step(run.state.params, global_batch)
-            totals += [float(out["ce_sum"]), float(out["correct_sum"]), float(out["weight_sum"])]
-    loss = totals[0] / totals[2]
-    return {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-        "accuracy": totals[1] / totals[2],
-    }
+            out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.reference))
+            for name, value in out.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+    weight = totals.pop("weight")
+    result = {name: value / weight for name, value in totals.items()}
+    if cfg.phase != "dpo":
+        result["perplexity"] = math.exp(min(result["loss"], 50.0))
+    return result
+
+
+def _evaluate_and_log(run: Run, step: int, writer: MetricsWriter, log) -> dict[str, float]:
+    evaluation = evaluate(run)
+    writer.write(step, evaluation, prefix="eval/")
+    if run.config.phase == "dpo":
+        details = (
+            f"reward accuracy {evaluation['reward_accuracy']:.3f}, margin "
+            f"{evaluation['reward_margin']:.3f}, chosen logp/token {evaluation['chosen_logp']:.3f}"
+        )
+    else:
+        details = f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
+    log(f"step {step}: validation loss {evaluation['loss']:.3f} ({details})")
+    return evaluation
 
 
 def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k: int) -> list[str]:
@@ -230,6 +275,9 @@ def _log_samples(run: Run, step: int, log) -> None:
                 f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
+_BOOKKEEPING = ("loss", "lr", "weight", "finite", "bad_steps")
+
+
 class _StepLog:
     """Host-side metrics between log lines: averages, tokens/s, MFU, input wait, NaN gate."""
 
@@ -267,11 +315,12 @@ class _StepLog:
         mean = lambda key: float(np.mean([m[key] for m in finite])) if finite else float("nan")
         tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
         loss = mean("loss")
-        summary = {
-            "loss": loss,
-            "perplexity": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
-            "accuracy": mean("accuracy"),
-            "grad_norm": mean("grad_norm"),
+        summary = {"loss": loss}
+        if self.run.config.phase != "dpo":
+            summary["perplexity"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else math.nan
+        # The objective's own metrics (accuracy; DPO's rewards and margins), averaged.
+        summary |= {name: mean(name) for name in self.values[0] if name not in _BOOKKEEPING}
+        summary |= {
             "lr": float(self.values[-1]["lr"]),
             "tokens_per_sec": tokens_per_sec,
             "mfu": tokens_per_sec * self.run.model_flops_per_token / self.peak,
@@ -329,7 +378,7 @@ def _train_batches(run: Run):
     from gptjax.data.pipeline import packed_train_dataset, train_dataset
 
     cfg, tok = run.config, run.data.tokenizer
-    if isinstance(run.data.train_stream, PackedConversations):
+    if _is_packed(run.data.train_stream):
         return packed_train_dataset(
             run.data.train_stream,
             global_batch=cfg.train.global_batch_size,
@@ -369,14 +418,17 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
     compile_start = time.perf_counter()
     next_local = next(batches)
     example = sharding.global_batch_from_local(next_local, run.mesh)
-    compiled = run.train_step.lower(run.state, example).compile()
+    compiled = run.train_step.lower(run.state, example, *run.reference).compile()
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
     saves = resume.SaveSchedule(cfg.checkpoint, cfg.train.steps)
+    if int(run.state.step) == 0 and cfg.init_from:  # the starting model's figures, for contrast
+        _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
     for step in range(int(run.state.step), cfg.train.steps):
-        state, metrics = compiled(state, sharding.global_batch_from_local(next_local, run.mesh))
+        batch = sharding.global_batch_from_local(next_local, run.mesh)
+        state, metrics = compiled(state, batch, *run.reference)
         done = step + 1
         last = done == cfg.train.steps
         preempted = run.checkpointer.reached_preemption(done)
@@ -402,12 +454,7 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
             pending = None
             step_log.flush(done)
             run.state = state
-            evaluation = evaluate(run)
-            step_log.writer.write(done, evaluation, prefix="eval/")
-            log(
-                f"step {done}: validation loss {evaluation['loss']:.3f} "
-                f"(ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f})"
-            )
+            evaluation = _evaluate_and_log(run, done, step_log.writer, log)
             _log_samples(run, done, log)
     run.state = state
     return {

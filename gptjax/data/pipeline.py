@@ -298,8 +298,9 @@ def _check_packed(
     packed: PackedConversations, batch: int, process_index: int, process_count: int
 ) -> int:
     """Validated local batch for batches of `packed` rows (the checks `_check` makes)."""
-    if not isinstance(packed, PackedConversations):
-        raise ConfigError(f"expected PackedConversations, got {type(packed).__name__}")
+    # Any packed rows: SFT conversations, DPO pairs, pairs with precomputed reference values.
+    if not all(hasattr(packed, name) for name in ("fields", "num_rows", "seq_len", "pad_id")):
+        raise ConfigError(f"expected packed rows (fields, num_rows), got {type(packed).__name__}")
     if batch <= 0:
         raise ConfigError(f"batch size {batch} must be positive")
     if process_count <= 0 or not 0 <= process_index < process_count:

@@ -6,7 +6,9 @@ a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards 
 `gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first.
 `data.source="conversations"` (SFT): chat examples rendered with the chat template and packed
 into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is the one of the
-`init_from` checkpoint, installed into the workdir before this runs.
+`init_from` checkpoint, installed into the workdir before this runs. `data.source=
+"preferences"` (DPO): chosen/rejected pairs packed with their shared prompt
+(`gptjax.data.preferences`), the tokenizer again the `init_from` checkpoint's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from gptjax.data.conversations import (
     split_conversations,
 )
 from gptjax.data.corpus import builtin_documents, split_documents
+from gptjax.data.preferences import (
+    PackedPreferences,
+    builtin_preferences,
+    pack_preferences,
+    read_preferences,
+    split_preferences,
+)
 from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import (
@@ -42,9 +51,10 @@ class RunData:
     tokenizer: Tokenizer
     # Token ids, documents as [bos] ids [eos]: an int32 array (builtin) or memory-mapped shards;
     # or, for SFT, conversations already packed into rows with their loss weights.
-    train_stream: np.ndarray | ShardedTokens | PackedConversations
-    valid_stream: np.ndarray | ShardedTokens | PackedConversations
-    unigram_entropy: float  # nats/token of the validation targets' token frequencies
+    train_stream: np.ndarray | ShardedTokens | PackedConversations | PackedPreferences
+    valid_stream: np.ndarray | ShardedTokens | PackedConversations | PackedPreferences
+    # nats/token of the validation targets' token frequencies (NaN for preference pairs)
+    unigram_entropy: float
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
 
 
@@ -90,6 +100,8 @@ def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, lo
         return _prepared(data_config, model_vocab_size, log)
     if data_config.source == "conversations":
         return _conversations(data_config, model_vocab_size, Path(workdir), log)
+    if data_config.source == "preferences":
+        return _preferences(data_config, model_vocab_size, Path(workdir), log)
     workdir = Path(workdir)
     train_docs, valid_docs = _documents(data_config)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
@@ -119,11 +131,8 @@ def _prepared(data_config, model_vocab_size: int, log) -> RunData:
 
 
 def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
-    specs = [spec.strip() for spec in data_config.conversations.split(",") if spec.strip()]
-    conversations = []
-    if "builtin" in specs:
-        conversations += builtin_conversations()
-    files = [spec for spec in specs if spec != "builtin"]
+    builtin, files = _split_specs(data_config.conversations)
+    conversations = builtin_conversations() if builtin else []
     if files:
         conversations += read_conversations(files)
     train, valid = split_conversations(conversations, data_config.validation_fraction)
@@ -143,3 +152,28 @@ def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> Ru
     answers = packed_valid.targets[packed_valid.weights > 0]
     entropy = unigram_entropy_from_counts(np.bincount(answers, minlength=tokenizer.vocab_size))
     return RunData(tokenizer, packed_train, packed_valid, entropy)
+
+
+def _split_specs(text: str) -> tuple[bool, list[str]]:
+    """ "builtin,a.jsonl, b/*.jsonl" -> (True, ["a.jsonl", "b/*.jsonl"])."""
+    specs = [spec.strip() for spec in text.split(",") if spec.strip()]
+    return "builtin" in specs, [spec for spec in specs if spec != "builtin"]
+
+
+def _preferences(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+    builtin, files = _split_specs(data_config.preferences)
+    pairs = (builtin_preferences() if builtin else []) + (read_preferences(files) if files else [])
+    train, valid = split_preferences(pairs, data_config.validation_fraction)
+    if not train or not valid:
+        raise DataError(
+            f"data.preferences={data_config.preferences!r}: {len(train)} training and "
+            f"{len(valid)} held-out pairs; both sides need at least one"
+        )
+    texts = [p["chosen"] for p in train] + [m["content"] for p in train for m in p["messages"]]
+    tokenizer = _tokenizer(data_config, texts, workdir, log)
+    check_vocab(tokenizer.vocab_size, model_vocab_size)
+    packed_train = pack_preferences(train, tokenizer, data_config.seq_len)
+    packed_valid = pack_preferences(valid, tokenizer, data_config.seq_len)
+    log(f"dpo train: {packed_train.describe()}")
+    log(f"dpo held-out: {packed_valid.describe()}")
+    return RunData(tokenizer, packed_train, packed_valid, float("nan"))

@@ -1,0 +1,315 @@
+"""DPO data: preference pairs read, derived, split and packed into fixed rows.
+
+A pair is a prompt conversation ending with a user turn and two answers to it, one preferred:
+{"messages": [...], "chosen": str, "rejected": str, "where": "file.jsonl:LINE"}.
+
+Layout: each pair is ONE segment holding the prompt once and both answers as two branches,
+so the prompt costs its tokens once and both answers are scored under the same context.
+With prompt = `render(messages, add_generation_prompt=True)` (p ids, ending `<|assistant|>`)
+and each answer's ids = its content ids + `<|end|>` (exactly what SFT trains on):
+- branch 0, the shared prompt: inputs prompt[:-1], targets prompt[1:], positions 0..p-2,
+  weight 0;
+- branch 1, chosen: inputs [prompt[-1]] + chosen[:-1], targets chosen, positions from p-1,
+  weight 1;
+- branch 2, rejected: the same with rejected, positions again from p-1, weight 1,
+laid out in that order, (p-1) + len(chosen) + len(rejected) positions in all. The model lets
+a token attend to an earlier token of its segment iff that token is in branch 0 or in its
+own branch, so the rejected answer never sees the chosen one; the loss sums target
+log-probs per (segment, branch).
+
+Policies, all reported by `PackedPreferences.describe()`:
+- no truncation: cutting one answer short would bias the comparison, so a pair longer than
+  a row is left out and counted, with where it came from;
+- order: first-fit in input order, as for SFT (gptjax.data.conversations); segment ids
+  1, 2, ... within a row; the tail of a row is padding: segment 0, branch 0, pad inputs
+  and targets, position 0, weight 0.
+"""
+
+import dataclasses
+import glob
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gptjax.chat_template import check_messages, render
+from gptjax.data.conversations import _first_fit, _lines, _split_key, builtin_conversations
+from gptjax.data.corpus import hash_units
+from gptjax.errors import ConfigError, DataError
+from gptjax.tokenizer import Tokenizer
+
+# The batch fields: the SFT fields (gptjax.data.pipeline.FIELDS) plus branch_ids.
+PREFERENCE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "branch_ids", "weights")
+# How many left-out pairs describe() names; the rest are only counted.
+_NAMED_TOO_LONG = 3
+
+
+def _files(pattern: str) -> list[Path]:
+    """Files a path or glob names, sorted; DataError if there are none."""
+    if glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f"no file matches {pattern!r}; check the preferences path")
+        return files
+    path = Path(pattern)
+    if not path.is_file():
+        raise DataError(f"preferences file {path} not found; check the path")
+    return [path]
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _checked(messages: object, chosen: object, rejected: object, where: str) -> dict:
+    """The pair as a dict, or DataError naming `where` (the rules read_preferences states)."""
+    messages = check_messages(messages, where)
+    if messages[-1]["role"] != "user":
+        raise DataError(
+            f"{where}: the prompt conversation ends with a {messages[-1]['role']} turn; "
+            "it must end with the user turn that chosen and rejected answer"
+        )
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(text, str):
+            raise DataError(f"{where}: {name} is {type(text).__name__}, not text")
+        if not text.strip():
+            raise DataError(f"{where}: {name} is empty; a pair needs two answers")
+    if _normalised(chosen) == _normalised(rejected):
+        raise DataError(f"{where}: chosen and rejected are the same text; nothing to prefer")
+    return {"messages": messages, "chosen": chosen, "rejected": rejected, "where": where}
+
+
+def _pair(line: str, where: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg}); fix or remove that line") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: a line must be a JSON object, not {type(record).__name__}")
+    missing = [k for k in ("chosen", "rejected") if k not in record]
+    if missing:
+        raise DataError(f"{where}: no {' or '.join(missing)} field; found keys {sorted(record)}")
+    if "messages" in record:
+        if "prompt" in record:
+            raise DataError(f"{where}: has both messages and prompt; keep one format")
+        messages = record["messages"]
+    elif "prompt" in record:
+        for key in ("prompt", "system"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                raise DataError(f"{where}: {key} is {type(record[key]).__name__}, not text")
+        messages = [{"role": "user", "content": record["prompt"]}]
+        if record.get("system") is not None:
+            messages.insert(0, {"role": "system", "content": record["system"]})
+    else:
+        raise DataError(
+            f"{where}: expected a prompt or a messages list next to chosen and rejected, "
+            f"found keys {sorted(record)}"
+        )
+    return _checked(messages, record["chosen"], record["rejected"], where)
+
+
+def read_preferences(paths: Sequence[str]) -> list[dict]:
+    """Preference pairs from JSONL files (paths or globs; .xz/.gz read as such), in order.
+
+    Each non-blank line is {"prompt", "chosen", "rejected"} with an optional "system", or
+    {"messages": [... ending with a user turn], "chosen", "rejected"}; other keys are
+    ignored. A bad line is a DataError naming file:line: invalid JSON, a missing or
+    non-text field, a prompt not ending with a user turn, an empty answer, or chosen equal
+    to rejected up to whitespace.
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise ConfigError("no preferences file given; name at least one .jsonl path or glob")
+    pairs = []
+    for pattern in paths:
+        for path in _files(str(pattern)):
+            before = len(pairs)
+            for number, line in _lines(path):
+                pairs.append(_pair(line, f"{path}:{number}"))
+            if len(pairs) == before:
+                raise DataError(f"{path} holds no preference pairs; remove it or add lines")
+    return pairs
+
+
+def builtin_preferences() -> list[dict]:
+    """Pairs derived from `builtin_conversations()`: the true answer beats a wrong one.
+
+    The wrong answer is, by the second hash unit of the question (independent of the split,
+    which uses the first): below 0.5 another question's answer (the next question in
+    hash order whose answer differs), else the true answer's words in a shuffled order
+    seeded by the question (the other-answer kind if shuffling changes nothing).
+    Deterministic; "where" is "builtin:INDEX" into builtin_conversations().
+    """
+    conversations = builtin_conversations()
+    questions = [c[0]["content"] for c in conversations]
+    answers = [c[1]["content"] for c in conversations]
+    order = sorted(range(len(questions)), key=lambda i: hash_units(questions[i]))
+    after = {i: order[(k + 1) % len(order)] for k, i in enumerate(order)}
+
+    def other_answer(i: int) -> str:
+        j = after[i]
+        while j != i:
+            if _normalised(answers[j]) != _normalised(answers[i]):
+                return answers[j]
+            j = after[j]
+        raise DataError("every built-in answer is the same text; no wrong answer to pick")
+
+    pairs = []
+    for i, (question, answer) in enumerate(zip(questions, answers, strict=True)):
+        words = answer.split()
+        random.Random(f"builtin_preferences:{question}").shuffle(words)
+        shuffled = " ".join(words)
+        use_other = hash_units(question)[1] < 0.5 or shuffled == _normalised(answer)
+        rejected = other_answer(i) if use_other else shuffled
+        messages = [{"role": "user", "content": question}]
+        pairs.append(_checked(messages, answer, rejected, f"builtin:{i}"))
+    return pairs
+
+
+def split_preferences(
+    pairs: Sequence[dict], validation_fraction: float
+) -> tuple[list[dict], list[dict]]:
+    """(train, validation) by the hash `split_conversations` uses: the first user message.
+
+    So a question held out of SFT is held out of DPO too. Independent of list order.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ConfigError(f"validation_fraction={validation_fraction} must be in [0, 1), e.g. 0.05")
+    train, validation = [], []
+    for pair in pairs:
+        held_out = hash_units(_split_key(pair["messages"]))[0] < validation_fraction
+        (validation if held_out else train).append(pair)
+    return train, validation
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedPreferences:
+    """DPO rows ready for the pipeline, and what packing did to get them.
+
+    The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions,
+    branch_ids (int32: 0 prompt, 1 chosen, 2 rejected) and weights (float32, 1 on answer
+    tokens, `<|end|>` included).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    segment_ids: np.ndarray
+    positions: np.ndarray
+    branch_ids: np.ndarray
+    weights: np.ndarray
+    pad_id: int
+    num_pairs: int  # pairs given, including those left out
+    too_long: list[str]  # where of each pair longer than a row, left out
+
+    @property
+    def num_rows(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.inputs.shape[1]
+
+    @property
+    def size(self) -> int:
+        """Token positions in all rows, padding included."""
+        return self.inputs.size
+
+    @property
+    def num_packed(self) -> int:
+        """Pairs in the rows (one segment each)."""
+        return self.num_pairs - len(self.too_long)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Answer tokens, chosen and rejected together."""
+        return int(self.weights.sum())
+
+    @property
+    def fields(self) -> dict[str, np.ndarray]:
+        """The rows as {field: array}, in PREFERENCE_FIELDS order."""
+        return {k: getattr(self, k) for k in PREFERENCE_FIELDS}
+
+    def describe(self) -> str:
+        """One log line with every count."""
+        filled = np.count_nonzero(self.segment_ids) / max(self.segment_ids.size, 1)
+        left_out = f"{len(self.too_long):,} too long for a row, left out"
+        if self.too_long:
+            named = ", ".join(self.too_long[:_NAMED_TOO_LONG])
+            more = ", ..." if len(self.too_long) > _NAMED_TOO_LONG else ""
+            left_out += f" (first: {named}{more})"
+        return (
+            f"{self.num_pairs:,} pairs in {self.num_rows:,} rows of {self.seq_len} tokens "
+            f"({filled:.0%} filled); {left_out}; {self.trained_tokens:,} response tokens"
+        )
+
+
+def _encode(pair: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, chosen, rejected) ids; each answer as the chat template renders it."""
+    prompt = render(tokenizer, pair["messages"], add_generation_prompt=True)[0]
+    answers = []
+    for text in (pair["chosen"], pair["rejected"]):
+        # The full rendering starts with the prompt (chat_template's prefix property), so
+        # the rest is the answer's content ids and `<|end|>`, byte-for-byte what SFT saw.
+        reply = {"role": "assistant", "content": text}
+        answers.append(render(tokenizer, [*pair["messages"], reply])[0][len(prompt) :])
+    return prompt, answers[0], answers[1]
+
+
+def pack_preferences(
+    pairs: Sequence[dict], tokenizer: Tokenizer, seq_len: int
+) -> PackedPreferences:
+    """Lay out every pair as one two-branch segment and pack them into rows of seq_len.
+
+    The layout, the too-long policy and the order follow the module docstring.
+    """
+    if seq_len <= 0:
+        raise ConfigError(f"seq_len={seq_len} must be positive")
+    if not pairs:
+        raise DataError("no preference pairs to pack; the DPO data set is empty")
+    examples, too_long, longest = [], [], 0
+    for index, pair in enumerate(pairs):
+        where = pair.get("where") or f"pair {index}"
+        pair = _checked(pair.get("messages"), pair.get("chosen"), pair.get("rejected"), where)
+        prompt, chosen, rejected = _encode(pair, tokenizer)
+        length = len(prompt) - 1 + len(chosen) + len(rejected)
+        longest = max(longest, length)
+        if length > seq_len:
+            too_long.append(where)
+        else:
+            examples.append((prompt, chosen, rejected))
+    if not examples:
+        raise DataError(
+            f"none of the {len(pairs):,} preference pairs fits a row of seq_len={seq_len} "
+            f"tokens (the longest needs {longest:,}); raise seq_len or shorten the pairs"
+        )
+    places = _first_fit([len(p) - 1 + len(c) + len(r) for p, c, r in examples], seq_len)
+    num_rows = max(row for row, _ in places) + 1
+    rows = {k: np.zeros((num_rows, seq_len), np.int32) for k in PREFERENCE_FIELDS[:5]}
+    rows["inputs"][:] = rows["targets"][:] = tokenizer.pad_id
+    rows["weights"] = np.zeros((num_rows, seq_len), np.float32)
+    segments = np.zeros(num_rows, np.int32)
+    for (prompt, chosen, rejected), (row, offset) in zip(examples, places, strict=True):
+        segments[row] += 1
+        p = len(prompt)
+        branches = (  # (inputs, targets, first position) of branches 0, 1, 2
+            (prompt[:-1], prompt[1:], 0),
+            ([prompt[-1], *chosen[:-1]], chosen, p - 1),
+            ([prompt[-1], *rejected[:-1]], rejected, p - 1),
+        )
+        for branch, (inputs, targets, first) in enumerate(branches):
+            span = slice(offset, offset + len(targets))
+            rows["inputs"][row, span] = inputs
+            rows["targets"][row, span] = targets
+            rows["segment_ids"][row, span] = segments[row]
+            rows["positions"][row, span] = np.arange(first, first + len(targets))
+            rows["branch_ids"][row, span] = branch
+            rows["weights"][row, span] = float(branch > 0)
+            offset += len(targets)
+    for array in rows.values():
+        array.setflags(write=False)
+    return PackedPreferences(
+        **rows, pad_id=tokenizer.pad_id, num_pairs=len(pairs), too_long=too_long
+    )

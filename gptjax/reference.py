@@ -1,0 +1,102 @@
+"""The DPO phase's frozen reference model: which weights, restored where, or precomputed.
+
+The reference is the checkpoint `init_from` named when the phase started (the SFT model).
+Its workdir and step are recorded in every DPO checkpoint's metadata, so a resumed run reloads
+exactly those weights even if the SFT workdir has since trained further; the restore verifies
+their fingerprints like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gptjax import sharding
+from gptjax.checkpoint import Checkpointer
+from gptjax.data.preferences import PackedPreferences
+from gptjax.dpo import answer_logps
+from gptjax.errors import CheckpointError
+from gptjax.resume import StartPoint
+
+
+@dataclasses.dataclass(frozen=True)
+class PairsWithReference:
+    """Packed pairs plus each pair's reference log-probabilities, as extra batch fields
+    (`[rows, seq_len]`, column s-1 holding segment s), for `dpo.reference="precomputed"`."""
+
+    pairs: PackedPreferences
+    reference_chosen: np.ndarray
+    reference_rejected: np.ndarray
+
+    @property
+    def fields(self) -> dict[str, np.ndarray]:
+        return self.pairs.fields | {
+            "reference_chosen": self.reference_chosen,
+            "reference_rejected": self.reference_rejected,
+        }
+
+    @property
+    def num_rows(self) -> int:
+        return self.pairs.num_rows
+
+    @property
+    def size(self) -> int:
+        return self.pairs.size
+
+    @property
+    def seq_len(self) -> int:
+        return self.pairs.seq_len
+
+    @property
+    def pad_id(self) -> int:
+        return self.pairs.pad_id
+
+    def describe(self) -> str:
+        return self.pairs.describe() + "; reference log-probabilities precomputed"
+
+
+def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
+    """{"workdir", "step"} of the reference weights: the init_from checkpoint when the phase
+    starts, the one recorded in the run's own checkpoint when it resumes."""
+    if start.kind == "init_from":
+        return {"workdir": str(Path(start.source).absolute()), "step": int(start.step)}
+    recorded = checkpointer.metadata(start.step).get("reference")
+    if not recorded:
+        raise CheckpointError(
+            f"checkpoint {start.step} in {checkpointer.directory} records no DPO reference "
+            "model; it was not written by a DPO run"
+        )
+    return recorded
+
+
+def restore_reference(point: dict, target_params, log):
+    """The reference parameters, placed like the policy's (`target_params`: abstract)."""
+    log(f"reference model: {point['workdir']} step {point['step']} (frozen)")
+    with Checkpointer(Path(point["workdir"]), read_only=True) as checkpointer:
+        return checkpointer.restore_params(point["step"], target_params)
+
+
+def precompute(graphdef, params, packed: PackedPreferences, *, batch_size: int, mesh, log):
+    """`packed` with the reference's answer log-probabilities attached, computed once."""
+    from gptjax.data.pipeline import packed_eval_batches
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    fn = jax.jit(lambda p, b: answer_logps(graphdef, p, b)[:2], out_shardings=replicated)
+    rows = batch_size // jax.process_count()
+    start = jax.process_index() * rows
+    chosen, rejected = [], []
+    for batch in packed_eval_batches(packed, batch_size=batch_size):
+        local = {name: value[start : start + rows] for name, value in batch.items()}
+        out = jax.device_get(fn(params, sharding.global_batch_from_local(local, mesh)))
+        chosen.append(out[0])
+        rejected.append(out[1])
+    log(f"precomputed the reference log-probabilities of {packed.num_rows} rows")
+    return PairsWithReference(
+        packed,
+        np.concatenate(chosen)[: packed.num_rows],
+        np.concatenate(rejected)[: packed.num_rows],
+    )
