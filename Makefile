@@ -14,16 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The whole recipe: pretrain -> SFT -> base vs SFT evaluation side by side -> a scripted chat.
-# Each step resumes or skips what a previous `make demo` already finished.
+# The whole recipe: pretrain -> SFT -> DPO -> the three models evaluated side by side -> a
+# scripted chat. Each step resumes or skips what a previous `make demo` already finished.
 demo: $(STAMP)
 	export XLA_FLAGS="--xla_force_host_platform_device_count=$(CPU_DEVICES)" && \
 	$(BIN)/gptjax train --config configs/tiny.py --workdir runs/demo && \
 	$(BIN)/gptjax train --config configs/tiny_sft.py --workdir runs/demo-sft \
 		--config.init_from=runs/demo && \
-	$(BIN)/gptjax eval runs/demo runs/demo-sft --max-batches 16 --max-generate 64 && \
+	$(BIN)/gptjax train --config configs/tiny_dpo.py --workdir runs/demo-dpo \
+		--config.init_from=runs/demo-sft && \
+	$(BIN)/gptjax eval runs/demo runs/demo-sft runs/demo-dpo --max-batches 16 --max-generate 64 && \
 	printf '%s\n' 'What does `json.dumps` do?' 'What does `os.path.join` do?' /quit | \
-		$(BIN)/gptjax chat runs/demo-sft --temperature 0
+		$(BIN)/gptjax chat runs/demo-dpo --temperature 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
