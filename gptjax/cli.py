@@ -64,7 +64,46 @@ def _parser() -> argparse.ArgumentParser:
     _add_tokenizer_parser(verbs)
     _add_prepare_parser(verbs)
     _add_inference_parsers(verbs)
+    _add_hf_parsers(verbs)
     return parser
+
+
+def _add_hf_parsers(verbs) -> None:
+    imp = verbs.add_parser(
+        "import-hf",
+        help="turn a Hugging Face GPT-2/Llama directory into a gptjax checkpoint",
+        description="Read config.json, the weights (safetensors, or pytorch_model.bin with "
+        "torch) and the tokenizer of a Hugging Face model directory and write WORKDIR/"
+        "checkpoints/0; then train from it with --config.init_from=WORKDIR or sample from it.",
+    )
+    imp.add_argument("model_dir", help="Hugging Face model directory (config.json + weights)")
+    imp.add_argument("--workdir", required=True, help="new workdir for the checkpoint")
+    imp.add_argument(
+        "--add-chat-tokens",
+        action="store_true",
+        help="append the chat tokens (<|system|> <|user|> <|assistant|> <|end|>) the "
+        "tokenizer lacks, for SFT; needs embedding rows for them (see --vocab-size)",
+    )
+    imp.add_argument(
+        "--vocab-size",
+        type=int,
+        help="embedding rows, when more than the model's (new rows start as the mean "
+        "embedding), e.g. 50304 for GPT-2 with chat tokens",
+    )
+    imp.add_argument("--mesh", help="device mesh to place the weights on (default fsdp=-1)")
+    exp = verbs.add_parser(
+        "export-hf",
+        help="write a checkpoint as a Hugging Face model directory",
+        description="Write config.json, safetensors weights and the tokenizer, loadable with "
+        "transformers.AutoModelForCausalLM.from_pretrained(DIR).",
+    )
+    exp.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
+    exp.add_argument("--out", required=True, help="new directory for the Hugging Face model")
+    exp.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    exp.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    exp.add_argument(
+        "--max-shard-gb", type=float, default=5.0, help="largest safetensors file, GB (5)"
+    )
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -134,14 +173,20 @@ def _add_inference_parsers(verbs) -> None:
     evaluate.add_argument(
         "--conversations",
         action="append",
-        help="builtin (the built-in instruction set's held-out questions) or JSONL files/globs "
-        "of {messages: [...]} or {prompt, response}; repeatable",
+        help="builtin (the built-in instruction set) or JSONL files/globs of {messages: "
+        "[...]} or {prompt, response}; repeatable. Only each set's held-out part is used: the "
+        "same hash split the SFT phase trains with (see --no-split)",
+    )
+    evaluate.add_argument(
+        "--no-split",
+        action="store_true",
+        help="evaluate every conversation of the --conversations files (a set never trained on)",
     )
     evaluate.add_argument(
         "--validation-fraction",
         type=float,
         default=0.05,
-        help="the held-out fraction the built-in sets were split with in training (0.05)",
+        help="the held-out fraction the sets were split with in training (0.05)",
     )
     evaluate.add_argument("--batch-size", type=int, default=16, help="rows per batch (16)")
     evaluate.add_argument(
@@ -221,11 +266,18 @@ def _train(args, overrides: list[str]) -> None:
 
     summary = train(config, args.workdir)
     summary.pop("run")
-    valid, entropy = summary["eval"]["loss"], summary["unigram_entropy"]
-    print(
-        f"validation loss {valid:.3f} nats/token vs unigram entropy {entropy:.3f} "
-        f"({'below' if valid < entropy else 'NOT below'} it by {entropy - valid:.3f})"
-    )
+    evaluation, entropy = summary["eval"], summary["unigram_entropy"]
+    if config.phase == "dpo":
+        print(
+            f"held-out DPO loss {evaluation['loss']:.3f}, reward accuracy "
+            f"{evaluation['reward_accuracy']:.3f}, reward margin {evaluation['reward_margin']:.3f}"
+        )
+    else:
+        valid = evaluation["loss"]
+        print(
+            f"validation loss {valid:.3f} nats/token vs unigram entropy {entropy:.3f} "
+            f"({'below' if valid < entropy else 'NOT below'} it by {entropy - valid:.3f})"
+        )
     train_stats = summary["train"]
     if train_stats:
         print(
@@ -324,6 +376,38 @@ def _prepare(args) -> None:
     )
 
 
+def _import_hf(args) -> None:
+    from gptjax.hf_import import import_hf
+    from gptjax.inference import parse_mesh
+
+    mesh = parse_mesh(args.mesh) if args.mesh else None
+    result = import_hf(
+        args.model_dir,
+        args.workdir,
+        add_chat_tokens=args.add_chat_tokens,
+        vocab_size=args.vocab_size,
+        mesh=mesh,
+    )
+    for line in result.describe():
+        print(line)
+
+
+def _export_hf(args) -> None:
+    from gptjax.hf_export import export_hf
+
+    if args.max_shard_gb <= 0:
+        raise ConfigError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
+    result = export_hf(
+        args.workdir,
+        args.out,
+        step=args.step,
+        dtype=args.dtype,
+        max_shard_bytes=int(args.max_shard_gb * 2**30),
+    )
+    print(f"wrote a {result.family} model ({result.tensors} tensors) to {result.out}:")
+    print("  " + " ".join(result.files))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -342,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             _tokenizer(args)
         elif args.verb == "prepare":
             _prepare(args)
+        elif args.verb == "import-hf":
+            _import_hf(args)
+        elif args.verb == "export-hf":
+            _export_hf(args)
         elif args.verb in ("sample", "chat", "eval"):
             from gptjax import inference_cli
 

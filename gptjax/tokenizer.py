@@ -3,6 +3,9 @@
 Ids 0-3 are `<pad> <unk> <s> </s>`, ids 4-7 the chat-role symbols in `CHAT_TOKENS`, then 256
 byte pieces, then learned pieces. Normalisation is off (identity, no whitespace collapsing, no
 dummy prefix) so `decode(encode(text)) == text` for any text, code indentation included.
+
+An imported model keeps its own tokenizer: `gptjax.hf_tokenizer.HFTokenizer` has this
+interface, and `Tokenizer.from_bytes` / `Tokenizer.load` return one for its bytes.
 """
 
 import hashlib
@@ -134,7 +137,14 @@ class Tokenizer:
 
     @classmethod
     def from_bytes(cls, model_bytes: bytes, *, name: str = "<bytes>") -> "Tokenizer":
-        """Load from serialized model bytes; `name` is what an error message calls them."""
+        """Load from serialized model bytes; `name` is what an error message calls them.
+
+        Bytes of an imported Hugging Face tokenizer (a JSON bundle) give a `HFTokenizer`.
+        """
+        from gptjax.hf_tokenizer import HFTokenizer, is_bundle
+
+        if is_bundle(model_bytes):
+            return HFTokenizer.parse(model_bytes, name=name)
         try:
             sp = spm.SentencePieceProcessor(model_proto=model_bytes)
         except RuntimeError:
@@ -209,6 +219,10 @@ class Tokenizer:
     @property
     def pad_id(self) -> int:
         return self._sp.pad_id()
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._sp.unk_id()
 
     @property
     def bos_id(self) -> int:

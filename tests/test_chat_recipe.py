@@ -61,8 +61,13 @@ def runs(tmp_path_factory):
     return base, sft, finetune
 
 
-DPO_RUN = [*SHORT, "--config.train.steps=40", "--config.train.eval_every=20", "--config.optim.peak_lr=1e-3",
-           "--config.train.log_every=1"]  # fmt: skip
+DPO_RUN = [
+    *SHORT,
+    "--config.train.steps=40",
+    "--config.train.eval_every=20",
+    "--config.optim.peak_lr=1e-3",
+    "--config.train.log_every=1",
+]
 
 
 def dpo_command(workdir, sft, *extra):

@@ -135,17 +135,29 @@ def read_preferences(paths: Sequence[str]) -> list[dict]:
 
 
 def builtin_preferences() -> list[dict]:
-    """Pairs derived from `builtin_conversations()`: the true answer beats a wrong one.
+    """`preferences_from_conversations` of `builtin_conversations()`; "where" is
+    "builtin:INDEX" into that list."""
+    return preferences_from_conversations(builtin_conversations(), "builtin")
+
+
+def preferences_from_conversations(conversations: Sequence[list[dict]], name: str) -> list[dict]:
+    """Pairs where each conversation's true last answer beats a wrong one.
 
     The wrong answer is, by the second hash unit of the question (independent of the split,
     which uses the first): below 0.5 another question's answer (the next question in
     hash order whose answer differs), else the true answer's words in a shuffled order
     seeded by the question (the other-answer kind if shuffling changes nothing).
-    Deterministic; "where" is "builtin:INDEX" into builtin_conversations().
+    Deterministic; "where" is "NAME:INDEX" into `conversations`, whose last message must
+    be the assistant's.
     """
-    conversations = builtin_conversations()
-    questions = [c[0]["content"] for c in conversations]
-    answers = [c[1]["content"] for c in conversations]
+    for i, messages in enumerate(conversations):
+        if len(messages) < 2 or (messages[-2]["role"], messages[-1]["role"]) != (
+            "user",
+            "assistant",
+        ):
+            raise DataError(f"{name}:{i}: a conversation must end with a user and an answer")
+    questions = [_split_key(c) for c in conversations]
+    answers = [c[-1]["content"] for c in conversations]
     order = sorted(range(len(questions)), key=lambda i: hash_units(questions[i]))
     after = {i: order[(k + 1) % len(order)] for k, i in enumerate(order)}
 
@@ -155,7 +167,7 @@ def builtin_preferences() -> list[dict]:
             if _normalised(answers[j]) != _normalised(answers[i]):
                 return answers[j]
             j = after[j]
-        raise DataError("every built-in answer is the same text; no wrong answer to pick")
+        raise DataError(f"every {name} answer is the same text; no wrong answer to pick")
 
     pairs = []
     for i, (question, answer) in enumerate(zip(questions, answers, strict=True)):
@@ -164,8 +176,7 @@ def builtin_preferences() -> list[dict]:
         shuffled = " ".join(words)
         use_other = hash_units(question)[1] < 0.5 or shuffled == _normalised(answer)
         rejected = other_answer(i) if use_other else shuffled
-        messages = [{"role": "user", "content": question}]
-        pairs.append(_checked(messages, answer, rejected, f"builtin:{i}"))
+        pairs.append(_checked(conversations[i][:-1], answer, rejected, f"{name}:{i}"))
     return pairs
 
 

@@ -1,0 +1,303 @@
+"""`gptjax import-hf`: a Hugging Face GPT-2 / Llama directory -> a gptjax checkpoint at step 0.
+
+Everything is checked before any weight is read (config, every tensor's presence and shape,
+no tensor left unused, the tokenizer against the embedding), so an unsupported model stops
+with one message and nothing is written. Weights are then streamed one tensor at a time from
+memory-mapped safetensors into `jax.make_array_from_callback`: each device receives only its
+shard of the target sharding, and the host holds at most one (stacked) tensor at a time.
+
+The checkpoint has the usual items (params, metadata with the model architecture, tokenizer)
+so `gptjax train --config.init_from=WORKDIR`, `gptjax sample` and `gptjax chat` read it as any
+other; its optimizer state is empty, so it is a starting point, not a run to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.core import spmd as flax_spmd
+
+from gptjax import sharding
+from gptjax.checkpoint import RUNTIME_FIELDS, Checkpointer, checkpoint_dir, package_versions
+from gptjax.errors import ConfigError
+from gptjax.hf_config import model_config_from_hf, read_config
+from gptjax.hf_layout import Layout, expand, gpt2_layout, llama_layout
+from gptjax.hf_tokenizer import read_hf_tokenizer
+from gptjax.model import ModelConfig, Transformer
+from gptjax.safetensors_io import SafetensorsFile
+from gptjax.steps import TrainState
+
+# Every device holds 1/n of each parameter while importing (ZeRO-style): the import of a
+# model larger than one device's memory works on a host whose devices hold it together.
+IMPORT_MESH = {"data": 1, "fsdp": -1, "tensor": 1}
+# A config whose model section has the family's shape, to finetune an import with.
+_EXAMPLE_CONFIG = {"gpt2": "gpt2_124m.py", "llama": "llama_1b.py"}
+
+
+class TensorStore:
+    """The tensors of a model directory: sharded or single safetensors, or pytorch_model.bin."""
+
+    def __init__(self, model_dir: Path):
+        self.where: dict[str, object] = {}  # name -> SafetensorsFile or torch state dict
+        index, single = model_dir / "model.safetensors.index.json", model_dir / "model.safetensors"
+        files = sorted(model_dir.glob("*.safetensors"))
+        if index.is_file():
+            files = sorted({model_dir / f for f in _weight_map(index).values()})
+        elif single.is_file():  # other .safetensors beside it (adapters, ...) are not the model
+            files = [single]
+        if files:
+            for path in files:
+                if not path.is_file():
+                    raise ConfigError(f"{path} is named by {index.name} but missing")
+                reader = SafetensorsFile(path)
+                twice = set(reader.entries) & set(self.where)
+                if twice:
+                    raise ConfigError(f"tensor {min(twice)} is stored twice ({path})")
+                self.where |= dict.fromkeys(reader.entries, reader)
+            return
+        bins = sorted(model_dir.glob("pytorch_model*.bin"))
+        if not bins:
+            raise ConfigError(
+                f"{model_dir} holds no weights: expected model.safetensors, sharded "
+                "model-*.safetensors with model.safetensors.index.json, or pytorch_model.bin"
+            )
+        for path in bins:
+            state = _torch_load(path)
+            self.where |= dict.fromkeys(state, state)
+
+    def names(self) -> set[str]:
+        return set(self.where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        source = self.where[name]
+        if isinstance(source, SafetensorsFile):
+            return source.shape(name)
+        return tuple(source[name].shape)
+
+    def read(self, name: str) -> np.ndarray:
+        """float32 values (bfloat16/float16 upcast exactly)."""
+        source = self.where[name]
+        if isinstance(source, SafetensorsFile):
+            return np.asarray(source.read(name), np.float32)
+        return source[name].float().numpy()
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"{index} is not a valid safetensors index: {error}") from None
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(
+            f"{path} is a PyTorch checkpoint, which needs torch installed to read; install "
+            "torch, or convert the model to safetensors"
+        ) from None
+    # mmap: tensors stay on disk until read; weights_only: never run pickled code.
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+def layout_for(family: str, cfg: ModelConfig, names: set[str]) -> Layout:
+    if family == "llama":
+        return llama_layout(cfg)
+    # GPT2LMHeadModel saves "transformer.wte.weight"; the hub's gpt2 (a GPT2Model) "wte.weight".
+    return gpt2_layout(cfg, "" if "wte.weight" in names else "transformer.")
+
+
+def check_tensors(store: TensorStore, layout: Layout, hf_cfg: ModelConfig, where: Path) -> None:
+    """Every tensor the model needs is present with its shape, and no weight is left over."""
+    names, N = store.names(), hf_cfg.num_layers
+    for template, shape in layout.hf_shapes.items():
+        for name in expand(template, N):
+            if name not in names:
+                raise ConfigError(
+                    f"{where}: tensor {name} is missing ({layout.family} with {N} layers needs "
+                    f"it); the weights are incomplete or belong to another architecture"
+                )
+            if store.shape(name) != shape:
+                raise ConfigError(
+                    f"{where}: tensor {name} has shape {store.shape(name)}, but config.json "
+                    f"implies {shape}"
+                )
+    known = set(layout.names(N)) | {n for t in layout.ignored for n in expand(t, N)}
+    extra = sorted(names - known)
+    if extra:
+        raise ConfigError(
+            f"{where}: {len(extra)} tensors have no place in a {layout.family} model (first: "
+            f"{extra[0]}); gptjax does not implement what they compute"
+        )
+
+
+def _grow_rows(array_VX: np.ndarray, rows: int) -> np.ndarray:
+    """Appends rows equal to the mean row: new tokens start as an average known token."""
+    mean = array_VX.mean(0, keepdims=True, dtype=np.float64).astype(array_VX.dtype)
+    return np.concatenate([array_VX, np.repeat(mean, rows - len(array_VX), axis=0)])
+
+
+def _leaf_values(store: TensorStore, layout: Layout, path: str, vocab: int):
+    """layer index (None for unstacked leaves) -> the leaf's float32 values in gptjax layout."""
+    templates, convert = layout.to_gptjax[path]
+
+    def values(layer: int | None) -> np.ndarray:
+        arrays = [store.read(t.format(i=layer)) for t in templates]
+        value = np.asarray(convert(*arrays), np.float32)
+        if path == "embed_VD" and len(value) < vocab:
+            value = _grow_rows(value, vocab)
+        if path == "head_DV" and value.shape[1] < vocab:
+            value = _grow_rows(value.T, vocab).T
+        return value
+
+    return values
+
+
+def _stream_leaf(values, target: jax.ShapeDtypeStruct, stacked: bool) -> jax.Array:
+    """The leaf placed with `target.sharding`: each device gets only its slice."""
+    shards: dict = {}  # replicated devices ask for the same slice: compute it once
+
+    def callback(index: tuple[slice, ...]) -> np.ndarray:
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if key not in shards:
+            if stacked:
+                layers = range(target.shape[0])[index[0]]
+                shards[key] = np.stack([values(i)[index[1:]] for i in layers])
+            else:
+                shards[key] = np.ascontiguousarray(values(None)[index])
+        return shards[key]
+
+    return jax.make_array_from_callback(target.shape, target.sharding, callback)
+
+
+def _path_name(path) -> str:
+    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return "/".join(str(k) for k in keys if k != "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    workdir: Path
+    family: str
+    model_config: ModelConfig
+    tokenizer_vocab: int
+    parameters: int
+
+    def describe(self) -> list[str]:
+        """What was written and the commands that use it (the model overrides included)."""
+        cfg, config = self.model_config, f"configs/{_EXAMPLE_CONFIG[self.family]}"
+        fields = dataclasses.asdict(cfg).items()
+        overrides = " ".join(
+            f"--config.model.{key}={value}"
+            for key, value in fields
+            if key not in RUNTIME_FIELDS and value is not None
+        )
+        return [
+            f"imported a {self.family} model: {self.parameters:,} parameters, "
+            f"{cfg.vocab_size} embedding rows, {self.tokenizer_vocab} tokenizer tokens, into "
+            f"{checkpoint_dir(self.workdir)}/0",
+            f"sample:   gptjax sample {self.workdir} --prompt 'Hello'",
+            f"finetune: gptjax train --config {config} --workdir NEW_WORKDIR "
+            f"--config.init_from={self.workdir} {overrides} "
+            # Validation compares it with the model's rows; the tokenizer itself comes from
+            # the checkpoint.
+            f"--config.data.vocab_size={self.tokenizer_vocab}",
+        ]
+
+
+def _check_vocab(tokenizer, hf_vocab: int, vocab_size: int | None, where: Path) -> int:
+    """The model's vocab_size: the Hugging Face one, or `vocab_size` rows when asked to grow."""
+    if vocab_size is not None and vocab_size < hf_vocab:
+        raise ConfigError(
+            f"--vocab-size {vocab_size} is smaller than the model's {hf_vocab} embedding rows; "
+            "gptjax never drops rows"
+        )
+    rows = vocab_size or hf_vocab
+    if tokenizer.vocab_size > rows:
+        need = -(-tokenizer.vocab_size // 128) * 128
+        raise ConfigError(
+            f"{where}: the tokenizer has {tokenizer.vocab_size} tokens (with any chat tokens "
+            f"added) but the model's embedding has {rows} rows; pass --vocab-size {need} (or "
+            f"any value >= {tokenizer.vocab_size}) to append rows, initialised to the mean "
+            "embedding"
+        )
+    return rows
+
+
+def import_hf(
+    model_dir: str | Path,
+    workdir: str | Path,
+    *,
+    add_chat_tokens: bool = False,
+    vocab_size: int | None = None,
+    mesh: dict | None = None,
+    log=print,
+) -> ImportResult:
+    """Writes WORKDIR/checkpoints/0 (and WORKDIR/tokenizer) from a Hugging Face model."""
+    model_dir, workdir = Path(model_dir), Path(workdir)
+    if checkpoint_dir(workdir).is_dir() and any(checkpoint_dir(workdir).iterdir()):
+        raise ConfigError(f"{checkpoint_dir(workdir)} already exists; import into a new workdir")
+    hf = read_config(model_dir)
+    family, hf_cfg = model_config_from_hf(hf, str(model_dir / "config.json"))
+    store = TensorStore(model_dir)
+    layout = layout_for(family, hf_cfg, store.names())
+    check_tensors(store, layout, hf_cfg, model_dir)
+    tokenizer = read_hf_tokenizer(model_dir, hf, add_chat_tokens=add_chat_tokens)
+    rows = _check_vocab(tokenizer, hf_cfg.vocab_size, vocab_size, model_dir)
+    cfg = dataclasses.replace(hf_cfg, vocab_size=rows)
+
+    device_mesh = sharding.make_mesh(mesh or IMPORT_MESH)
+    rules = sharding.DEFAULT_RULES
+    create = lambda: nnx.state(Transformer(cfg, rngs=nnx.Rngs(0)))
+    with jax.set_mesh(device_mesh), flax_spmd.logical_axis_rules(rules):
+        target, _ = sharding.plan_state(create, device_mesh, rules)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+    arrays = []
+    for path, leaf in leaves:
+        name = _path_name(path)
+        log(f"  {name} {tuple(leaf.shape)}")
+        values = _leaf_values(store, layout, name, rows)
+        arrays.append(_stream_leaf(values, leaf, name.startswith("blocks/")))
+    params = jax.tree.unflatten(treedef, arrays)
+    source = {
+        "path": str(model_dir.resolve()),
+        "model_type": hf.get("model_type"),
+        "architectures": hf.get("architectures"),
+        "transformers_version": hf.get("transformers_version"),
+    }
+    write_params_checkpoint(workdir, cfg, params, tokenizer, device_mesh, rules, source=source)
+    tokenizer.save(workdir / "tokenizer")
+    parameters = sum(int(np.prod(leaf.shape)) for _, leaf in leaves)
+    return ImportResult(workdir, family, cfg, tokenizer.vocab_size, parameters)
+
+
+def write_params_checkpoint(
+    workdir, cfg: ModelConfig, params, tokenizer, mesh, rules, *, source: dict | None = None
+) -> None:
+    """WORKDIR/checkpoints/0 holding `params` (placed on `mesh`), as `init_from` reads it.
+
+    No optimizer state: `init_from` reads parameters only and starts a fresh optimizer.
+    """
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    zero = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+    state = TrainState(step=zero, params=params, opt_state={}, bad_steps=zero, skipped_steps=zero)
+    metadata = {
+        "phase": "pretrain",
+        "config": {"sharding_rules": [list(rule) for rule in rules]},
+        "model": dataclasses.asdict(cfg),
+        "mesh": {axis: int(size) for axis, size in mesh.shape.items()},
+        "process_count": jax.process_count(),
+        "versions": package_versions(),
+        "tokenizer_sha256": tokenizer.sha256,
+        "data_sha256": None,
+        "imported_from": source,
+    }
+    with Checkpointer(workdir, async_save=False) as checkpointer:
+        checkpointer.save(state, metadata, tokenizer.model_bytes, force=True)

@@ -1,0 +1,47 @@
+"""Derive DPO preference pairs from instruction data: the true answer beats a wrong one.
+
+    .venv/bin/python tools/make_preferences.py '../shared/corpora/sft/*.jsonl.xz' \\
+        --out runs/shared_preferences.jsonl
+
+Reads conversations as SFT does (`{"messages": [...]}` or `{"prompt", "response"}` JSONL,
+.xz allowed) and writes one `{"messages", "chosen", "rejected"}` line per conversation: the
+chosen answer is its true last answer, the rejected one another question's answer or the
+true answer's words shuffled (half each, decided by a hash of the question) — the same
+construction as the built-in preference set (`gptjax.data.preferences`). Train on the output
+with `--config.data.preferences=runs/shared_preferences.jsonl` (configs/tiny_dpo.py); the
+train/held-out split is the same hash split SFT uses, so held-out questions stay held out.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gptjax.data.conversations import read_conversations
+from gptjax.data.preferences import preferences_from_conversations
+from gptjax.errors import GptjaxError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("conversations", nargs="+", help="JSONL files or globs (.xz allowed)")
+    parser.add_argument("--out", required=True, help="the preference JSONL to write")
+    args = parser.parse_args(argv)
+    try:
+        conversations = read_conversations(args.conversations)
+        pairs = preferences_from_conversations(conversations, "input")
+    except GptjaxError as error:
+        print(f"make_preferences: error: {error}", file=sys.stderr)
+        return error.exit_code
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for pair in pairs:
+            record = {key: pair[key] for key in ("messages", "chosen", "rejected")}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(f"{len(pairs):,} preference pairs from {len(conversations):,} conversations -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
