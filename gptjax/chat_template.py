@@ -31,7 +31,8 @@ def _chat_id(tokenizer: Tokenizer, piece: str) -> int:
     except DataError:
         raise DataError(
             f"tokenizer {tokenizer.sha256[:12]}… has no chat tokens ({' '.join(CHAT_TOKENS)}), "
-            "which the chat template needs; retrain it with gptjax's train_tokenizer"
+            "which the chat template needs; train one with `gptjax tokenizer train`, or import "
+            "a Hugging Face model with `gptjax import-hf --add-chat-tokens`"
         ) from None
 
 

@@ -134,6 +134,12 @@ _TABLE_ROWS = (
 )
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    """An example answer on one line of the table: whitespace collapsed, long ones cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def evaluate(args) -> None:
     from gptjax.evaluate import conversation_metrics, side_by_side, text_metrics
 
@@ -192,6 +198,7 @@ def evaluate(args) -> None:
     print(side_by_side(names, results, _TABLE_ROWS))
     for name, result in zip(names, results, strict=True):
         for reference, answer in result.get("examples", [])[: args.show]:
-            print(f"[{name}] reference: {reference}\n{' ' * (len(name) + 3)}answer:    {answer}")
+            print(f"[{name}] reference: {_one_line(reference)}")
+            print(f"{' ' * (len(name) + 3)}answer:    {_one_line(answer)}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
