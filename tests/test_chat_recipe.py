@@ -243,3 +243,19 @@ def test_dpo_resumes_exactly_after_a_kill(runs, dpo_run, tmp_path):
     assert "resuming from step" in resumed.stdout
     assert "reference model:" in resumed.stdout  # reloaded from the step recorded at start
     assert losses(workdir) == losses(uninterrupted)  # exact float equality, every step
+
+
+@pytest.mark.slow
+def test_dpo_with_precomputed_reference_trains_like_the_frozen_model(runs, dpo_run, tmp_path):
+    """The reference's log-probabilities computed once before training give the same run as a
+    reference model beside the policy (float32; different XLA graphs, so 1e-4 relative)."""
+    _, sft, _ = runs
+    uninterrupted, _ = dpo_run
+    workdir = tmp_path / "precomputed"
+    result = subprocess.run(
+        dpo_command(workdir, sft, "--config.dpo.reference=precomputed"),
+        cwd=ROOT, capture_output=True, text=True, env=subprocess_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precomputed the reference log-probabilities" in result.stdout
+    assert losses(workdir) == pytest.approx(losses(uninterrupted), rel=1e-4)
