@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    _add_process_args(train)
     checkpoints = verbs.add_parser(
         "checkpoints", help="list a run's checkpoints, or print one's arrays (--tree)"
     )
@@ -66,6 +67,35 @@ def _parser() -> argparse.ArgumentParser:
     _add_inference_parsers(verbs)
     _add_hf_parsers(verbs)
     return parser
+
+
+def _add_process_args(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group(
+        "multi-process runs",
+        "A multi-host Cloud TPU slice is detected by itself (run the same command on every "
+        "host). Elsewhere (CPU/GPU clusters) give all three of --coordinator_address, "
+        "--num_processes and --process_id; --num_processes 1 forces a one-process run.",
+    )
+    group.add_argument(
+        "--coordinator_address",
+        "--coordinator-address",
+        metavar="HOST:PORT",
+        help="address of process 0, where the others join (the same on every process)",
+    )
+    group.add_argument(
+        "--num_processes", "--num-processes", type=int, metavar="N", help="processes in the run"
+    )
+    group.add_argument(
+        "--process_id", "--process-id", type=int, metavar="I", help="this process: 0 .. N-1"
+    )
+    group.add_argument(
+        "--initialization_timeout",
+        "--initialization-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="how long every process may take to join before exit 2 (300)",
+    )
 
 
 def _add_hf_parsers(verbs) -> None:
@@ -262,10 +292,20 @@ def _train(args, overrides: list[str]) -> None:
     if args.print_config:
         print(config)
         return
+    from gptjax.multihost import is_primary
+    from gptjax.runtime import ClusterSpec
     from gptjax.train import train
 
-    summary = train(config, args.workdir)
+    cluster = ClusterSpec(
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        initialization_timeout=args.initialization_timeout,
+    )
+    summary = train(config, args.workdir, cluster=cluster)
     summary.pop("run")
+    if not is_primary():
+        return  # process 0 prints the summary
     evaluation, entropy = summary["eval"], summary["unigram_entropy"]
     if config.phase == "dpo":
         print(

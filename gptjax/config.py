@@ -17,7 +17,12 @@ import ml_collections
 
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
-from gptjax.sharding import MESH_AXES, data_parallel_size, resolve_mesh_shape
+from gptjax.sharding import (
+    MESH_AXES,
+    check_tensor_within_host,
+    data_parallel_size,
+    resolve_mesh_shape,
+)
 
 SECTIONS = ("model", "mesh", "data", "train", "optim", "checkpoint", "sample", "dpo")
 TOP_LEVEL = ("seed", "sharding_rules", "phase", "init_from")
@@ -260,10 +265,21 @@ def validate_static(config: ml_collections.ConfigDict) -> ModelConfig:
     return model_config(config)
 
 
-def validate(config: ml_collections.ConfigDict, device_count: int, process_count: int = 1) -> dict:
-    """Checks every field that can be checked without compiling; returns derived values."""
+def validate(
+    config: ml_collections.ConfigDict,
+    device_count: int,
+    process_count: int = 1,
+    local_device_count: int | None = None,
+) -> dict:
+    """Checks every field that can be checked without compiling; returns derived values.
+
+    `process_count` and `local_device_count` (devices per process) are the real runtime's:
+    the global batch must split over the processes, and `mesh.tensor` must stay within one.
+    """
     model = validate_static(config)
     mesh_shape = resolve_mesh_shape(config.mesh.to_dict(), device_count)
+    local = device_count // process_count if local_device_count is None else local_device_count
+    check_tensor_within_host(mesh_shape["tensor"], local, process_count)
     _check_rules(config)
     for field in _POSITIVE_INTS:
         _positive_int(config, field)
@@ -276,6 +292,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         data.vocab_size <= model.vocab_size,
         f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="
         f"{model.vocab_size}; raise model.vocab_size (a multiple of 128 is fastest)",
+    )
+    # Before the mesh's own split: with several processes this is the rule a user meets first.
+    _require(
+        train.global_batch_size % process_count == 0,
+        f"train.global_batch_size={train.global_batch_size} is not divisible by the "
+        f"{process_count} processes (each reads an equal slice of every batch); use a multiple "
+        f"of {process_count}",
     )
     shards = data_parallel_size(mesh_shape)
     micro = train.global_batch_size // train.grad_accum_steps
@@ -290,11 +313,6 @@ def validate(config: ml_collections.ConfigDict, device_count: int, process_count
         f"{train.grad_accum_steps} = {micro} rows per micro-batch cannot be split over "
         f"the mesh's data x fsdp = {shards} devices; use a multiple of "
         f"{shards * train.grad_accum_steps}",
-    )
-    _require(
-        train.global_batch_size % process_count == 0,
-        f"train.global_batch_size={train.global_batch_size} is not divisible by the "
-        f"{process_count} processes",
     )
     _require(
         train.eval_batch_size % shards == 0,
@@ -382,9 +400,4 @@ def _check_dpo(config: ml_collections.ConfigDict) -> None:
     _require(
         dpo.reference in REFERENCE_MODES,
         f"dpo.reference must be one of {REFERENCE_MODES}, got {dpo.reference!r}",
-    )
-    _require(
-        not dpo_phase or bool(config.init_from),
-        'phase="dpo" needs init_from: the SFT workdir (its weights are the policy\'s start '
-        "and the frozen reference)",
     )

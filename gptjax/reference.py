@@ -19,7 +19,7 @@ from gptjax import sharding
 from gptjax.checkpoint import Checkpointer
 from gptjax.data.preferences import PackedPreferences
 from gptjax.dpo import answer_logps
-from gptjax.errors import CheckpointError
+from gptjax.errors import CheckpointError, ConfigError
 from gptjax.resume import StartPoint
 
 
@@ -62,6 +62,11 @@ class PairsWithReference:
 def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
     """{"workdir", "step"} of the reference weights: the init_from checkpoint when the phase
     starts, the one recorded in the run's own checkpoint when it resumes."""
+    if start.kind == "fresh":
+        raise ConfigError(
+            'phase="dpo" needs init_from: the SFT workdir (its weights are the policy\'s start '
+            "and the frozen reference)"
+        )
     if start.kind == "init_from":
         return {"workdir": str(Path(start.source).absolute()), "step": int(start.step)}
     recorded = checkpointer.metadata(start.step).get("reference")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gptjax.errors import ConfigError
@@ -70,16 +71,65 @@ def resolve_mesh_shape(requested: Mapping[str, int], device_count: int) -> dict[
     return sizes
 
 
+def check_tensor_within_host(tensor: int, local_device_count: int, process_count: int) -> None:
+    """The multi-host mesh rule: `tensor` splits each layer within one host, never across.
+
+    Tensor parallelism exchanges activations inside every layer, which only the fast links
+    within a host (or a TPU slice's ICI neighbours of one host) can afford; data and fsdp,
+    which talk once per step or per layer's weights, span hosts.
+    """
+    if process_count > 1 and local_device_count % tensor:
+        fits = [n for n in range(1, local_device_count + 1) if local_device_count % n == 0]
+        raise ConfigError(
+            f"mesh.tensor={tensor} must divide the {local_device_count} devices of each of the "
+            f"{process_count} processes (tensor parallelism stays within a host; data and fsdp "
+            f"span hosts): use mesh.tensor in {fits}"
+        )
+
+
 def make_mesh(requested: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh with axes (data, fsdp, tensor) in Auto (GSPMD-propagated) mode."""
+    """A mesh with axes (data, fsdp, tensor) in Auto (GSPMD-propagated) mode.
+
+    With several processes the devices are laid out process-major: each process holds a
+    contiguous block of the (data, fsdp) rows and whole `tensor` groups, so tensor never
+    crosses hosts and a process's batch rows are one contiguous slice of the global batch.
+    """
     devices = list(devices if devices is not None else jax.devices())
     sizes = resolve_mesh_shape(requested, len(devices))
     shape = tuple(sizes[axis] for axis in MESH_AXES)
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    if len({d.process_index for d in devices}) > 1:
+        grid = process_major_devices(devices, sizes["tensor"])
+        return Mesh(grid.reshape(shape), MESH_AXES, axis_types=auto)
     if devices == list(jax.devices()):
         # make_mesh orders devices for the physical topology (ICI rings on TPU).
         return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def process_major_devices(devices: Sequence, tensor: int) -> np.ndarray:
+    """[processes, local // tensor, tensor] devices: each process's devices in one block,
+    ordered within the host for its topology (TPU) so `tensor` groups are ICI neighbours."""
+    by_process: dict[int, list] = {}
+    for device in devices:
+        by_process.setdefault(device.process_index, []).append(device)
+    counts = {len(local) for local in by_process.values()}
+    if len(counts) != 1:
+        raise ConfigError(f"every process must have as many devices; got {sorted(counts)}")
+    local_count = counts.pop()
+    check_tensor_within_host(tensor, local_count, len(by_process))
+    blocks = []
+    for index in sorted(by_process):
+        local = by_process[index]
+        block_shape = (local_count // tensor, tensor)
+        try:
+            block = mesh_utils.create_device_mesh(
+                block_shape, local, allow_split_physical_axes=True
+            )
+        except (ValueError, NotImplementedError, AssertionError, AttributeError):
+            block = np.asarray(local, dtype=object).reshape(block_shape)  # no topology known
+        blocks.append(block)
+    return np.stack(blocks)
 
 
 def logical_to_spec(

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from flax.core import spmd as flax_spmd
 
-from gptjax import resume, sharding
+from gptjax import multihost, resume, sharding
 from gptjax.chat_template import chat_prompt, end_of_turn_id
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
@@ -32,7 +32,7 @@ from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
 from gptjax.reference import precompute, reference_point, restore_reference
-from gptjax.runtime import initialize_runtime
+from gptjax.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -69,7 +69,7 @@ class Run:
 
 def build(config, workdir: Path, log=print) -> Run:
     """Validates the config, prepares data, and restores or initialises the sharded state."""
-    derived = validate(config, jax.device_count(), jax.process_count())
+    derived = validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     model_config = derived["model"]
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(
@@ -79,8 +79,16 @@ def build(config, workdir: Path, log=print) -> Run:
         async_save=config.checkpoint.async_save,
     )
     start = resume.find_start(config, workdir, checkpointer)
-    resume.install_start_tokenizer(start, workdir)
-    data = prepare_run_data(config.data, model_config.vocab_size, workdir, log)
+    if config.phase == "dpo":
+        reference_point(start, checkpointer)  # refuses a DPO run with nothing to start from
+    resume.install_start_tokenizer(start, workdir)  # every process: Orbax reads are collective
+    multihost.sync("tokenizer installed")  # ... and they may write the same shared file
+    data = multihost.primary_first(  # writes tokenizer and caches once into a shared workdir
+        lambda: prepare_run_data(config.data, model_config.vocab_size, workdir, log),
+        "preparing the data",
+    )
+    data_hash = _data_hash(data)
+    multihost.check_same_data(data.tokenizer.sha256, data_hash)
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
@@ -129,7 +137,7 @@ def build(config, workdir: Path, log=print) -> Run:
         data=data,
         checkpointer=checkpointer,
         checkpoint_metadata=resume.checkpoint_metadata(
-            config, model_config, mesh, data.tokenizer, _data_hash(data)
+            config, model_config, mesh, data.tokenizer, data_hash
         )
         | metadata,
         eval_batches=_eval_batches(config, data),
@@ -339,16 +347,22 @@ class _StepLog:
         self._reset()
 
 
-def train(config, workdir: str | Path, log=print) -> dict:
+def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = None) -> dict:
     """Trains `config` in `workdir`; returns the final summary (also written to metrics).
 
     Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
-    committing a checkpoint when the process was told to stop (SIGTERM).
+    committing a checkpoint when the process was told to stop (SIGTERM). `cluster` names the
+    processes of a multi-process run (default: a TPU slice is detected, else one process);
+    there each process prints its start-up line, then only process 0 logs.
     """
     validate_static(config)  # config errors first, before the runtime prints anything
-    initialize_runtime(log)  # before anything touches a device
+    initialize_runtime(log, cluster)  # before anything touches a device
+    if jax.process_count() > 1:  # each host shows it joined (one process: the mesh line says it)
+        log(describe_runtime())
+    log = multihost.primary_log(log)
+    multihost.check_same_config(config, workdir)
     workdir = Path(workdir)
-    primary = jax.process_index() == 0
+    primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
     log(

@@ -259,3 +259,9 @@ def test_dpo_with_precomputed_reference_trains_like_the_frozen_model(runs, dpo_r
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precomputed the reference log-probabilities" in result.stdout
     assert losses(workdir) == pytest.approx(losses(uninterrupted), rel=1e-4)
+
+
+def test_dpo_without_a_model_to_start_from_is_refused(tmp_path):
+    result = gptjax("train", "--config", "configs/tiny_dpo.py", "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'phase="dpo" needs init_from' in result.stderr.strip().splitlines()[-1]
