@@ -24,6 +24,7 @@ import lzma
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -180,23 +181,11 @@ def split_conversations(
     return train, validation
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class PackedConversations:
-    """SFT rows ready for the pipeline, and what packing did to get them.
+class PackedRows:
+    """What every kind of packed rows offers the pipeline: `[num_rows, seq_len]` arrays named
+    by the class's FIELD_NAMES (padding has segment id 0 and weight 0)."""
 
-    The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions
-    (int32) and weights (float32, 1 on answer tokens and the `<|end|>` closing an answer).
-    """
-
-    inputs: np.ndarray
-    targets: np.ndarray
-    segment_ids: np.ndarray
-    positions: np.ndarray
-    weights: np.ndarray
-    pad_id: int
-    num_examples: int  # conversations given, including those left out
-    num_truncated: int  # cut to their first seq_len+1 tokens
-    num_without_targets: int  # no trained token (none to begin with, or cut away): left out
+    FIELD_NAMES: ClassVar[tuple[str, ...]]
 
     @property
     def num_rows(self) -> int:
@@ -216,16 +205,41 @@ class PackedConversations:
         return int(self.weights.sum())
 
     @property
+    def filled(self) -> float:
+        """Fraction of row positions holding a token rather than padding."""
+        return np.count_nonzero(self.segment_ids) / max(self.segment_ids.size, 1)
+
+    @property
     def fields(self) -> dict[str, np.ndarray]:
-        """The rows as {field: array}, in pipeline order (FIELDS)."""
-        return {k: getattr(self, k) for k in FIELDS}
+        """The rows as {field: array}, in pipeline order."""
+        return {k: getattr(self, k) for k in self.FIELD_NAMES}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedConversations(PackedRows):
+    """SFT rows ready for the pipeline, and what packing did to get them.
+
+    The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions
+    (int32) and weights (float32, 1 on answer tokens and the `<|end|>` closing an answer).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    segment_ids: np.ndarray
+    positions: np.ndarray
+    weights: np.ndarray
+    pad_id: int
+    num_examples: int  # conversations given, including those left out
+    num_truncated: int  # cut to their first seq_len+1 tokens
+    num_without_targets: int  # no trained token (none to begin with, or cut away): left out
+
+    FIELD_NAMES: ClassVar[tuple[str, ...]] = FIELDS
 
     def describe(self) -> str:
         """One log line with every count."""
-        filled = np.count_nonzero(self.segment_ids) / max(self.segment_ids.size, 1)
         return (
             f"{self.num_examples:,} conversations in {self.num_rows:,} rows of {self.seq_len} "
-            f"tokens ({filled:.0%} filled); {self.num_truncated:,} truncated to fit; "
+            f"tokens ({self.filled:.0%} filled); {self.num_truncated:,} truncated to fit; "
             f"{self.num_without_targets:,} without answer tokens (left out); "
             f"{self.trained_tokens:,} answer tokens"
         )

@@ -31,11 +31,18 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from gptjax.chat_template import check_messages, render
-from gptjax.data.conversations import _first_fit, _lines, _split_key, builtin_conversations
+from gptjax.data.conversations import (
+    PackedRows,
+    _first_fit,
+    _lines,
+    _split_key,
+    builtin_conversations,
+)
 from gptjax.data.corpus import hash_units
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import Tokenizer
@@ -197,7 +204,7 @@ def split_preferences(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PackedPreferences:
+class PackedPreferences(PackedRows):
     """DPO rows ready for the pipeline, and what packing did to get them.
 
     The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions,
@@ -215,37 +222,15 @@ class PackedPreferences:
     num_pairs: int  # pairs given, including those left out
     too_long: list[str]  # where of each pair longer than a row, left out
 
-    @property
-    def num_rows(self) -> int:
-        return self.inputs.shape[0]
-
-    @property
-    def seq_len(self) -> int:
-        return self.inputs.shape[1]
-
-    @property
-    def size(self) -> int:
-        """Token positions in all rows, padding included."""
-        return self.inputs.size
+    FIELD_NAMES: ClassVar[tuple[str, ...]] = PREFERENCE_FIELDS
 
     @property
     def num_packed(self) -> int:
         """Pairs in the rows (one segment each)."""
         return self.num_pairs - len(self.too_long)
 
-    @property
-    def trained_tokens(self) -> int:
-        """Answer tokens, chosen and rejected together."""
-        return int(self.weights.sum())
-
-    @property
-    def fields(self) -> dict[str, np.ndarray]:
-        """The rows as {field: array}, in PREFERENCE_FIELDS order."""
-        return {k: getattr(self, k) for k in PREFERENCE_FIELDS}
-
     def describe(self) -> str:
         """One log line with every count."""
-        filled = np.count_nonzero(self.segment_ids) / max(self.segment_ids.size, 1)
         left_out = f"{len(self.too_long):,} too long for a row, left out"
         if self.too_long:
             named = ", ".join(self.too_long[:_NAMED_TOO_LONG])
@@ -253,7 +238,7 @@ class PackedPreferences:
             left_out += f" (first: {named}{more})"
         return (
             f"{self.num_pairs:,} pairs in {self.num_rows:,} rows of {self.seq_len} tokens "
-            f"({filled:.0%} filled); {left_out}; {self.trained_tokens:,} response tokens"
+            f"({self.filled:.0%} filled); {left_out}; {self.trained_tokens:,} response tokens"
         )
 
 
