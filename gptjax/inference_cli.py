@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gptjax.errors import ConfigError, DataError
-from gptjax.inference import format_completion, load_model, parse_mesh
+from gptjax.inference import format_completion, load_model, parse_mesh, prompt_ids
 
 
 def _write(text: str) -> None:
@@ -33,7 +33,6 @@ def _load(path: str, args):
 
 
 def sample(args) -> None:
-    from gptjax.chat_template import chat_prompt, end_of_turn_id
     from gptjax.generate import generate
 
     _check_sampling(args)
@@ -48,12 +47,7 @@ def sample(args) -> None:
     loaded = _load(args.workdir, args)
     tok = loaded.tokenizer
     chat = args.template == "chat" or (args.template == "auto" and loaded.is_chat)
-    if chat:
-        ids = [chat_prompt(tok, p) for p in prompts]
-        stops = (end_of_turn_id(tok), tok.eos_id)
-    else:
-        ids = [[tok.bos_id, *tok.encode(p)] for p in prompts]
-        stops = (tok.eos_id,)
+    ids, stops = prompt_ids(tok, prompts, chat=chat)
     with loaded.activated():
         outputs = generate(
             loaded.graphdef,

@@ -19,14 +19,13 @@ import numpy as np
 from flax.core import spmd as flax_spmd
 
 from gptjax import multihost, resume, sharding
-from gptjax.chat_template import chat_prompt, end_of_turn_id
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.dpo import make_dpo_objective
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
-from gptjax.inference import CHAT_PHASES, format_completion
+from gptjax.inference import CHAT_PHASES, format_completion, prompt_ids
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
@@ -239,12 +238,7 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
     them: a chat phase (sft/dpo) asks each prompt as a user turn through the chat template and
     stops at the end of the turn; pretraining continues the text."""
     tok, chat = run.data.tokenizer, run.config.phase in CHAT_PHASES
-    if chat:
-        ids = [chat_prompt(tok, p) for p in prompts]
-        stops = (end_of_turn_id(tok), tok.eos_id)
-    else:
-        ids = [[tok.bos_id, *tok.encode(p)] for p in prompts]
-        stops = (tok.eos_id,)
+    ids, stops = prompt_ids(tok, prompts, chat=chat)
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
         outputs = generate(
             run.graphdef,
