@@ -321,7 +321,7 @@ def _train(args, overrides: list[str]) -> None:
     train_stats = summary["train"]
     if train_stats:
         print(
-            f"throughput {train_stats['tokens_per_sec']:.0f} tokens/s, "
+            f"throughput {train_stats['tokens_per_sec']:.0f} tokens/s (median of logged windows), "
             f"MFU {100 * train_stats['mfu']:.1f}%, compile {summary['compile_sec']:.1f}s"
         )
 

@@ -286,6 +286,7 @@ class _StepLog:
     def __init__(self, run: Run, writer: MetricsWriter, bar: ProgressBar, peak: float, log):
         self.run, self.writer, self.bar, self.peak, self.log = run, writer, bar, peak, log
         self.tokens_per_step = run.config.train.global_batch_size * run.config.data.seq_len
+        self.windows: list[tuple[float, float]] = []  # (tokens/s, MFU) of every logged window
         self._reset()
 
     def _reset(self):
@@ -308,6 +309,15 @@ class _StepLog:
                 )
         if (step + 1) % self.run.config.train.log_every == 0:
             self.flush(step + 1)
+
+    def final_summary(self) -> dict:
+        """The last window's metrics, with throughput and MFU as medians over all windows: one
+        window's timing can be skewed (its steps may have run during the previous window's
+        wait when dispatch is synchronous, as on CPU), the median of many is not."""
+        if not self.windows:
+            return {}
+        tokens_per_sec, mfu = np.median(np.array(self.windows), axis=0).tolist()
+        return self.last | {"tokens_per_sec": tokens_per_sec, "mfu": mfu}
 
     def flush(self, step: int) -> None:
         if not self.values:
@@ -338,6 +348,7 @@ class _StepLog:
             **{"tok/s": summary["tokens_per_sec"], "mfu": summary["mfu"]},
         )
         self.last = summary
+        self.windows.append((summary["tokens_per_sec"], summary["mfu"]))
         self._reset()
 
 
@@ -468,7 +479,7 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
     return {
         "steps": cfg.train.steps,
         "eval": evaluation,
-        "train": getattr(step_log, "last", {}),
+        "train": step_log.final_summary(),
         "compile_sec": compile_sec,
         "unigram_entropy": run.data.unigram_entropy,
         "run": run,
