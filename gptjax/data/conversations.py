@@ -40,17 +40,36 @@ FIELDS = ("inputs", "targets", "segment_ids", "positions", "weights")
 MIN_ANSWER_CHARS, MAX_ANSWER_CHARS = 20, 200
 
 
-def _files(pattern: str) -> list[Path]:
+def _files(pattern: str, what: str) -> list[Path]:
     """Files a path or glob names, sorted; DataError if there are none."""
     if glob.has_magic(pattern):
         files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not files:
-            raise DataError(f"no file matches {pattern!r}; check the conversations path")
+            raise DataError(f"no file matches {pattern!r}; check the {what} path")
         return files
     path = Path(pattern)
     if not path.is_file():
-        raise DataError(f"conversations file {path} not found; check the path")
+        raise DataError(f"{what} file {path} not found; check the path")
     return [path]
+
+
+def read_jsonl_records(paths: Sequence[str] | str, parse_line, what: str, kind: str) -> list:
+    """`parse_line(line, "file:LINE")` of every non-blank line of the JSONL files or globs
+    (.xz/.gz read as such), in order. A file without records is a DataError; `what` names
+    the files ("conversations"), `kind` their records ("conversations", "preference pairs")."""
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise ConfigError(f"no {what} file given; name at least one .jsonl path or glob")
+    records = []
+    for pattern in paths:
+        for path in _files(str(pattern), what):
+            before = len(records)
+            for number, line in _lines(path):
+                records.append(parse_line(line, f"{path}:{number}"))
+            if len(records) == before:
+                raise DataError(f"{path} holds no {kind}; remove it or add lines")
+    return records
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -102,19 +121,7 @@ def read_conversations(paths: Sequence[str]) -> list[list[dict]]:
     with an optional "system"; other keys ("source", ...) are ignored. A bad line is a
     DataError naming file:line.
     """
-    if isinstance(paths, str):
-        paths = [paths]
-    if not paths:
-        raise ConfigError("no conversations file given; name at least one .jsonl path or glob")
-    conversations = []
-    for pattern in paths:
-        for path in _files(str(pattern)):
-            before = len(conversations)
-            for number, line in _lines(path):
-                conversations.append(_conversation(line, f"{path}:{number}"))
-            if len(conversations) == before:
-                raise DataError(f"{path} holds no conversations; remove it or add lines")
-    return conversations
+    return read_jsonl_records(paths, _conversation, "conversations", "conversations")
 
 
 def _first_sentence(doc: str) -> str | None:

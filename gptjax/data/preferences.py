@@ -26,11 +26,9 @@ Policies, all reported by `PackedPreferences.describe()`:
 """
 
 import dataclasses
-import glob
 import json
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -39,9 +37,9 @@ from gptjax.chat_template import check_messages, render
 from gptjax.data.conversations import (
     PackedRows,
     _first_fit,
-    _lines,
     _split_key,
     builtin_conversations,
+    read_jsonl_records,
 )
 from gptjax.data.corpus import hash_units
 from gptjax.errors import ConfigError, DataError
@@ -51,19 +49,6 @@ from gptjax.tokenizer import Tokenizer
 PREFERENCE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "branch_ids", "weights")
 # How many left-out pairs describe() names; the rest are only counted.
 _NAMED_TOO_LONG = 3
-
-
-def _files(pattern: str) -> list[Path]:
-    """Files a path or glob names, sorted; DataError if there are none."""
-    if glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(f"no file matches {pattern!r}; check the preferences path")
-        return files
-    path = Path(pattern)
-    if not path.is_file():
-        raise DataError(f"preferences file {path} not found; check the path")
-    return [path]
 
 
 def _normalised(text: str) -> str:
@@ -126,19 +111,7 @@ def read_preferences(paths: Sequence[str]) -> list[dict]:
     non-text field, a prompt not ending with a user turn, an empty answer, or chosen equal
     to rejected up to whitespace.
     """
-    if isinstance(paths, str):
-        paths = [paths]
-    if not paths:
-        raise ConfigError("no preferences file given; name at least one .jsonl path or glob")
-    pairs = []
-    for pattern in paths:
-        for path in _files(str(pattern)):
-            before = len(pairs)
-            for number, line in _lines(path):
-                pairs.append(_pair(line, f"{path}:{number}"))
-            if len(pairs) == before:
-                raise DataError(f"{path} holds no preference pairs; remove it or add lines")
-    return pairs
+    return read_jsonl_records(paths, _pair, "preferences", "preference pairs")
 
 
 def builtin_preferences() -> list[dict]:
