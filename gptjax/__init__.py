@@ -12,18 +12,22 @@ from gptjax.errors import (
     NonFiniteError,
     Preempted,
 )
-from gptjax.model import ModelConfig, Transformer, count_params, flops_per_token
+from gptjax.generate import generate, generate_stream
+from gptjax.model import KVCache, ModelConfig, Transformer, count_params, flops_per_token
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
     "GptjaxError",
+    "KVCache",
     "ModelConfig",
     "NonFiniteError",
     "Preempted",
     "Transformer",
     "count_params",
     "flops_per_token",
+    "generate",
+    "generate_stream",
 ]
 __version__ = "0.1.0"
