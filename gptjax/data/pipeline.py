@@ -103,12 +103,8 @@ def _pack_tf(rows: tf.Tensor, bos_id: int, pad_id: int, packing: bool) -> dict[s
 Tokens = np.ndarray | ShardedTokens
 
 
-def _check(
-    stream: Tokens, seq_len: int, batch: int, process_index: int, process_count: int
-) -> tuple[ShardedTokens, int, int]:
-    """Validated (stream as ShardedTokens, num_rows, local batch)."""
-    if seq_len <= 0:
-        raise ConfigError(f"seq_len={seq_len} must be positive")
+def _local_batch(batch: int, process_index: int, process_count: int) -> int:
+    """Rows each process reads of a global batch, after checking the batch splits evenly."""
     if batch <= 0:
         raise ConfigError(f"batch size {batch} must be positive")
     if process_count <= 0 or not 0 <= process_index < process_count:
@@ -120,6 +116,16 @@ def _check(
             f"global_batch={batch} must be divisible by process_count={process_count}; "
             f"use a multiple of {process_count}"
         )
+    return batch // process_count
+
+
+def _check(
+    stream: Tokens, seq_len: int, batch: int, process_index: int, process_count: int
+) -> tuple[ShardedTokens, int, int]:
+    """Validated (stream as ShardedTokens, num_rows, local batch)."""
+    if seq_len <= 0:
+        raise ConfigError(f"seq_len={seq_len} must be positive")
+    local_batch = _local_batch(batch, process_index, process_count)
     if not isinstance(stream, ShardedTokens):
         stream = np.asarray(stream)
         if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
@@ -131,7 +137,7 @@ def _check(
             f"token stream of {stream.size} tokens is shorter than one row of "
             f"seq_len+1={seq_len + 1}; use more text or a shorter seq_len"
         )
-    return stream, num_rows, batch // process_count
+    return stream, num_rows, local_batch
 
 
 def _row_ids(
@@ -301,18 +307,7 @@ def _check_packed(
     # Any packed rows: SFT conversations, DPO pairs, pairs with precomputed reference values.
     if not all(hasattr(packed, name) for name in ("fields", "num_rows", "seq_len", "pad_id")):
         raise ConfigError(f"expected packed rows (fields, num_rows), got {type(packed).__name__}")
-    if batch <= 0:
-        raise ConfigError(f"batch size {batch} must be positive")
-    if process_count <= 0 or not 0 <= process_index < process_count:
-        raise ConfigError(
-            f"process_index={process_index} must be in [0, process_count={process_count})"
-        )
-    if batch % process_count:
-        raise ConfigError(
-            f"global_batch={batch} must be divisible by process_count={process_count}; "
-            f"use a multiple of {process_count}"
-        )
-    return batch // process_count
+    return _local_batch(batch, process_index, process_count)
 
 
 def packed_batch_for_step(
