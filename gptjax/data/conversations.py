@@ -88,13 +88,19 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"cannot read {path} ({e}); the file is damaged or truncated") from None
 
 
-def _conversation(line: str, where: str) -> list[dict]:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; DataError naming `where` (file:line) otherwise."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg}); fix or remove that line") from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: a line must be a JSON object, not {type(record).__name__}")
+    return record
+
+
+def _conversation(line: str, where: str) -> list[dict]:
+    record = json_object(line, where)
     if "messages" in record:
         if "prompt" in record or "response" in record:
             raise DataError(f"{where}: has both messages and prompt/response; keep one format")

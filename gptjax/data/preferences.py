@@ -26,7 +26,6 @@ Policies, all reported by `PackedPreferences.describe()`:
 """
 
 import dataclasses
-import json
 import random
 from collections.abc import Sequence
 from typing import ClassVar
@@ -39,6 +38,7 @@ from gptjax.data.conversations import (
     _first_fit,
     _split_key,
     builtin_conversations,
+    json_object,
     read_jsonl_records,
 )
 from gptjax.data.corpus import hash_units
@@ -74,12 +74,7 @@ def _checked(messages: object, chosen: object, rejected: object, where: str) -> 
 
 
 def _pair(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg}); fix or remove that line") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: a line must be a JSON object, not {type(record).__name__}")
+    record = json_object(line, where)
     missing = [k for k in ("chosen", "rejected") if k not in record]
     if missing:
         raise DataError(f"{where}: no {' or '.join(missing)} field; found keys {sorted(record)}")
