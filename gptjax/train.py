@@ -67,9 +67,12 @@ class Run:
 
 
 def build(config, workdir: Path, log=print) -> Run:
-    """Validates the config, prepares data, and restores or initialises the sharded state."""
+    """Validates the config, prepares data, and restores or initialises the sharded state.
+
+    A failure after the Checkpointer opens closes it first, so Orbax's threads do not outlive
+    the error (they would print tracebacks at interpreter shutdown, after gptjax's line).
+    """
     derived = validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
-    model_config = derived["model"]
     workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(
         workdir,
@@ -77,6 +80,15 @@ def build(config, workdir: Path, log=print) -> Run:
         keep_every=config.checkpoint.keep_every,
         async_save=config.checkpoint.async_save,
     )
+    try:
+        return _build(config, workdir, derived, checkpointer, log)
+    except BaseException:
+        checkpointer.close()
+        raise
+
+
+def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
+    model_config = derived["model"]
     start = resume.find_start(config, workdir, checkpointer)
     if config.phase == "dpo":
         reference_point(start, checkpointer)  # refuses a DPO run with nothing to start from

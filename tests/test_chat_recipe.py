@@ -264,4 +264,5 @@ def test_dpo_with_precomputed_reference_trains_like_the_frozen_model(runs, dpo_r
 def test_dpo_without_a_model_to_start_from_is_refused(tmp_path):
     result = gptjax("train", "--config", "configs/tiny_dpo.py", "--workdir", str(tmp_path / "w"))
     assert result.returncode == 2, result.stderr[-3000:]
-    assert 'phase="dpo" needs init_from' in result.stderr.strip().splitlines()[-1]
+    errors = [x for x in result.stderr.splitlines() if x.startswith("gptjax: error:")]
+    assert len(errors) == 1 and 'phase="dpo" needs init_from' in errors[0]
