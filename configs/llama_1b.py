@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     # and the 3 x F-wide SwiGLU activations of all 16 layers at once.
     model.remat = "full"  # "none", "full" or "dots"
     model.scan_layers = True  # lax.scan over layers: one compiled block instead of 16
+    # "xla" runs anywhere; on an accelerator pick its kernel: "splash" (TPU, seq_len a multiple
+    # of 128) or "cudnn" (GPU, bfloat16). See README "Attention kernels".
+    model.attention = "xla"
     model.init_std = 0.02  # std of the normal initialiser (Llama's initializer_range)
 
     config.mesh = mesh = ml_collections.ConfigDict()

@@ -29,7 +29,7 @@ from gptjax.steps import TrainState
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("params", "trainer", "metadata", "tokenizer")
 # Fields that change how a model runs, not what it is: they may differ on restore.
-RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
 

@@ -7,8 +7,10 @@ Errors meant for people (`GptjaxError`) print one line and exit with their code 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from gptjax.errors import ConfigError, DataError, GptjaxError
 
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    _add_dry_run_args(train)
     _add_process_args(train)
     checkpoints = verbs.add_parser(
         "checkpoints", help="list a run's checkpoints, or print one's arrays (--tree)"
@@ -66,7 +69,59 @@ def _parser() -> argparse.ArgumentParser:
     _add_prepare_parser(verbs)
     _add_inference_parsers(verbs)
     _add_hf_parsers(verbs)
+    _add_bench_parser(verbs)
     return parser
+
+
+def _add_bench_parser(verbs) -> None:
+    bench = verbs.add_parser(
+        "bench",
+        help="time a config's train step: tokens/s, MFU, compile time, memory",
+        description="Compile a config's train step once, run --warmup steps, then time --steps "
+        "steps (median, min, max). Reports tokens/s, model FLOPs per token (MaxText's causal "
+        "formula), MFU against the device peak (measured in-process on CPU), the input-wait "
+        "fraction, compile time and memory. Overrides as for train: --config.SECTION.FIELD=V.",
+    )
+    bench.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py")
+    bench.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    bench.add_argument(
+        "--data",
+        default="synthetic",
+        choices=("synthetic", "config"),
+        help="synthetic: random tokens of the model's vocabulary (default); config: the "
+        "config's own data pipeline (needs --workdir for its tokenizer and cache)",
+    )
+    bench.add_argument("--workdir", help="with --data config: where data is prepared")
+    bench.add_argument("--json", metavar="PATH", help="also write the report as JSON (- = stdout)")
+
+
+def _add_dry_run_args(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group(
+        "memory plan",
+        "--dry-run validates the config, then prints the per-device bytes of parameters, "
+        "optimizer state, gradients and activations (for remat none/full/dots), the sharding "
+        "of the largest parameters and XLA's plan for the compiled train step; it allocates "
+        "no array, writes nothing (the workdir need not exist) and exits 0.",
+    )
+    group.add_argument("--dry-run", action="store_true", help="print the memory plan and exit")
+    group.add_argument(
+        "--device-memory",
+        type=float,
+        metavar="GB",
+        help="memory per device in GiB (e.g. 16); a plan above it prints a WARNING line. "
+        "Default: what GPU/TPU devices report (CPU reports none)",
+    )
+    group.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="plan for N devices (default: this machine's). More than exist: on CPU they are "
+        "simulated and XLA's plan compiled for them; on GPU/TPU only the analytic estimate",
+    )
+    group.add_argument(
+        "--no-compile", action="store_true", help="skip XLA's plan (the analytic estimate only)"
+    )
 
 
 def _add_process_args(train: argparse.ArgumentParser) -> None:
@@ -292,6 +347,13 @@ def _train(args, overrides: list[str]) -> None:
     if args.print_config:
         print(config)
         return
+    if args.dry_run:
+        from gptjax.memory_report import dry_run
+
+        dry_run(config, args.devices, args.device_memory, compile=not args.no_compile)
+        return
+    if args.devices or args.device_memory or args.no_compile:
+        raise ConfigError("--devices, --device-memory and --no-compile only apply to --dry-run")
     from gptjax.multihost import is_primary
     from gptjax.runtime import ClusterSpec
     from gptjax.train import train
@@ -324,6 +386,34 @@ def _train(args, overrides: list[str]) -> None:
             f"throughput {train_stats['tokens_per_sec']:.0f} tokens/s (median of logged windows), "
             f"MFU {100 * train_stats['mfu']:.1f}%, compile {summary['compile_sec']:.1f}s"
         )
+
+
+def _bench(args, overrides: list[str]) -> None:
+    from gptjax.config import apply_overrides, load_config_file
+
+    config = load_config_file(args.config)
+    apply_overrides(config, overrides)
+    from gptjax.bench import format_report, run_bench
+    from gptjax.multihost import is_primary, primary_log
+    from gptjax.runtime import initialize_runtime
+
+    initialize_runtime()  # a TPU slice's hosts join, as for train
+    report = run_bench(
+        config,
+        steps=args.steps,
+        warmup=args.warmup,
+        data=args.data,
+        workdir=args.workdir,
+        log=primary_log(print),
+    )
+    if not is_primary():
+        return
+    if args.json == "-":
+        print(json.dumps(report, indent=1))
+        return
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
 
 
 def _checkpoints(args) -> None:
@@ -454,10 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = _parser().parse_args(rest)
-        if overrides and args.verb != "train":
-            raise ConfigError(f"--config.* overrides only apply to `gptjax train`, not {args.verb}")
+        if overrides and args.verb not in ("train", "bench"):
+            raise ConfigError(
+                f"--config.* overrides only apply to `gptjax train` and `bench`, not {args.verb}"
+            )
         if args.verb == "train":
             _train(args, overrides)
+        elif args.verb == "bench":
+            _bench(args, overrides)
         elif args.verb == "plot":
             _plot(args)
         elif args.verb == "checkpoints":

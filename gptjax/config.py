@@ -288,6 +288,17 @@ def validate(
         data.seq_len <= model.max_seq_len,
         f"data.seq_len={data.seq_len} exceeds model.max_seq_len={model.max_seq_len}",
     )
+    if model.attention == "splash":
+        _require(
+            data.seq_len % 128 == 0,
+            f"model.attention='splash' needs data.seq_len to be a multiple of 128 (its kernel "
+            f"block), got {data.seq_len}",
+        )
+        _require(
+            config.phase != "dpo",
+            "model.attention='splash' cannot express DPO's shared-prompt mask; use 'xla' or "
+            "'dot_product' for phase=dpo",
+        )
     _require(
         data.vocab_size <= model.vocab_size,
         f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="

@@ -14,7 +14,9 @@ Layers are stored stacked (a leading `layers` axis) whether or not they are scan
 `scan_layers` and `remat` change how the stack runs, never the parameter tree or checkpoints.
 
 `Transformer.decode` is the inference path: the same weights, keys and values kept in a
-`KVCache` so each new token costs one position's compute (see `gptjax.generate`).
+`KVCache` so each new token costs one position's compute (see `gptjax.generate`). Training and
+evaluation attend with `config.attention`'s kernel (`gptjax.attention`); decoding always uses
+the masked einsums, which a query chunk against cache slots needs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from flax.core import spmd as flax_spmd
 
+from gptjax.attention import attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
 from gptjax.sharding import logical_to_spec
 
@@ -64,6 +67,8 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; parameters stay float32
     remat: Literal["none", "full", "dots"] = "none"  # activation rematerialisation per block
     scan_layers: bool = True  # lax.scan over the stacked layers (fast compile) or unrolled
+    # training/eval attention kernel (gptjax.attention): xla anywhere, cudnn GPU, splash TPU
+    attention: Literal["xla", "dot_product", "cudnn", "splash"] = "xla"
     init_std: float = 0.02
 
     def __post_init__(self):
@@ -96,6 +101,7 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
+        check_implementation(self.attention, dtype=self.dtype, head_dim=self.dims_per_head)
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
@@ -197,22 +203,6 @@ def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
     return out.astype(x_BLHK.dtype)
 
 
-def attention_mask(segment_ids_BL: Array, branch_ids_BL: Array | None = None) -> Array:
-    """Causal mask restricted to the query's own packed document: [B, 1, 1, L, M] booleans.
-
-    With `branch_ids` (preference pairs: a prompt in branch 0 followed by two responses in
-    branches 1 and 2 of the same segment), a query also sees only keys of branch 0 or of its
-    own branch, so both responses continue the one shared copy of the prompt.
-    """
-    length = segment_ids_BL.shape[1]
-    causal_LM = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
-    visible_BLM = causal_LM & (segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :])
-    if branch_ids_BL is not None:
-        key_branch_B1M = branch_ids_BL[:, None, :]
-        visible_BLM &= (key_branch_B1M == 0) | (key_branch_B1M == branch_ids_BL[:, :, None])
-    return visible_BLM[:, None, None, :, :]
-
-
 def dropout(x: Array, rate: float, key: Array | None) -> Array:
     if key is None or rate == 0.0:
         return x
@@ -275,9 +265,18 @@ class Attention(nnx.Module):
             self.v_bias_GK = _param(rngs, (G, K), ("kv_heads", "head_dim"), 0.0)
             self.o_bias_D = _param(rngs, (D,), ("embed",), 0.0)
 
-    def __call__(self, x_BLD: Array, positions_BL: Array, mask: Array, key: Array | None) -> Array:
+    def __call__(self, x_BLD: Array, positions_BL: Array, docs, key: Array | None) -> Array:
+        """`docs` is (segment_ids_BL or None, branch_ids_BL or None), as `attend` takes them."""
         q_BLHK, k_BMGK, v_BMGK = self._project(x_BLD, positions_BL)
-        out_BLHK = grouped_attention(q_BLHK, k_BMGK, v_BMGK, mask)
+        segment_ids_BL, branch_ids_BL = docs
+        out_BLHK = attend(
+            q_BLHK,
+            k_BMGK,
+            v_BMGK,
+            impl=self.config.attention,
+            segment_ids_BL=segment_ids_BL,
+            branch_ids_BL=branch_ids_BL,
+        )
         out_BLHK = dropout(out_BLHK, self.config.dropout_rate, key)
         return self._output(out_BLHK)
 
@@ -316,21 +315,6 @@ class Attention(nnx.Module):
         if cfg.use_bias:
             out_BLD += self.o_bias_D[...].astype(dt)
         return out_BLD
-
-
-def grouped_attention(q_BLHK: Array, k_BMGK: Array, v_BMGK: Array, mask: Array) -> Array:
-    """Softmax attention where each of the G kv heads serves R = H/G query heads.
-
-    `mask` broadcasts against [B, G, R, L, M]; scores and softmax are float32.
-    """
-    B, L, H, K = q_BLHK.shape
-    G = k_BMGK.shape[2]
-    q_BLGRK = q_BLHK.reshape(B, L, G, H // G, K)
-    scores_BGRLM = jnp.einsum("BLGRK,BMGK->BGRLM", q_BLGRK, k_BMGK).astype(jnp.float32)
-    scores_BGRLM = jnp.where(mask, scores_BGRLM / math.sqrt(K), jnp.finfo(jnp.float32).min)
-    probs_BGRLM = jax.nn.softmax(scores_BGRLM, axis=-1).astype(v_BMGK.dtype)
-    out_BLGRK = jnp.einsum("BGRLM,BMGK->BLGRK", probs_BGRLM, v_BMGK)
-    return out_BLGRK.reshape(B, L, H, K)
 
 
 class MLP(nnx.Module):
@@ -375,12 +359,12 @@ class Block(nnx.Module):
         self.mlp_norm = Norm(config, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_BLD, positions_BL, mask, key: Array | None):
+    def __call__(self, x_BLD, positions_BL, docs, key: Array | None):
         attn_key = mlp_key = resid_key = None
         if key is not None:
             attn_key, mlp_key, resid_key = jax.random.split(key, 3)
         rate = self.config.dropout_rate
-        h_BLD = self.attn(self.attn_norm(x_BLD), positions_BL, mask, attn_key)
+        h_BLD = self.attn(self.attn_norm(x_BLD), positions_BL, docs, attn_key)
         x_BLD = x_BLD + dropout(h_BLD, rate, resid_key)
         h_BLD = self.mlp(self.mlp_norm(x_BLD))
         x_BLD = x_BLD + dropout(h_BLD, rate, mlp_key)
@@ -399,7 +383,7 @@ class Transformer(nnx.Module):
 
     `segment_ids` (documents packed in a row) and `positions` (restarting per document) come
     from the batch; without them the row is one document. `branch_ids` lay out preference
-    pairs (see `attention_mask`). `dropout_key=None` disables dropout.
+    pairs (see `gptjax.attention.attention_mask`). `dropout_key=None` disables dropout.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -430,8 +414,6 @@ class Transformer(nnx.Module):
     ) -> Array:
         cfg = self.config
         B, L = tokens_BL.shape
-        if segment_ids is None:
-            segment_ids = jnp.ones((B, L), jnp.int32)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
         x_BLD = self._embed(tokens_BL, positions)
@@ -441,8 +423,8 @@ class Transformer(nnx.Module):
             layer_keys = jax.random.split(layers_key, cfg.num_layers)
         x_BLD = dropout(x_BLD, cfg.dropout_rate, embed_key).astype(cfg.compute_dtype)
         x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
-        mask = attention_mask(segment_ids, branch_ids)
-        x_BLD = self._run_blocks(x_BLD, positions, mask, layer_keys)
+        # segment_ids None reaches the kernel as "one document per row" (cuDNN's own causal mask).
+        x_BLD = self._run_blocks(x_BLD, positions, (segment_ids, branch_ids), layer_keys)
         return self._logits(x_BLD)
 
     def decode(
@@ -481,14 +463,14 @@ class Transformer(nnx.Module):
         logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, head_DV.astype(jnp.float32))
         return constrain(logits_BLV, ("batch", "length", "act_vocab"))
 
-    def _run_blocks(self, x_BLD, positions_BL, mask, layer_keys):
+    def _run_blocks(self, x_BLD, positions_BL, docs, layer_keys):
         """Applies the N stacked blocks: one lax.scan, or an unrolled loop over the same weights."""
         cfg = self.config
         graphdef, stacked = nnx.split(self.blocks)
 
         def apply_block(x, layer):
             params, key = layer
-            return nnx.merge(graphdef, params)(x, positions_BL, mask, key), None
+            return nnx.merge(graphdef, params)(x, positions_BL, docs, key), None
 
         policy = _REMAT_POLICIES[cfg.remat]
         if policy is not None:

@@ -405,30 +405,27 @@ def _save(run: Run, state: TrainState, saves, step_log: _StepLog, *, force: bool
     step_log.writer.write(int(state.step), {"checkpoint_block_sec": blocked})
 
 
-def _train_batches(run: Run):
+def train_batches(config, data: RunData, start_step: int):
+    """This process's numpy batches for steps start_step, start_step+1, ... (token stream or
+    packed rows, whichever the data section built)."""
     from gptjax.data.pipeline import packed_train_dataset, train_dataset
 
-    cfg, tok = run.config, run.data.tokenizer
-    if _is_packed(run.data.train_stream):
-        return packed_train_dataset(
-            run.data.train_stream,
-            global_batch=cfg.train.global_batch_size,
-            seed=cfg.seed,
-            start_step=int(run.state.step),
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        ).as_numpy_iterator()
-    dataset = train_dataset(
-        run.data.train_stream,
-        seq_len=cfg.data.seq_len,
-        global_batch=cfg.train.global_batch_size,
-        seed=cfg.seed,
-        start_step=int(run.state.step),
+    where = dict(
+        global_batch=config.train.global_batch_size,
+        seed=config.seed,
+        start_step=start_step,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
-        packing=cfg.data.packing,
+    )
+    if _is_packed(data.train_stream):
+        return packed_train_dataset(data.train_stream, **where).as_numpy_iterator()
+    dataset = train_dataset(
+        data.train_stream,
+        seq_len=config.data.seq_len,
+        bos_id=data.tokenizer.bos_id,
+        pad_id=data.tokenizer.pad_id,
+        packing=config.data.packing,
+        **where,
     )
     return dataset.as_numpy_iterator()
 
@@ -445,7 +442,7 @@ def _loop(run: Run, step_log: _StepLog, log) -> dict:
             "unigram_entropy": run.data.unigram_entropy,
             "run": run,
         }
-    batches = _train_batches(run)
+    batches = train_batches(cfg, run.data, int(run.state.step))
     compile_start = time.perf_counter()
     next_local = next(batches)
     example = sharding.global_batch_from_local(next_local, run.mesh)

@@ -1,0 +1,44 @@
+"""nanoGPT-shaped GPT-2 for CPU speed comparisons: 6 layers, width 384, 6 heads, seq 256.
+
+Run:    gptjax bench --config configs/nanogpt_cpu.py            (synthetic tokens)
+        python tools/bench_torch.py --config configs/nanogpt_cpu.py   (vs PyTorch, alternating)
+        gptjax train --config configs/nanogpt_cpu.py --workdir runs/nanogpt   (it trains, too)
+The shape of nanoGPT's shakespeare_char example with a vocabulary of 8,192 and batch 8: the
+configuration docs/benchmarks.md measures against PyTorch eager on 2 CPU cores, float32.
+Vocabulary variants: --config.model.vocab_size=50304 (lm-head-dominated) or =65 (chars).
+Training uses the built-in corpus with an 8,192-piece tokenizer; the file's purpose is the
+benchmark, so no loss target is claimed.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+
+def _tiny_config() -> ml_collections.ConfigDict:
+    # Every field not set below (optimizer, data, checkpoint) is configs/tiny.py's.
+    spec = importlib.util.spec_from_file_location("tiny", Path(__file__).with_name("tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = _tiny_config()
+    model = config.model
+    model.vocab_size = 8192  # embedding rows (and the lm head's width)
+    model.num_layers = 6  # N
+    model.num_heads = 6  # H
+    model.embed_dim = 384  # D
+    model.mlp_dim = 1536  # F = 4 D
+    model.max_seq_len = 256  # learned positions
+    model.dropout_rate = 0.0  # nanoGPT's benchmark setting; dropout only adds elementwise work
+
+    config.data.vocab_size = 8192  # tokenizer pieces when trained on the built-in corpus
+    config.data.seq_len = 256  # L
+
+    train = config.train
+    train.global_batch_size = 8  # B, rows per step
+    train.steps = 1000
+    return config
