@@ -1,0 +1,111 @@
+"""`gptjax train --dry-run`: prints the per-device memory plan and warns when it cannot fit.
+
+Nothing is allocated on a device and nothing is written: the workdir is not even read.
+"""
+
+from __future__ import annotations
+
+from gptjax.config import validate_static
+from gptjax.errors import ConfigError
+
+GIB = 2**30  # --device-memory counts GiB, as accelerator memory is quoted (16 GB HBM = 16 GiB)
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _spec(spec) -> str:
+    return "P(" + ", ".join(repr(axis) if axis is not None else "None" for axis in spec) + ")"
+
+
+def report_lines(plan) -> list[str]:
+    mesh = " ".join(f"{axis}={size}" for axis, size in plan.mesh_shape.items())
+    lines = [
+        f"dry run: mesh {mesh} over {plan.device_count} {plan.platform} device(s) · "
+        f"{plan.param_count:,} parameters · {plan.rows_per_device} row(s) x {plan.seq_len} tokens "
+        f"per device per micro-batch · remat {plan.remat!r}",
+        "per-device memory (analytic):",
+        f"  parameters        {human(plan.param_bytes):>12}",
+        f"  optimizer state   {human(plan.optimizer_bytes):>12}",
+        f"  gradients         {human(plan.gradient_bytes):>12}",
+        f"  activations       {human(plan.activations[plan.remat]):>12}   (remat {plan.remat!r})",
+        f"  inputs, counters  {human(plan.other_bytes):>12}",
+        f"  total             {human(plan.analytic_total):>12}",
+        "  activations by remat policy: "
+        + " · ".join(f"{p} {human(b)}" for p, b in plan.activations.items()),
+    ]
+    if plan.compiled:
+        c = plan.compiled
+        lines.append(
+            "XLA's plan (the train step compiled on abstract inputs, per device): "
+            f"arguments {human(c['argument'])} · outputs {human(c['output'])} "
+            f"({human(c['alias'])} aliased to the donated state) · temporaries "
+            f"{human(c['temp'])} · peak {human(c['peak'])}"
+        )
+    else:
+        lines.append(plan.note)
+    lines.append("largest parameters (>= 1% of all; bytes per device):")
+    rows = [(r.path, str(r.shape), _spec(r.spec), str(r.shard_shape)) for r in plan.large_params]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row, r in zip(rows, plan.large_params, strict=True):
+        path, shape, spec, shard = (text.ljust(w) for text, w in zip(row, widths, strict=True))
+        lines.append(f"  {path}  {shape}  {spec}  per device {shard}  {human(r.device_bytes):>11}")
+    source = "XLA's plan" if plan.compiled else "analytic"
+    lines.append(f"estimated per-device total: {human(plan.total)} ({source})")
+    return lines
+
+
+def fit_lines(plan, limit: int | None, source: str) -> list[str]:
+    """The device-memory verdict: one line, plus a WARNING line when the plan does not fit."""
+    if limit is None:
+        return ["device memory: not reported by this backend; give --device-memory GB to check"]
+    lines = [f"device memory: {human(limit)} ({source})"]
+    if plan.total <= limit:
+        lines[0] += f": fits, {human(limit - plan.total)} to spare"
+        return lines
+    hints = []
+    if plan.remat != "full":
+        hints.append("model.remat=full" + (" or dots" if plan.remat == "none" else ""))
+    hints.append("more mesh.fsdp (shards parameters and optimizer state)")
+    hints.append(
+        "a smaller micro-batch (train.grad_accum_steps up or train.global_batch_size down)"
+    )
+    lines.append(
+        f"WARNING: the estimated {human(plan.total)} per device exceeds the {human(limit)} of "
+        f"device memory by {human(plan.total - limit)}; try {', '.join(hints)} "
+        "(the dry run still exits 0)"
+    )
+    return lines
+
+
+def dry_run(
+    config,
+    devices: int | None = None,
+    device_memory_gb: float | None = None,
+    compile: bool = True,
+    out=print,
+):
+    """Validates `config`, plans its memory on `devices` devices and prints the report."""
+    validate_static(config)  # config errors first, before JAX starts a backend
+    if devices is not None and devices < 1:
+        raise ConfigError(f"--devices must be a positive integer, got {devices}")
+    if device_memory_gb is not None and not device_memory_gb > 0:
+        raise ConfigError(
+            f"--device-memory must be a positive number of GB, got {device_memory_gb}"
+        )
+    from gptjax import memory_plan
+
+    if devices is not None:
+        memory_plan.simulate_host_devices(devices)  # on CPU: that many devices to compile for
+    plan = memory_plan.plan_memory(config, devices, compile=compile)
+    if device_memory_gb is not None:
+        limit, source = int(device_memory_gb * GIB), "--device-memory"
+    else:
+        limit, source = memory_plan.device_memory_limit(), "reported by the device"
+    for line in report_lines(plan) + fit_lines(plan, limit, source):
+        out(line)
+    return plan
