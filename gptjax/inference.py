@@ -120,7 +120,9 @@ def load_model(path: str | Path, *, step: int | None = None, mesh: dict | None =
         metadata = checkpointer.metadata(step) if step in steps else None
         if metadata is None:
             raise CheckpointError(f"no committed checkpoint {step} in {workdir}; have {steps}")
-        model_config = ModelConfig(**metadata["model"])
+        # The plain attention path: a fused training kernel (splash, cudnn) runs only on its own
+        # platform, while the checkpoint may be sampled or evaluated anywhere (same numbers).
+        model_config = ModelConfig(**(metadata["model"] | {"attention": "xla"}))
         rules = _rules_from_json(metadata["config"]["sharding_rules"])
         device_mesh = sharding.make_mesh(mesh or DEFAULT_MESH)
         create = lambda: nnx.state(Transformer(model_config, rngs=nnx.Rngs(0)))

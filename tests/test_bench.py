@@ -184,3 +184,31 @@ def test_profile_splits_the_step_into_forward_backward_and_update(tmp_path):
     # Every phase ran matmuls, and the backward pass has about twice the forward's.
     assert table[("forward", "matmul")] > 0 and table[("backward", "matmul")] > 0
     assert "transpose(jvp(" in result.stdout
+
+
+def test_matmul_comparison_prints_a_row_per_shape():
+    args = ["--shapes", "64x32x16", "32x16x8", "--repeats", "1"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/bench_matmul.py"), *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 64x32x16")]
+    assert len(rows) == 1 and len(rows[0].split("|")) == 7  # shape + four GFLOP/s figures
+
+
+@pytest.mark.slow
+def test_scaling_table_has_a_row_per_point():
+    args = ["--config", str(ROOT / "configs/tiny.py"), "--seq", "32", "64", "--layers", "1", "2"]
+    args += ["--tokens", "256", "--steps", "1", "--warmup", "0", *SMALL]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/bench_scaling.py"), *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [x.split("|")[1].strip() for x in result.stdout.splitlines() if x.startswith("|")]
+    assert {"32", "64", "1", "2"} <= set(rows)

@@ -112,6 +112,19 @@ def test_scan_and_remat_match_the_plain_stack(variant):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("make", [gpt2, llama], ids=["gpt2", "llama"])
+def test_bfloat16_compute_matches_float32_to_bfloat16_precision(make):
+    """The speed option `model.dtype="bfloat16"` changes rounding, not the function: the same
+    float32 parameters give logits and gradients equal to float32 compute within bf16's
+    8-bit mantissa (a wrong cast, e.g. of the logits or the norms, would miss by far more)."""
+    x = tokens(seed=3)
+    f32_loss, f32_grads = _outputs_and_grads(make(), x)
+    bf16_loss, bf16_grads = _outputs_and_grads(make(dtype="bfloat16"), x)
+    np.testing.assert_allclose(bf16_loss, f32_loss, rtol=1e-2)
+    for a, b in zip(jax.tree.leaves(bf16_grads), jax.tree.leaves(f32_grads), strict=True):
+        assert np.abs(a - b).max() <= 0.05 * np.abs(b).max() + 1e-6
+
+
 def test_layers_are_initialised_independently():
     state = nnx.split(build(gpt2()))[1]
     q = state["blocks"]["attn"]["q_DHK"][...]

@@ -88,6 +88,9 @@ class TorchGPT2:
             attn_pdrop=model_config.dropout_rate,
             layer_norm_epsilon=model_config.norm_eps,
             tie_word_embeddings=True,
+            # GPT-2's own ids (50256) lie outside a smaller vocabulary; unused in training.
+            bos_token_id=model_config.vocab_size - 1,
+            eos_token_id=model_config.vocab_size - 1,
         )
         self.torch = torch
         self.model = transformers.GPT2LMHeadModel(hf_config).train()

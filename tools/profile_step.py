@@ -7,9 +7,11 @@ Compiles the config's train step (as `gptjax bench`, synthetic tokens), traces -
 with `jax.profiler`, and attributes every executed XLA op to the JAX operation it came from
 (the op_name metadata of the optimized HLO). An op is "forward" when it computes the model
 (`jvp(...)`), "backward" when it is the transpose of one (`transpose(jvp(...))`), "update" for
-the optimizer and the rest. Kinds: matmul (dot / library matmul fusions), copy (transposes
-and layout changes), broadcast (buffers filled with a constant), other (elementwise and
-reduction fusions, control flow). Times are op durations summed over threads, per step.
+the optimizer and the rest. Kinds: matmul (dot / library matmul fusions), collective
+(all-reduce and friends between devices, including the wait for the other devices), copy
+(transposes and layout changes), broadcast (buffers filled with a constant), other
+(elementwise and reduction fusions, control flow). Times are op durations summed over
+threads (and over devices when --cpu-devices > 1), per step.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def phase_of(op_name: str) -> str:
 
 
 def kind_of(instruction: str, op_name: str) -> str:
+    if instruction.startswith(("all-reduce", "all-gather", "reduce-scatter", "all-to-all")):
+        return "collective"
     if "dot_general" in op_name or instruction.startswith(("dot", "ynn_fusion", "onednn")):
         return "matmul"
     if instruction.startswith(("copy", "transpose")):
@@ -109,7 +113,8 @@ def profile(bench, steps: int) -> dict:
 
 
 def print_report(report: dict, top: int) -> None:
-    phases, kinds = ("forward", "backward", "update"), ("matmul", "copy", "broadcast", "other")
+    phases = ("forward", "backward", "update")
+    kinds = ("matmul", "collective", "copy", "broadcast", "other")
     print(f"median step {report['step_ms']:.0f} ms (traced); op time summed over threads, ms:")
     print("| | " + " | ".join(kinds) + " | total |")
     print("|---" * (len(kinds) + 2) + "|")
