@@ -114,6 +114,7 @@ def test_bench_command_writes_json_with_the_figures(tmp_path):
     assert report["tokens_per_sec"] == pytest.approx(8 * 64 / report["step_sec"]["median"])
 
 
+@pytest.mark.slow
 def test_bench_with_the_configs_own_data_pipeline(tmp_path):
     args = ["bench", "--config", str(ROOT / "configs/tiny.py"), "--steps", "2", "--warmup", "0"]
     args += ["--data", "config", "--workdir", str(tmp_path), "--json", "-"]
@@ -141,6 +142,7 @@ def test_bench_command_refuses_bad_input_in_one_line(extra, message):
     assert message in _error_line(result.stderr)
 
 
+@pytest.mark.slow
 def test_torch_side_by_side_prints_a_ratio_per_round(tmp_path):
     out = tmp_path / "torch.json"
     args = ["--config", str(ROOT / "configs/tiny.py"), "--rounds", "2", "--steps", "1"]
