@@ -29,6 +29,7 @@ from flax.core import spmd as flax_spmd
 from gptjax import sharding
 from gptjax.config import validate
 from gptjax.errors import ConfigError
+from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
@@ -226,8 +227,14 @@ def summarize(bench: TrainBench, times: list[tuple[float, float]]) -> dict:
     }
 
 
-def run_bench(config, *, steps: int, warmup: int, data: str, workdir=None, log=print) -> dict:
-    """Builds, warms up and times `steps` steps of `config`; the `summarize` report."""
+def run_bench(
+    config, *, steps: int, warmup: int, data: str, workdir=None, log=print, progress=True
+) -> dict:
+    """Builds, warms up and times `steps` steps of `config`; the `summarize` report.
+
+    A progress bar (stderr) counts warm-up and timed steps: a large model on CPU takes minutes
+    per step.
+    """
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     with tempfile.TemporaryDirectory() as scratch:
@@ -235,8 +242,13 @@ def run_bench(config, *, steps: int, warmup: int, data: str, workdir=None, log=p
             config, data=data, workdir=Path(workdir) if workdir else Path(scratch), log=log
         )
         log(f"compiled in {bench.compile_sec:.1f}s; {warmup} warm-up steps, then {steps} timed")
-        bench.time_steps(warmup)
-        times = bench.time_steps(steps)
+        times = []
+        with ProgressBar(warmup + steps, desc="bench", enabled=progress) as bar:
+            for index in range(warmup + steps):
+                ((wait, step),) = bench.time_steps(1)
+                if index >= warmup:
+                    times.append((wait, step))
+                bar.update(index + 1, **{"step_s": wait + step})
     return summarize(bench, times)
 
 

@@ -405,6 +405,7 @@ def _bench(args, overrides: list[str]) -> None:
         data=args.data,
         workdir=args.workdir,
         log=primary_log(print),
+        progress=is_primary(),
     )
     if not is_primary():
         return
