@@ -132,11 +132,9 @@ class TorchGPT2:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    # One host device per core: set before jax is imported (it reads XLA_FLAGS once).
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + f" --xla_force_host_platform_device_count={args.cpu_devices}"
-    )
+    from gptjax.memory_plan import simulate_host_devices
+
+    simulate_host_devices(args.cpu_devices)  # before JAX starts its backend (one per core)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from gptjax.bench import build_bench
     from gptjax.config import apply_overrides, load_config_file, model_config
