@@ -14,7 +14,6 @@ TPU/GPU, a matmul measured in this process on CPU).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import resource
 import tempfile
@@ -31,9 +30,8 @@ from gptjax.config import validate
 from gptjax.errors import ConfigError
 from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
-from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
-from gptjax.steps import jit_train_step, make_train_step, model_graphdef, new_train_state
+from gptjax.steps import jit_train_step, state_and_step
 
 DATA_KINDS = ("synthetic", "config")
 
@@ -95,19 +93,9 @@ def build_bench(config, *, data: str = "synthetic", workdir: Path | None = None,
     model_config = derived["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    tx, schedule = make_optimizer(config.optim, config.train.steps)
-    graphdef = model_graphdef(model_config)
-    create = functools.partial(new_train_state, model_config, tx, config.seed)
+    create, step_fn = state_and_step(config, model_config)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(create, mesh, rules)
-    step_fn = make_train_step(
-        graphdef,
-        tx,
-        schedule,
-        seed=config.seed,
-        grad_accum_steps=config.train.grad_accum_steps,
-        use_dropout=model_config.dropout_rate > 0,
-    )
     if data == "synthetic":
         batches = synthetic_batches(config, model_config.vocab_size)
     else:

@@ -17,8 +17,11 @@ from gptjax.errors import ConfigError, DataError, GptjaxError
 _OVERRIDE_PREFIX = "--config."
 
 
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separates `--config.a.b=v` (or `--config.a.b v`) overrides from the other flags."""
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates `--config.a.b=v` (or `--config.a.b v`) overrides from the other flags.
+
+    (other flags, overrides as `a.b=v`); the tools/ scripts parse their overrides with it too.
+    """
     rest, overrides, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
@@ -543,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        rest, overrides = _split_overrides(argv)
+        rest, overrides = split_overrides(argv)
         args = _parser().parse_args(rest)
         if overrides and args.verb not in ("train", "bench"):
             raise ConfigError(

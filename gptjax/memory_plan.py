@@ -12,7 +12,6 @@ Two estimates, both per device:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import re
@@ -25,8 +24,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 from gptjax import sharding
 from gptjax.config import validate
-from gptjax.optim import make_optimizer
-from gptjax.steps import jit_train_step, make_train_step, model_graphdef, new_train_state
+from gptjax.steps import jit_train_step, state_and_step
 
 REMAT_POLICIES = ("none", "full", "dots")
 _F32 = 4
@@ -170,19 +168,10 @@ def abstract_batch(mesh, rows: int, seq_len: int) -> dict:
 def train_step_parts(config, model, mesh):
     """(create, abstract target state, shardings, jitted step): what training builds, abstract."""
     rules = tuple(config.sharding_rules)
-    tx, schedule = make_optimizer(config.optim, config.train.steps)
-    create = functools.partial(new_train_state, model, tx, config.seed)
+    create, step = state_and_step(config, model)
     target, shardings = sharding.plan_state(create, mesh, rules)
     if isinstance(mesh, AbstractMesh):
         return create, target, shardings, None
-    step = make_train_step(
-        model_graphdef(model),
-        tx,
-        schedule,
-        seed=config.seed,
-        grad_accum_steps=config.train.grad_accum_steps,
-        use_dropout=model.dropout_rate > 0,
-    )
     return create, target, shardings, jit_train_step(step, shardings, mesh)
 
 

@@ -9,6 +9,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.struct
@@ -19,6 +20,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax.model import Transformer
+from gptjax.optim import make_optimizer
 
 Batch = dict[str, jax.Array]
 
@@ -179,6 +181,24 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def state_and_step(config, model_config, objective: Objective = lm_objective):
+    """From a config: `create()`, which builds a fresh TrainState (run it under
+    `sharding.sharded_init` or `plan_state`), and the pure train step, both with the config's
+    optimizer and schedule, seed, gradient accumulation and dropout."""
+    tx, schedule = make_optimizer(config.optim, config.train.steps)
+    create = functools.partial(new_train_state, model_config, tx, config.seed)
+    step = make_train_step(
+        model_graphdef(model_config),
+        tx,
+        schedule,
+        seed=config.seed,
+        grad_accum_steps=config.train.grad_accum_steps,
+        use_dropout=model_config.dropout_rate > 0,
+        objective=objective,
+    )
+    return create, step
 
 
 def make_eval_step(graphdef, objective: Objective = lm_objective) -> Callable[..., dict]:

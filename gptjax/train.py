@@ -7,7 +7,6 @@ dispatched, and non-finite steps are gated inside the step (see `gptjax.steps`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -28,7 +27,6 @@ from gptjax.generate import generate
 from gptjax.inference import CHAT_PHASES, format_completion, prompt_ids
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
-from gptjax.optim import make_optimizer
 from gptjax.peak import total_peak_flops
 from gptjax.reference import precompute, reference_point, restore_reference
 from gptjax.runtime import ClusterSpec, describe_runtime, initialize_runtime
@@ -38,9 +36,8 @@ from gptjax.steps import (
     jit_train_step,
     lm_objective,
     make_eval_step,
-    make_train_step,
     model_graphdef,
-    new_train_state,
+    state_and_step,
 )
 
 SAMPLES_FILE = "samples.jsonl"
@@ -103,15 +100,15 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    tx, schedule = make_optimizer(config.optim, config.train.steps)
     graphdef = model_graphdef(model_config)
-    create = functools.partial(new_train_state, model_config, tx, config.seed)
     objective, reference, metadata = lm_objective, (), {}
+    if config.phase == "dpo":
+        objective = make_dpo_objective(config.dpo)
+    create, step_fn = state_and_step(config, model_config, objective)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(create, mesh, rules)
         state = resume.restore_start(start, target, create, shardings, model_config, log)
         if config.phase == "dpo":
-            objective = make_dpo_objective(config.dpo)
             metadata["reference"] = point = reference_point(start, checkpointer)
             reference = (restore_reference(point, target.params, log),)
             if config.dpo.reference == "precomputed":
@@ -125,15 +122,6 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
     log(
         f"sharding: {split} of {len(table)} parameter arrays split over the mesh "
         f"(table in {workdir / 'sharding.txt'})"
-    )
-    step_fn = make_train_step(
-        graphdef,
-        tx,
-        schedule,
-        seed=config.seed,
-        grad_accum_steps=config.train.grad_accum_steps,
-        use_dropout=model_config.dropout_rate > 0,
-        objective=objective,
     )
     reference_shardings = shardings.params if reference else None
     eval_fn = make_eval_step(graphdef, objective)

@@ -27,15 +27,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per step, seq points")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per point")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per point")
-    overrides = [a for a in argv if a.startswith("--config.")]
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    from gptjax.cli import split_overrides
+
+    rest, overrides = split_overrides(argv)
+    args = parser.parse_args(rest)
     return args, overrides
 
 
 def bench_point(args, overrides: list[str]) -> dict:
     command = [sys.executable, "-m", "gptjax.cli", "bench", "--config", args.config]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--json", "-"]
-    result = subprocess.run(command + overrides, capture_output=True, text=True, env=os.environ)
+    result = subprocess.run(
+        command + [f"--config.{o}" for o in overrides],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
     if result.returncode != 0:
         sys.exit(f"bench_scaling: {' '.join(overrides)} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout[result.stdout.index("{") :])
@@ -62,14 +69,14 @@ def main(argv: list[str]) -> int:
         if args.tokens % seq:
             sys.exit(f"bench_scaling: --tokens {args.tokens} is not a multiple of seq {seq}")
         point = [
-            f"--config.data.seq_len={seq}",
-            f"--config.model.max_seq_len={seq}",
-            f"--config.train.global_batch_size={args.tokens // seq}",
+            f"data.seq_len={seq}",
+            f"model.max_seq_len={seq}",
+            f"train.global_batch_size={args.tokens // seq}",
         ]
         print(row(str(seq), bench_point(args, overrides + point)), flush=True)
     print("\n" + header.format("layers"))
     for layers in args.layers:
-        point = [f"--config.model.num_layers={layers}"]
+        point = [f"model.num_layers={layers}"]
         print(row(str(layers), bench_point(args, overrides + point)), flush=True)
     return 0
 

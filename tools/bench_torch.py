@@ -44,8 +44,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
     parser.add_argument("--json", metavar="PATH", help="also write the rounds as JSON")
-    overrides = [a[len("--config.") :] for a in argv if a.startswith("--config.")]
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    from gptjax.cli import split_overrides
+
+    rest, overrides = split_overrides(argv)
+    args = parser.parse_args(rest)
     return args, overrides
 
 

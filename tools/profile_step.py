@@ -42,8 +42,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--cpu-devices", type=int, default=1, help="simulated host devices (default 1)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the tables as JSON")
-    overrides = [a[len("--config.") :] for a in argv if a.startswith("--config.")]
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    from gptjax.cli import split_overrides
+
+    rest, overrides = split_overrides(argv)
+    args = parser.parse_args(rest)
     return args, overrides
 
 
