@@ -10,18 +10,16 @@ Training uses the built-in corpus with an 8,192-piece tokenizer; the file's purp
 benchmark, so no loss target is claimed.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
+from gptjax.config import load_config_file
+
 
 def _tiny_config() -> ml_collections.ConfigDict:
     # Every field not set below (optimizer, data, checkpoint) is configs/tiny.py's.
-    spec = importlib.util.spec_from_file_location("tiny", Path(__file__).with_name("tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(Path(__file__).with_name("tiny.py"))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -9,20 +9,16 @@ held-out questions stay held out. Evaluation reports the held-out DPO loss, rewa
 and margin, and the chosen answers' log-probability per token. Figures: docs/benchmarks.md.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
+from gptjax.config import load_config_file
+
 
 def _sft_config() -> ml_collections.ConfigDict:
     # The same model and chat settings as the phase it tunes: configs/tiny_sft.py beside this.
-    spec = importlib.util.spec_from_file_location(
-        "tiny_sft", Path(__file__).with_name("tiny_sft.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(Path(__file__).with_name("tiny_sft.py"))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -8,18 +8,16 @@ first sentence of its docstring). Held-out questions are never trained on; evalu
 the loss and accuracy on their answer tokens only. Figures: docs/benchmarks.md.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
+from gptjax.config import load_config_file
+
 
 def _pretrain_config() -> ml_collections.ConfigDict:
     # The same architecture as the model it finetunes: load configs/tiny.py beside this file.
-    spec = importlib.util.spec_from_file_location("tiny", Path(__file__).with_name("tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(Path(__file__).with_name("tiny.py"))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -3,10 +3,10 @@
 # gpt2_124m, on one GPU, printing `gptjax bench` reports (JSON under $OUT when set).
 #
 # Usage: tools/gpu/bench_h200.sh [--dry-run] [--help]
-#   Installs jax[cuda12] into .venv-gpu when it is missing (needs the package registry),
-#   installs gptjax into it, then times both configs. Budget: ~2 min install, ~1 min
-#   compile + timing per config. MFU is against the datasheet bf16 dense peak of the chip
-#   (gptjax/peak.py: H100/H200 989 TFLOP/s).
+#   Installs jax[cuda12] and gptjax into .venv-gpu when it is missing (needs a reachable
+#   package registry, or wheels brought along), then times both configs: 3 warm-up and 10
+#   timed steps each. Not yet run on a GPU. MFU is against the datasheet bf16 dense peak of
+#   the chip (gptjax/peak.py: H100/H200 989 TFLOP/s).
 set -euo pipefail
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
