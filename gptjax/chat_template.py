@@ -143,3 +143,23 @@ def chat_prompt(tokenizer, user_text: str) -> list[int]:
     return render(tokenizer, [{"role": "user", "content": user_text}], add_generation_prompt=True)[
         0
     ]
+
+
+CHAT_PHASES = ("sft", "dpo")  # phases whose models answer through the chat template
+
+
+def prompt_ids(tokenizer, prompts, *, chat: bool) -> tuple[list[list[int]], tuple[int, ...]]:
+    """(token ids of each prompt, stop ids): a chat model is asked each prompt as a user turn
+    and stops at the end of its turn; a pretrained model continues `<s>` + the text."""
+    if chat:
+        return [chat_prompt(tokenizer, p) for p in prompts], (
+            end_of_turn_id(tokenizer),
+            tokenizer.eos_id,
+        )
+    return [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts], (tokenizer.eos_id,)
+
+
+def format_completion(prompt: str, completion: str, *, chat: bool) -> str:
+    """How `gptjax sample` and the training log show a sample: a chat answer under its
+    question, a continuation right after its prompt."""
+    return f"--- {prompt}\n{completion}" if chat else f"---\n{prompt}{completion}"

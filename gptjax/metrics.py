@@ -70,8 +70,9 @@ class MetricsWriter:
         self._write_tensorboard(int(step), scalars)
 
     def _write_tensorboard(self, step: int, scalars: Mapping[str, int | float | str]) -> None:
-        import tensorflow as tf  # lazy: importing TF costs seconds
         from tensorflow.core.framework import summary_pb2
+
+        from gptjax.tf_cpu import tf  # lazy: importing TF costs seconds
 
         metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
@@ -79,11 +80,6 @@ class MetricsWriter:
         )
 
         if self._tb_writer is None:
-            try:
-                # TF must not grab accelerator memory that JAX needs.
-                tf.config.set_visible_devices([], "GPU")
-            except (RuntimeError, ValueError):
-                pass  # TF already initialised its devices; nothing more we can do here
             self._tb_writer = tf.summary.create_file_writer(str(self.workdir / TENSORBOARD_DIR))
         with self._tb_writer.as_default():
             for key, value in scalars.items():

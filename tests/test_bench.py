@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
 
-from gptjax.bench import build_bench, summarize, synthetic_batches
 from gptjax.config import apply_overrides, load_config_file
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig, flops_per_token
+from gptjax.train.bench import build_bench, summarize, synthetic_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]

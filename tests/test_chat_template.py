@@ -15,7 +15,7 @@ from gptjax.chat_template import (
 )
 from gptjax.data import corpus
 from gptjax.errors import DataError
-from gptjax.tokenizer import Tokenizer, train_tokenizer
+from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes, train_tokenizer
 
 # The tokenizer contract (gptjax.tokenizer): <s> is 2, then <|system|> <|user|> <|assistant|>
 # <|end|> are 4..7. Written out so a template change cannot redefine its own expectations.
@@ -151,7 +151,7 @@ def test_tokenizer_without_chat_tokens_is_refused(tmp_path):
         eos_id=3,
         minloglevel=2,
     )
-    plain = Tokenizer.from_bytes(writer.getvalue())
+    plain = tokenizer_from_bytes(writer.getvalue())
     with pytest.raises(DataError, match="no chat tokens"):
         render(plain, _msgs(("user", "hello"), ("assistant", "world")))
     with pytest.raises(DataError, match="no chat tokens"):

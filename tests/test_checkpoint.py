@@ -125,7 +125,7 @@ def test_fingerprints_change_with_any_element():
 
 
 def test_checkpoints_listing_and_tree(saved):
-    from gptjax.checkpoint_report import checkpoint_tree, list_checkpoints
+    from gptjax.cli.runs import checkpoint_tree, list_checkpoints
 
     lines = list_checkpoints(saved[0])
     assert len(lines) == 2 and lines[1].startswith("step        2")
@@ -140,7 +140,7 @@ def test_checkpoints_listing_and_tree(saved):
 def test_save_schedule_by_steps_and_by_wall_time(monkeypatch):
     import ml_collections
 
-    from gptjax import resume
+    from gptjax.train import resume
 
     clock = [0.0]
     monkeypatch.setattr(resume.time, "monotonic", lambda: clock[0])

@@ -18,7 +18,15 @@ from gptjax.data.pipeline import (
     train_dataset,
 )
 from gptjax.errors import ConfigError, DataError
-from gptjax.tokenizer import CHAT_TOKENS, Tokenizer, check_vocab, train_tokenizer, unigram_entropy
+from gptjax.tokenizer import (
+    CHAT_TOKENS,
+    Tokenizer,
+    check_vocab,
+    load_tokenizer,
+    tokenizer_from_bytes,
+    train_tokenizer,
+    unigram_entropy,
+)
 
 BOS, PAD = 2, 0
 
@@ -37,7 +45,7 @@ def tok_dir(docs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok(tok_dir) -> Tokenizer:
-    return Tokenizer.load(tok_dir)
+    return load_tokenizer(tok_dir)
 
 
 def _same(a: dict, b: dict) -> None:
@@ -107,8 +115,8 @@ def test_tokenizer_special_ids_and_files(tok, tok_dir):
     meta = json.loads((tok_dir / "tokenizer.json").read_text())
     assert meta["sha256"] == tok.sha256 and meta["vocab_size"] == 400
     assert meta["model_type"] == "bpe" and meta["special_ids"]["<s>"] == 2
-    same = Tokenizer.load(tok_dir / "tokenizer.model")
-    assert same.sha256 == Tokenizer.from_bytes(tok.model_bytes).sha256 == tok.sha256
+    same = load_tokenizer(tok_dir / "tokenizer.model")
+    assert same.sha256 == tokenizer_from_bytes(tok.model_bytes).sha256 == tok.sha256
     assert tok.encode_batch(["a b", "naïve"]) == [tok.encode("a b"), tok.encode("naïve")]
     with pytest.raises(DataError, match="no piece"):
         tok.token_id("<|nope|>")
@@ -130,11 +138,11 @@ def test_tokenizer_bad_arguments(docs, tmp_path):
 
 def test_tokenizer_load_missing_or_corrupt(tok, tmp_path):
     with pytest.raises(DataError, match="not found"):
-        Tokenizer.load(tmp_path / "nowhere")
+        load_tokenizer(tmp_path / "nowhere")
     for name, data in (("garbage.model", b"not a model at all"), ("empty.model", b"")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match=name):
-            Tokenizer.load(tmp_path / name)
+            load_tokenizer(tmp_path / name)
     # A model that parses but does not match its recorded fingerprint.
     swapped = tmp_path / "swapped"
     tok.save(swapped)
@@ -142,7 +150,7 @@ def test_tokenizer_load_missing_or_corrupt(tok, tmp_path):
     meta["sha256"] = "0" * 64
     (swapped / "tokenizer.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="sha256"):
-        Tokenizer.load(swapped)
+        load_tokenizer(swapped)
 
 
 def test_check_vocab():

@@ -69,7 +69,7 @@ def test_bad_override_is_refused_before_anything_runs(tmp_path):
 
 
 def test_consecutive_non_finite_steps_abort_with_exit_70():
-    from gptjax.train import _StepLog
+    from gptjax.train.loop import _StepLog
 
     class Stub:  # the loop's collaborators, reduced to what record() touches
         def write(self, *args, **kwargs): ...

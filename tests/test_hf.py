@@ -32,14 +32,14 @@ from gptjax.chat_template import render
 from gptjax.checkpoint import Checkpointer
 from gptjax.cli import main
 from gptjax.data.corpus import builtin_documents
-from gptjax.hf_export import export_hf
-from gptjax.hf_import import IMPORT_MESH, TensorStore, import_hf, write_params_checkpoint
-from gptjax.hf_tokenizer import HFTokenizer
-from gptjax.inference import load_model
+from gptjax.hf.exporter import export_hf
+from gptjax.hf.importer import IMPORT_MESH, TensorStore, import_hf, write_params_checkpoint
+from gptjax.hf.safetensors_io import SafetensorsFile, write_safetensors
+from gptjax.hf.tokenizer import HFTokenizer
+from gptjax.inference.load import load_model
 from gptjax.metrics import read_metrics
 from gptjax.model import ModelConfig, Transformer
-from gptjax.safetensors_io import SafetensorsFile, write_safetensors
-from gptjax.tokenizer import CHAT_TOKENS, Tokenizer, train_tokenizer
+from gptjax.tokenizer import CHAT_TOKENS, load_tokenizer, tokenizer_from_bytes, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # max |logits difference|, float32 on both sides
@@ -230,7 +230,7 @@ def test_exported_gptjax_model_loads_in_transformers_with_the_same_logits(family
     print(f"export {family}: max |logits difference| {difference:.2e}")
     assert difference < TOLERANCE
     # The gptjax sentencepiece tokenizer goes along and encodes the same in transformers.
-    tokenizer = Tokenizer.load(tmp_path / "tok")
+    tokenizer = load_tokenizer(tmp_path / "tok")
     assert AutoTokenizer.from_pretrained(out)(TEXT, add_special_tokens=False)["input_ids"] == (
         tokenizer.encode(TEXT)
     )
@@ -255,7 +255,7 @@ def test_import_then_export_reproduces_every_tensor_bit_for_bit(
     for name, array in original.items():
         assert exported[name].dtype == array.dtype and exported[name].shape == array.shape
         assert exported[name].tobytes() == array.tobytes(), name
-    ours = Tokenizer.load(imported[family].workdir / "tokenizer").encode(TEXT)
+    ours = load_tokenizer(imported[family].workdir / "tokenizer").encode(TEXT)
     assert AutoTokenizer.from_pretrained(out)(TEXT, add_special_tokens=False)["input_ids"] == ours
     # Re-importing the export (transformers-4 style config.json) gives the same parameters.
     again = import_hf(out, tmp_path / "again", log=lambda *_: None)
@@ -286,13 +286,13 @@ def test_hf_tokenizer_encodes_like_transformers_and_survives_a_checkpoint(hf_dir
     assert isinstance(loaded, HFTokenizer)
     assert loaded.encode(TEXT) == expected["input_ids"]
     assert loaded.decode(loaded.encode(TEXT)) == TEXT
-    on_disk = Tokenizer.load(imported["gpt2"].workdir / "tokenizer")
-    assert on_disk.sha256 == loaded.sha256 == Tokenizer.from_bytes(loaded.model_bytes).sha256
+    on_disk = load_tokenizer(imported["gpt2"].workdir / "tokenizer")
+    assert on_disk.sha256 == loaded.sha256 == tokenizer_from_bytes(loaded.model_bytes).sha256
     # GPT-2 has one <|endoftext|> for bos and eos and no pad: all three are that token.
     end = loaded.token_id("<|endoftext|>")
     assert (loaded.bos_id, loaded.eos_id, loaded.pad_id) == (end, end, end)
     # Llama-2 style: unk 0, bos 1, eos 2, no pad -> pad is bos (never a training target).
-    llama = Tokenizer.load(imported["llama"].workdir / "tokenizer")
+    llama = load_tokenizer(imported["llama"].workdir / "tokenizer")
     assert (llama.unk_id, llama.bos_id, llama.eos_id, llama.pad_id) == (0, 1, 2, 1)
     assert llama.decode(llama.encode(TEXT)) == TEXT
 
@@ -311,7 +311,7 @@ def test_chat_tokens_are_added_only_with_room_in_the_embedding(hf_dirs, tmp_path
     result = import_hf(
         hf_dirs["gpt2"], tmp_path / "b", add_chat_tokens=True, vocab_size=640, log=lambda *_: None
     )
-    tok = Tokenizer.load(tmp_path / "b" / "tokenizer")
+    tok = load_tokenizer(tmp_path / "b" / "tokenizer")
     assert [tok.token_id(t) for t in CHAT_TOKENS] == list(range(GPT2_VOCAB, GPT2_VOCAB + 4))
     assert result.model_config.vocab_size == 640
     # A chat symbol typed inside a message is spelled in byte tokens, never the symbol.
@@ -330,7 +330,7 @@ def test_chat_tokens_are_added_only_with_room_in_the_embedding(hf_dirs, tmp_path
     )
     # A sentencepiece tokenizer with spare embedding rows (Llama: 416 rows, 400 tokens).
     import_hf(hf_dirs["llama"], tmp_path / "c", add_chat_tokens=True, log=lambda *_: None)
-    llama = Tokenizer.load(tmp_path / "c" / "tokenizer")
+    llama = load_tokenizer(tmp_path / "c" / "tokenizer")
     assert [llama.token_id(t) for t in CHAT_TOKENS] == [400, 401, 402, 403]
     assert llama.encode("<|user|>hi")[0] == 401
     assert llama.decode(render(llama, messages)[0]).count("<|end|>") == 3

@@ -10,10 +10,11 @@ import pytest
 from flax.core import spmd as flax_spmd
 from small_run import subprocess_env
 
-from gptjax import memory_plan, sharding
+from gptjax import sharding
 from gptjax.config import apply_overrides, load_config_file, model_config
 from gptjax.optim import make_optimizer
 from gptjax.steps import lm_objective, model_graphdef, new_train_state
+from gptjax.train import memory_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]

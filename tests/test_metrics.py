@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from gptjax.cli.runs import plot_run
 from gptjax.errors import DataError
 from gptjax.metrics import MetricsWriter, ProgressBar, format_duration, read_metrics
-from gptjax.plot import plot_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,8 +21,8 @@ from small_run import SMALL_MODEL, SMALL_VOCAB
 from gptjax.config import apply_overrides, load_config_file, validate
 from gptjax.errors import ConfigError
 from gptjax.metrics import read_metrics
-from gptjax.runtime import ClusterSpec
 from gptjax.sharding import MESH_AXES, check_tensor_within_host, process_major_devices
+from gptjax.train.runtime import ClusterSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -337,7 +337,7 @@ def _fake_tpu_slice(monkeypatch, hosts: int, failure: Exception | None = None):
 
 
 def test_a_multi_host_tpu_slice_is_detected_from_its_metadata(monkeypatch):
-    from gptjax.runtime import _detect_tpu_slice
+    from gptjax.train.runtime import _detect_tpu_slice
 
     assert _detect_tpu_slice(30) is None  # this machine is no TPU VM
     _fake_tpu_slice(monkeypatch, hosts=4)

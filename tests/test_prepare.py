@@ -12,7 +12,7 @@ from gptjax.data.prepare import documents_to_stream, prepare
 from gptjax.data.shards import ShardedTokens, load_prepared
 from gptjax.data.sources import parse_sources
 from gptjax.errors import ConfigError
-from gptjax.tokenizer import Tokenizer, train_tokenizer
+from gptjax.tokenizer import load_tokenizer, train_tokenizer
 
 VOCAB = 512
 
@@ -39,14 +39,14 @@ def prepared(corpus_dir, tok_dir, tmp_path_factory):
     """The corpus prepared with tiny shards, so rows straddle shard boundaries."""
     out = tmp_path_factory.mktemp("prepared") / "p"
     sources = parse_sources([f"text:{corpus_dir}/*.txt"])
-    prepare(sources, out, Tokenizer.load(tok_dir), shard_tokens=5000, workers=1, progress=False)
+    prepare(sources, out, load_tokenizer(tok_dir), shard_tokens=5000, workers=1, progress=False)
     return out
 
 
 def test_shards_hold_the_split_documents_and_the_manifest_describes_them(
     prepared, corpus_dir, tok_dir
 ):
-    tok = Tokenizer.load(tok_dir)
+    tok = load_tokenizer(tok_dir)
     docs = [p.read_text() for p in sorted(corpus_dir.glob("*.txt"))]
     train_docs, valid_docs = split_documents(docs, 0.05)
     manifest = json.loads((prepared / "manifest.json").read_text())
@@ -67,17 +67,17 @@ def test_shards_hold_the_split_documents_and_the_manifest_describes_them(
     assert manifest["tokenizer"] == {"sha256": tok.sha256, "vocab_size": VOCAB}
     assert manifest["dtype"] == "<u2" and manifest["sources"][0]["documents_read"] == len(docs)
     assert manifest["text_bytes"] == sum(len(d.encode()) for d in docs)
-    assert Tokenizer.load(prepared / "tokenizer").sha256 == tok.sha256
+    assert load_tokenizer(prepared / "tokenizer").sha256 == tok.sha256
 
 
 def test_parallel_workers_write_identical_shards(prepared, corpus_dir, tok_dir, tmp_path):
     sources = parse_sources([f"text:{corpus_dir}/*.txt"])
     out = tmp_path / "parallel"
-    prepare(sources, out, Tokenizer.load(tok_dir), shard_tokens=5000, workers=2, progress=False)
+    prepare(sources, out, load_tokenizer(tok_dir), shard_tokens=5000, workers=2, progress=False)
     for shard in sorted(prepared.glob("*.bin")):
         assert (out / shard.name).read_bytes() == shard.read_bytes(), shard.name
     with pytest.raises(ConfigError, match="already holds a prepared dataset"):
-        prepare(sources, out, Tokenizer.load(tok_dir), progress=False)
+        prepare(sources, out, load_tokenizer(tok_dir), progress=False)
 
 
 def test_documents_to_stream_by_hand():

@@ -6,7 +6,7 @@ import pytest
 import sacrebleu
 
 from gptjax.errors import ConfigError
-from gptjax.text_metrics import corpus_bleu, exact_match, tokenize_13a
+from gptjax.inference.bleu import corpus_bleu, exact_match, tokenize_13a
 
 WORDS = 'the cat sat on a mat . dog ran fast , 3.5 - 10-20 json.dumps ( ) " & ? !'.split()
 

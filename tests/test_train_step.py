@@ -49,7 +49,7 @@ def optim_config(**overrides):
 def setup(
     mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, devices=None, **optim
 ):
-    """(jitted step, sharded state, mesh) exactly as gptjax.train builds them.
+    """(jitted step, sharded state, mesh) exactly as gptjax.train.loop builds them.
 
     `initial`: a host copy of a state to place on this mesh instead of running the sharded
     init again (the init compiles in seconds; tests that only care about the step skip it).

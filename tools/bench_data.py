@@ -33,16 +33,16 @@ from gptjax.data.prepare import prepare, train_tokenizer_on  # noqa: E402
 from gptjax.data.shards import load_prepared  # noqa: E402
 from gptjax.data.sources import parse_sources  # noqa: E402
 from gptjax.model import flops_per_token  # noqa: E402
-from gptjax.tokenizer import Tokenizer  # noqa: E402
+from gptjax.tokenizer import Tokenizer, load_tokenizer  # noqa: E402
 
-# (host, chips per host, bf16 peak per chip) from gptjax/peak.py's datasheet table.
+# (host, chips per host, bf16 peak per chip) from gptjax/train/peak.py's datasheet table.
 TPU_HOSTS = (("v4-8", 4, 275e12), ("v5e-8", 8, 197e12), ("v5p-8", 4, 459e12), ("v6e-8", 8, 918e12))
 
 
 def _tokenizer(sources, workdir: Path, vocab_size: int) -> tuple[Tokenizer, float | None]:
     path = workdir / f"tokenizer-{vocab_size}"
     if (path / "tokenizer.model").is_file():
-        return Tokenizer.load(path), None
+        return load_tokenizer(path), None
     start = time.perf_counter()
     tokenizer = train_tokenizer_on(sources, path, vocab_size=vocab_size)
     return tokenizer, time.perf_counter() - start

@@ -63,8 +63,9 @@ def measure(path: str, overrides: list[str], remat: str, batch: int, steps: int)
     import jax
     from flax.core import spmd as flax_spmd
 
-    from gptjax import memory_plan, sharding
+    from gptjax import sharding
     from gptjax.config import validate
+    from gptjax.train import memory_plan
 
     config = _config(path, overrides, remat, batch)
     model = validate(config, jax.device_count())["model"]
@@ -104,7 +105,7 @@ def measure(path: str, overrides: list[str], remat: str, batch: int, steps: int)
 
 
 def _case(args, overrides, remat: str, batch: int) -> dict:
-    from gptjax import memory_plan
+    from gptjax.train import memory_plan
 
     plan = memory_plan.plan_memory(_config(args.config, overrides, remat, batch), 1)
     row = {
@@ -172,7 +173,7 @@ def main() -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides are --config.F=V)")
     overrides = [a.removeprefix("--config.") for a in rest]
 
-    from gptjax.memory_plan import simulate_host_devices
+    from gptjax.train.memory_plan import simulate_host_devices
 
     simulate_host_devices(1)  # one CPU device, before JAX starts its backend
     if args.measure:

@@ -134,13 +134,13 @@ class TorchGPT2:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    from gptjax.memory_plan import simulate_host_devices
+    from gptjax.train.memory_plan import simulate_host_devices
 
     simulate_host_devices(args.cpu_devices)  # before JAX starts its backend (one per core)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from gptjax.bench import build_bench
     from gptjax.config import apply_overrides, load_config_file, model_config
-    from gptjax.peak import measured_cpu_peak
+    from gptjax.train.bench import build_bench
+    from gptjax.train.peak import measured_cpu_peak
 
     config = load_config_file(args.config)
     apply_overrides(config, overrides)

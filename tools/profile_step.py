@@ -131,12 +131,12 @@ def print_report(report: dict, top: int) -> None:
 
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
-    from gptjax.memory_plan import simulate_host_devices
+    from gptjax.train.memory_plan import simulate_host_devices
 
     simulate_host_devices(args.cpu_devices)  # before JAX starts its backend
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from gptjax.bench import build_bench
     from gptjax.config import apply_overrides, load_config_file
+    from gptjax.train.bench import build_bench
 
     config = load_config_file(args.config)
     apply_overrides(config, overrides)

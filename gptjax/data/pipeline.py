@@ -13,31 +13,19 @@ attention stays inside a document. Plain concatenate-and-chunk (`packing=False`)
 segment per row, positions 0..L-1, attention crosses document boundaries (GPT-2, nanoGPT).
 Either way a target that is the next document's `<s>`, or padding, has weight 0.
 
-Importing this module imports TensorFlow and hides every GPU from it, so TF never claims
-accelerator memory that JAX needs. `import gptjax` alone does not import TensorFlow.
+Importing this module imports TensorFlow with every accelerator hidden from it (gptjax.tf_cpu).
 """
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
-# Before TF loads: silence its INFO lines (CPU feature banners) but keep warnings and errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-import tensorflow as tf  # noqa: E402
-
-from gptjax.data.conversations import PackedConversations  # noqa: E402
-from gptjax.data.prepare import documents_to_stream  # noqa: E402
-from gptjax.data.shards import ShardedTokens  # noqa: E402
-from gptjax.errors import ConfigError  # noqa: E402
-from gptjax.tokenizer import Tokenizer  # noqa: E402
-
-try:
-    tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):
-    # RuntimeError: TF already initialised its devices (someone used TF first); too late to
-    # hide them, and tensorflow-cpu sees no GPU anyway.
-    pass
+from gptjax.data.conversations import PackedConversations
+from gptjax.data.prepare import documents_to_stream
+from gptjax.data.shards import ShardedTokens
+from gptjax.errors import ConfigError
+from gptjax.tf_cpu import tf
+from gptjax.tokenizer import Tokenizer
 
 INT64_MAX = np.iinfo(np.int64).max
 # Third seed word of the row permutation: keeps this stream of permutations distinct from

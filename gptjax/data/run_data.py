@@ -38,6 +38,7 @@ from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import (
     Tokenizer,
     check_vocab,
+    load_tokenizer,
     train_tokenizer,
     unigram_entropy,
     unigram_entropy_from_counts,
@@ -66,10 +67,10 @@ def _documents(data_config) -> tuple[list[str], list[str]]:
 
 def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokenizer:
     if data_config.tokenizer:
-        return Tokenizer.load(data_config.tokenizer)
+        return load_tokenizer(data_config.tokenizer)
     local = workdir / "tokenizer"
     if (local / "tokenizer.model").is_file():
-        return Tokenizer.load(local)
+        return load_tokenizer(local)
     log(f"training a {data_config.tokenizer_type} tokenizer, {data_config.vocab_size} pieces ...")
     return train_tokenizer(
         train_docs, local, vocab_size=data_config.vocab_size, model_type=data_config.tokenizer_type

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.errors import DataError
-from gptjax.tokenizer import Tokenizer
+from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
 MANIFEST, TOKENIZER_DIR = "manifest.json", "tokenizer"
@@ -167,7 +167,7 @@ class Prepared:
 
 
 def _tokenizer(prepared_dir: Path, manifest: dict, tokenizer_path: str) -> Tokenizer:
-    tokenizer = Tokenizer.load(tokenizer_path or prepared_dir / TOKENIZER_DIR)
+    tokenizer = load_tokenizer(tokenizer_path or prepared_dir / TOKENIZER_DIR)
     expected = manifest["tokenizer"]["sha256"]
     if tokenizer.sha256 != expected:
         raise DataError(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gptjax.data import pipeline  # noqa: F401  imports TF with accelerators hidden from it
 from gptjax.errors import DataError
+from gptjax.tf_cpu import tf  # TF with accelerators hidden, before tfds loads it
 
 
 def tfds_builder(name: str, data_dir: str | None):
@@ -52,7 +52,6 @@ def _field(example: dict, field: str, name: str):
 
 def tfds_texts(name: str, split: str, field: str, data_dir: str | None) -> Iterator[bytes | str]:
     """The `field` of every example of `split`, in the dataset's stored order."""
-    import tensorflow as tf
     import tensorflow_datasets as tfds
 
     builder = tfds_builder(name, data_dir)

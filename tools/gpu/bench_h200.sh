@@ -6,7 +6,7 @@
 #   Installs jax[cuda12] and gptjax into .venv-gpu when it is missing (needs a reachable
 #   package registry, or wheels brought along), then times both configs: 3 warm-up and 10
 #   timed steps each. Not yet run on a GPU. MFU is against the datasheet bf16 dense peak of
-#   the chip (gptjax/peak.py: H100/H200 989 TFLOP/s).
+#   the chip (gptjax/train/peak.py: H100/H200 989 TFLOP/s).
 set -euo pipefail
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }

@@ -3,32 +3,31 @@
 Ids 0-3 are `<pad> <unk> <s> </s>`, ids 4-7 the chat-role symbols in `CHAT_TOKENS`, then 256
 byte pieces, then learned pieces. Normalisation is off (identity, no whitespace collapsing, no
 dummy prefix) so `decode(encode(text)) == text` for any text, code indentation included.
-
-An imported model keeps its own tokenizer: `gptjax.hf_tokenizer.HFTokenizer` has this
-interface, and `Tokenizer.from_bytes` / `Tokenizer.load` return one for its bytes.
 """
 
-import hashlib
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import sentencepiece as spm
 
 from gptjax.errors import ConfigError, DataError
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-PAD_PIECE, UNK_PIECE, BOS_PIECE, EOS_PIECE = "<pad>", "<unk>", "<s>", "</s>"
-# Reserved now, used by the chat template later: each is always one token, never split.
-CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-MODEL_TYPES = ("bpe", "unigram", "char")
-MODEL_FILE, META_FILE = "tokenizer.model", "tokenizer.json"
-# Pieces every model holds before learning any: 4 specials, the chat symbols, 256 bytes.
-RESERVED_PIECES = 4 + len(CHAT_TOKENS) + 256
+from gptjax.tokenizer.base import (
+    BOS_ID,
+    BOS_PIECE,
+    CHAT_TOKENS,
+    EOS_ID,
+    EOS_PIECE,
+    MODEL_TYPES,
+    PAD_ID,
+    PAD_PIECE,
+    RESERVED_PIECES,
+    UNK_ID,
+    UNK_PIECE,
+    Tokenizer,
+)
 
 # SentencePiece drops training sentences longer than this many bytes; we chop instead.
 MAX_SENTENCE_BYTES = 4192
@@ -72,7 +71,7 @@ def train_tokenizer(
     *,
     vocab_size: int,
     model_type: str = "bpe",
-) -> "Tokenizer":
+) -> "SentencePieceTokenizer":
     """Train on `documents`, write `out_dir/tokenizer.model` + `tokenizer.json`, return it.
 
     Deterministic: the same documents and arguments give the same model bytes.
@@ -122,29 +121,21 @@ def train_tokenizer(
         if "ocabulary size" in msg:
             raise ConfigError(f"tokenizer vocab_size={vocab_size}: {msg}") from None
         raise DataError(f"tokenizer training failed (is the corpus empty?): {msg}") from None
-    tokenizer = Tokenizer.from_bytes(writer.getvalue(), name="<trained>")
+    tokenizer = SentencePieceTokenizer.parse(writer.getvalue(), name="<trained>")
     tokenizer.save(out_dir, model_type=model_type)
     return tokenizer
 
 
-class Tokenizer:
+class SentencePieceTokenizer(Tokenizer):
     """A loaded sentencepiece model plus the bytes it came from (for fingerprints)."""
 
     def __init__(self, processor: spm.SentencePieceProcessor, model_bytes: bytes) -> None:
+        super().__init__(model_bytes)
         self._sp = processor
-        self.model_bytes = model_bytes
-        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes, *, name: str = "<bytes>") -> "Tokenizer":
-        """Load from serialized model bytes; `name` is what an error message calls them.
-
-        Bytes of an imported Hugging Face tokenizer (a JSON bundle) give a `HFTokenizer`.
-        """
-        from gptjax.hf_tokenizer import HFTokenizer, is_bundle
-
-        if is_bundle(model_bytes):
-            return HFTokenizer.parse(model_bytes, name=name)
+    def parse(cls, model_bytes: bytes, *, name: str = "<bytes>") -> "SentencePieceTokenizer":
+        """Load from serialized model bytes; `name` is what an error message calls them."""
         try:
             sp = spm.SentencePieceProcessor(model_proto=model_bytes)
         except RuntimeError:
@@ -162,37 +153,10 @@ class Tokenizer:
                 f"tokenizer {name} defines no {'/'.join(missing)} token, which gptjax needs to "
                 "pack documents; retrain it with gptjax's train_tokenizer"
             )
-        return cls(sp, bytes(model_bytes))
+        return cls(sp, model_bytes)
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
-        """Load `path`: a directory holding tokenizer.model, or the .model file itself."""
-        path = Path(path)
-        model_path = path / MODEL_FILE if path.is_dir() else path
-        if not model_path.is_file():
-            raise DataError(
-                f"tokenizer file {model_path} not found; train one with "
-                "gptjax.tokenizer.train_tokenizer or point to an existing tokenizer.model"
-            )
-        tokenizer = cls.from_bytes(model_path.read_bytes(), name=str(model_path))
-        meta_path = model_path.with_name(META_FILE)
-        if meta_path.is_file():
-            try:
-                expected = json.loads(meta_path.read_text())["sha256"]
-            except (ValueError, KeyError, TypeError):
-                raise DataError(f"tokenizer metadata {meta_path} is corrupt; retrain") from None
-            if expected != tokenizer.sha256:
-                raise DataError(
-                    f"tokenizer {model_path} has sha256 {tokenizer.sha256[:12]}… but {meta_path} "
-                    f"records {expected[:12]}…: the model was replaced or damaged"
-                )
-        return tokenizer
-
-    def save(self, out_dir: str | Path, *, model_type: str | None = None) -> Path:
-        """Write tokenizer.model and tokenizer.json (metadata) into `out_dir`; return the dir."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def metadata(self, model_type: str | None) -> dict:
+        return {
             "vocab_size": self.vocab_size,
             "model_type": model_type,
             "sha256": self.sha256,
@@ -205,12 +169,6 @@ class Tokenizer:
             "chat_tokens": {piece: self._sp.piece_to_id(piece) for piece in CHAT_TOKENS},
             "sentencepiece_version": spm.__version__,
         }
-        # Write-then-rename so a crash never leaves a half-written model next to valid metadata.
-        for name, data in ((MODEL_FILE, self.model_bytes), (META_FILE, json.dumps(meta, indent=2))):
-            tmp = out / f".{name}.tmp"
-            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-            tmp.replace(out / name)
-        return out
 
     @property
     def vocab_size(self) -> int:
@@ -254,41 +212,3 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; pad/bos/eos decode to nothing."""
         return self._sp.decode([int(i) for i in ids])
-
-
-def check_vocab(tokenizer_vocab: int, model_vocab: int) -> None:
-    """Refuse a model whose embedding table is smaller than the tokenizer's vocabulary.
-
-    A larger model vocab is fine (padded up, e.g. to a multiple of 128 for speed); a smaller
-    one would silently clamp out-of-range ids in the embedding lookup.
-    """
-    if model_vocab < tokenizer_vocab:
-        raise DataError(
-            f"model vocab_size={model_vocab} is smaller than the tokenizer's {tokenizer_vocab} "
-            f"pieces; set the model's vocab_size to at least {tokenizer_vocab} (e.g. "
-            f"{-(-tokenizer_vocab // 128) * 128}, the next multiple of 128) or use a tokenizer "
-            "with fewer pieces"
-        )
-
-
-def unigram_entropy(token_ids: np.ndarray) -> float:
-    """Entropy of the token frequency distribution, nats per token.
-
-    The loss a model reaches by predicting token frequencies alone, ignoring context: a
-    validation loss near it means the model has learned nothing beyond unigram statistics.
-    """
-    ids = np.asarray(token_ids).ravel()
-    if ids.size == 0:
-        raise DataError("unigram_entropy needs at least one token; the stream is empty")
-    _, counts = np.unique(ids, return_counts=True)
-    return unigram_entropy_from_counts(counts)
-
-
-def unigram_entropy_from_counts(counts: np.ndarray) -> float:
-    """`unigram_entropy` of a stream given how often each id occurs in it (zeros allowed)."""
-    counts = np.asarray(counts)
-    counts = counts[counts > 0]
-    if counts.size == 0:
-        raise DataError("unigram_entropy needs at least one token; the stream is empty")
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from gptjax.checkpoint import Checkpointer, check_architecture, package_versions, resolve_init_from
 from gptjax.errors import DataError
-from gptjax.tokenizer import Tokenizer
+from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
         return
     with Checkpointer(start.source, read_only=True) as checkpointer:
         model = checkpointer.tokenizer_bytes(start.step)
-    tokenizer = Tokenizer.from_bytes(model, name=f"{start.source} step {start.step}")
+    tokenizer = tokenizer_from_bytes(model, name=f"{start.source} step {start.step}")
     tokenizer.save(workdir / "tokenizer")
 
 

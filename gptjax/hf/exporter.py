@@ -18,11 +18,11 @@ import ml_dtypes
 import numpy as np
 
 from gptjax.errors import ConfigError
-from gptjax.hf_config import family_of, hf_config
-from gptjax.hf_layout import Layout, expand, gpt2_layout, llama_layout
-from gptjax.hf_tokenizer import hf_tokenizer_files
-from gptjax.inference import load_model
-from gptjax.safetensors_io import write_safetensors
+from gptjax.hf.config import family_of, hf_config
+from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
+from gptjax.hf.safetensors_io import write_safetensors
+from gptjax.hf.tokenizer import hf_tokenizer_files
+from gptjax.inference.load import load_model
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 # Parameters split over every device while exporting: no device holds a whole model.

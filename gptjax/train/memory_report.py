@@ -97,7 +97,7 @@ def dry_run(
         raise ConfigError(
             f"--device-memory must be a positive number of GB, got {device_memory_gb}"
         )
-    from gptjax import memory_plan
+    from gptjax.train import memory_plan
 
     if devices is not None:
         memory_plan.simulate_host_devices(devices)  # on CPU: that many devices to compile for

@@ -1,13 +1,113 @@
-"""The bodies of `gptjax sample`, `gptjax chat` and `gptjax eval` (flags parsed in cli.py)."""
+"""`gptjax sample`, `gptjax chat` and `gptjax eval`: their flags and their bodies."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from gptjax.errors import ConfigError, DataError
-from gptjax.inference import format_completion, load_model, parse_mesh, prompt_ids
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument(
+        "--mesh",
+        help="device mesh for the parameters, e.g. data=1,tensor=-1 (default data=-1: every "
+        "device holds the whole model)",
+    )
+
+
+def _add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float, top_p: float):
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="token budget (128)")
+    parser.add_argument(
+        "--temperature", type=float, default=temperature, help=f"0 = greedy ({temperature})"
+    )
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (0 = off)")
+    parser.add_argument(
+        "--top-p", type=float, default=top_p, help=f"nucleus sampling mass (1 = off; {top_p})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+
+
+def add_parsers(verbs) -> None:
+    sample = verbs.add_parser(
+        "sample",
+        help="complete prompts with a trained model",
+        description="Complete each prompt; a chat model (phase sft/dpo) answers it as a user "
+        "message through the chat template, a pretrained model continues the text.",
+    )
+    sample.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
+    sample.add_argument("--prompt", action="append", default=[], help="a prompt; repeatable")
+    sample.add_argument("--prompts-file", help="a file with one prompt per line")
+    sample.add_argument(
+        "--template",
+        choices=("auto", "chat", "raw"),
+        default="auto",
+        help="auto: chat for sft/dpo checkpoints, raw text continuation otherwise",
+    )
+    _add_model_args(sample)
+    _add_sampling_args(sample, temperature=0.8, top_p=1.0)
+    sample.set_defaults(run=_sample)
+
+    chat = verbs.add_parser(
+        "chat",
+        help="talk to a trained chat model in the terminal",
+        description="Interactive chat; the history is kept and sent through the chat "
+        "template every turn. Commands: /reset, /system TEXT, /temperature X, /quit.",
+    )
+    chat.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
+    chat.add_argument("--system", help="system prompt")
+    _add_model_args(chat)
+    _add_sampling_args(chat, temperature=0.7, top_p=0.9)
+    chat.set_defaults(run=_chat)
+
+    evaluate = verbs.add_parser(
+        "eval",
+        help="held-out perplexity, answer loss, BLEU and exact match of trained models",
+        description="Evaluate one or more workdirs side by side on held-out text (--text) "
+        "and/or conversations (--conversations); by default both built-in held-out sets.",
+    )
+    evaluate.add_argument("workdirs", nargs="+", help="workdirs (or WORKDIR/checkpoints/STEP)")
+    evaluate.add_argument(
+        "--text",
+        action="append",
+        help="held-out text: builtin (the built-in corpus's validation documents) or a "
+        "source spec as for `gptjax prepare` (text:GLOB, jsonl:GLOB, tfds:NAME); repeatable",
+    )
+    evaluate.add_argument(
+        "--conversations",
+        action="append",
+        help="builtin (the built-in instruction set) or JSONL files/globs of {messages: "
+        "[...]} or {prompt, response}; repeatable. Only each set's held-out part is used: the "
+        "same hash split the SFT phase trains with (see --no-split)",
+    )
+    evaluate.add_argument(
+        "--no-split",
+        action="store_true",
+        help="evaluate every conversation of the --conversations files (a set never trained on)",
+    )
+    evaluate.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.05,
+        help="the held-out fraction the sets were split with in training (0.05)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=16, help="rows per batch (16)")
+    evaluate.add_argument(
+        "--max-batches", type=int, help="teacher-forced batches per set (default all)"
+    )
+    evaluate.add_argument(
+        "--max-generate", type=int, default=200, help="answers generated for BLEU (200)"
+    )
+    evaluate.add_argument(
+        "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
+    )
+    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
+    _add_model_args(evaluate)
+    evaluate.set_defaults(run=_evaluate)
 
 
 def _write(text: str) -> None:
@@ -27,12 +127,15 @@ def _check_sampling(args) -> None:
 
 
 def _load(path: str, args):
+    from gptjax.inference.load import load_model, parse_mesh
+
     loaded = load_model(path, step=args.step, mesh=parse_mesh(args.mesh))
     print(f"loaded {loaded.describe()}", file=sys.stderr)
     return loaded
 
 
-def sample(args) -> None:
+def _sample(args) -> None:
+    from gptjax.chat_template import format_completion, prompt_ids
     from gptjax.generate import generate
 
     _check_sampling(args)
@@ -64,8 +167,8 @@ def sample(args) -> None:
         print(format_completion(prompt, tok.decode(out), chat=chat))
 
 
-def chat(args) -> None:
-    from gptjax.chat import ChatSession, run_chat
+def _chat(args) -> None:
+    from gptjax.inference.chat import ChatSession, run_chat
 
     _check_sampling(args)
     loaded = _load(args.workdir, args)
@@ -134,8 +237,8 @@ def _one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def evaluate(args) -> None:
-    from gptjax.evaluate import conversation_metrics, side_by_side, text_metrics
+def _evaluate(args) -> None:
+    from gptjax.inference.evaluate import conversation_metrics, side_by_side, text_metrics
 
     if not 0 < args.validation_fraction < 1:
         raise ConfigError(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from gptjax.chat_template import end_of_turn_id, render
 from gptjax.errors import ConfigError
 from gptjax.generate import generate_stream
-from gptjax.inference import LoadedModel
+from gptjax.inference.load import LoadedModel
 
 HELP = (
     "commands: /reset (forget the conversation) · /system TEXT (set the system prompt and "

@@ -3,37 +3,25 @@
 The backend is a `tokenizer.json` read by the `tokenizers` library, or a sentencepiece
 `tokenizer.model`. Its serialized form (`model_bytes`, stored in checkpoints and written as
 WORKDIR/tokenizer/tokenizer.model) is a JSON bundle: the backend's own file, the special ids
-and any tokens gptjax appended, so `Tokenizer.from_bytes` restores it exactly.
+and any tokens gptjax appended, so `tokenizer_from_bytes` restores it exactly.
 
-Special-token policy (gptjax needs bos, eos and a pad that is never a training target):
-  bos, eos  the model's own (tokenizer_config.json, special_tokens_map.json, then config.json);
-            no bos means bos = eos (GPT-2 has one `<|endoftext|>` for both).
-  pad       the model's pad token when it has one that differs from eos, else the bos id.
-            Hugging Face often pads with eos, but gptjax masks pad targets out of the loss and
-            a model must learn to emit eos; bos targets are never trained, so reusing it is free.
-  chat      `<|system|> <|user|> <|assistant|> <|end|>` are used when the vocabulary has them;
-            `add_chat_tokens=True` appends the missing ones after the last id. That makes the
-            tokenizer larger than the Hugging Face vocabulary, so the model's embedding needs
-            the rows (`gptjax import-hf --vocab-size`); nothing is ever added silently.
+Reading a Hugging Face model directory into a bundle: `gptjax.hf.tokenizer`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import sentencepiece as spm
 
 from gptjax.errors import DataError
-from gptjax.tokenizer import CHAT_TOKENS, META_FILE, MODEL_FILE, Tokenizer
+from gptjax.tokenizer.base import CHAT_TOKENS, Tokenizer
 
 FORMAT = "gptjax-hf-tokenizer/1"
 HF_JSON, HF_SPM = "tokenizer.json", "tokenizer.model"
-HF_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-F]{2})>$")
 
 
@@ -60,7 +48,7 @@ def _mentions_byte_level(node) -> bool:
     return False
 
 
-class _TokenizersBackend:
+class TokenizersBackend:
     def __init__(self, text: str):
         try:
             from tokenizers import Tokenizer as RustTokenizer
@@ -95,15 +83,15 @@ class _TokenizersBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tk.decode(ids, skip_special_tokens=False)
 
-    def with_tokens(self, pieces: Sequence[str]) -> _TokenizersBackend:
+    def with_tokens(self, pieces: Sequence[str]) -> TokenizersBackend:
         from tokenizers import AddedToken
 
         tk = type(self.tk).from_str(self.text)
         tk.add_special_tokens([AddedToken(p, special=True, normalized=False) for p in pieces])
-        return _TokenizersBackend(tk.to_str())
+        return TokenizersBackend(tk.to_str())
 
 
-class _SentencePieceBackend:
+class SentencePieceBackend:
     def __init__(self, proto: bytes):
         try:
             self.sp = spm.SentencePieceProcessor(model_proto=proto)
@@ -133,9 +121,8 @@ class HFTokenizer(Tokenizer):
     """An imported model's tokenizer; same interface and ids as the model was trained with."""
 
     def __init__(self, bundle: dict, model_bytes: bytes, backend) -> None:
+        super().__init__(model_bytes)
         self.bundle, self.backend = bundle, backend
-        self.model_bytes = model_bytes
-        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
         self.special = bundle["special"]
         # Tokens gptjax appended to a sentencepiece backend (a tokenizer.json holds its own).
         self.added = {piece: int(i) for piece, i in bundle.get("added", {}).items()}
@@ -164,27 +151,19 @@ class HFTokenizer(Tokenizer):
                 "re-import the model with gptjax import-hf"
             ) from None
         if bundle.get("backend") == "tokenizers":
-            backend = _TokenizersBackend(bundle["model"])
+            backend = TokenizersBackend(bundle["model"])
         else:
-            backend = _SentencePieceBackend(base64.b64decode(bundle["model"]))
+            backend = SentencePieceBackend(base64.b64decode(bundle["model"]))
         return cls(bundle, bytes(model_bytes), backend)
 
-    def save(self, out_dir: str | Path, *, model_type: str | None = None) -> Path:
-        """Writes tokenizer.model (the bundle) and tokenizer.json (gptjax's metadata)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def metadata(self, model_type: str | None) -> dict:
+        return {
             "vocab_size": self.vocab_size,
             "model_type": f"huggingface-{self.bundle['backend']}",
             "sha256": self.sha256,
             "special_ids": dict(self.special),
             "chat_tokens": {p: self._find(p) for p in CHAT_TOKENS},
         }
-        for name, data in ((MODEL_FILE, self.model_bytes), (META_FILE, json.dumps(meta, indent=2))):
-            tmp = out / f".{name}.tmp"
-            tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-            tmp.replace(out / name)
-        return out
 
     @property
     def vocab_size(self) -> int:
@@ -265,110 +244,3 @@ class HFTokenizer(Tokenizer):
         else:
             files[HF_SPM] = base64.b64decode(self.bundle["model"])
         return files
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path} is not readable JSON: {error}") from None
-
-
-def _declared(configs: Sequence[dict], key: str) -> str | None:
-    """A special token's text as tokenizer_config.json / special_tokens_map.json spell it."""
-    for config in configs:
-        value = config.get(key)
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def _special_ids(backend, configs: Sequence[dict], model_config: dict, where: Path) -> dict:
-    def resolve(name: str) -> int | None:
-        piece = _declared(configs, f"{name}_token")
-        if piece is not None:
-            found = backend.token_to_id(piece)
-            if found is None:
-                raise DataError(f"{where}: {name}_token {piece!r} is not in the vocabulary")
-            return found
-        value = model_config.get(f"{name}_token_id")
-        if isinstance(value, list):  # Llama 3 lists several end tokens; the first is eos
-            value = value[0] if value else None
-        if value is None and isinstance(backend, _SentencePieceBackend):
-            value = getattr(backend.sp, f"{name}_id")()
-        return value if isinstance(value, int) and 0 <= value < backend.size else None
-
-    eos = resolve("eos")
-    if eos is None:
-        raise DataError(
-            f"{where}: the tokenizer declares no eos token (tokenizer_config.json eos_token or "
-            "config.json eos_token_id); gptjax needs one to end documents and answers"
-        )
-    bos = resolve("bos")
-    bos = eos if bos is None else bos
-    pad = resolve("pad")
-    pad = bos if pad is None or pad == eos else pad
-    return {"bos": bos, "eos": eos, "pad": pad, "unk": resolve("unk")}
-
-
-def read_hf_tokenizer(
-    model_dir: str | Path, model_config: dict, *, add_chat_tokens: bool = False
-) -> HFTokenizer:
-    """The tokenizer of a Hugging Face model directory: tokenizer.json, else tokenizer.model."""
-    model_dir = Path(model_dir)
-    present = [name for name in HF_CONFIG_FILES if (model_dir / name).is_file()]
-    configs = [_read_json(model_dir / name) for name in present]
-    files = {name: (model_dir / name).read_text("utf-8") for name in present}
-    if (model_dir / HF_JSON).is_file():
-        kind, model = "tokenizers", (model_dir / HF_JSON).read_text("utf-8")
-        backend = _TokenizersBackend(model)
-    elif (model_dir / HF_SPM).is_file():
-        proto = (model_dir / HF_SPM).read_bytes()
-        kind, model = "sentencepiece", base64.b64encode(proto).decode("ascii")
-        backend = _SentencePieceBackend(proto)
-    else:
-        raise DataError(
-            f"{model_dir} has no tokenizer ({HF_JSON} or {HF_SPM}); copy the model's tokenizer "
-            "files next to its config.json"
-        )
-    added: dict[str, int] = {}
-    missing = [p for p in CHAT_TOKENS if backend.token_to_id(p) is None]
-    if add_chat_tokens and missing:
-        if kind == "tokenizers":
-            backend = backend.with_tokens(missing)
-            model = backend.text
-        else:
-            added = {p: backend.size + i for i, p in enumerate(missing)}
-    special = _special_ids(backend, configs, model_config, model_dir)
-    bundle = {"format": FORMAT, "backend": kind, "model": model, "special": special}
-    return HFTokenizer.from_bundle(bundle | {"added": added, "files": files})
-
-
-def hf_tokenizer_files(tokenizer: Tokenizer, max_seq_len: int) -> dict[str, bytes]:
-    """Files for a Hugging Face model directory that hold `tokenizer`.
-
-    An imported tokenizer goes back as it came; a gptjax-trained sentencepiece model goes out
-    as tokenizer.model with a tokenizer_config.json naming its special tokens.
-    """
-    if isinstance(tokenizer, HFTokenizer):
-        return tokenizer.hf_files()
-    sp = tokenizer._sp
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "bos_token": sp.id_to_piece(tokenizer.bos_id),
-        "eos_token": sp.id_to_piece(tokenizer.eos_id),
-        "pad_token": sp.id_to_piece(tokenizer.pad_id),
-        "unk_token": sp.id_to_piece(sp.unk_id()),
-        "additional_special_tokens": [p for p in CHAT_TOKENS if sp.piece_to_id(p) != sp.unk_id()],
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "legacy": False,
-        "add_prefix_space": False,
-        "model_max_length": max_seq_len,
-    }
-    return {
-        HF_SPM: tokenizer.model_bytes,
-        "tokenizer_config.json": json.dumps(config, indent=2).encode("utf-8"),
-    }

@@ -20,7 +20,7 @@ from gptjax.checkpoint import Checkpointer
 from gptjax.data.preferences import PackedPreferences
 from gptjax.dpo import answer_logps
 from gptjax.errors import CheckpointError, ConfigError
-from gptjax.resume import StartPoint
+from gptjax.train.resume import StartPoint
 
 
 @dataclasses.dataclass(frozen=True)

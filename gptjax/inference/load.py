@@ -18,35 +18,14 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
+from gptjax.chat_template import CHAT_PHASES
 from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.steps import model_graphdef
-from gptjax.tokenizer import Tokenizer
+from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
 DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
-CHAT_PHASES = ("sft", "dpo")  # phases whose models answer through the chat template
-
-
-def prompt_ids(tokenizer, prompts, *, chat: bool) -> tuple[list[list[int]], tuple[int, ...]]:
-    """(token ids of each prompt, stop ids): a chat model is asked each prompt as a user turn
-    and stops at the end of its turn; a pretrained model continues `<s>` + the text."""
-    from gptjax.chat_template import chat_prompt, end_of_turn_id
-
-    if chat:
-        return [chat_prompt(tokenizer, p) for p in prompts], (
-            end_of_turn_id(tokenizer),
-            tokenizer.eos_id,
-        )
-    return [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts], (tokenizer.eos_id,)
-
-
-def format_completion(prompt: str, completion: str, *, chat: bool) -> str:
-    """How `gptjax sample` and the training log show a sample: a chat answer under its
-    question, a continuation right after its prompt."""
-    return f"--- {prompt}\n{completion}" if chat else f"---\n{prompt}{completion}"
-
-
 @dataclasses.dataclass
 class LoadedModel:
     workdir: Path
@@ -129,7 +108,7 @@ def load_model(path: str | Path, *, step: int | None = None, mesh: dict | None =
         with jax.set_mesh(device_mesh), flax_spmd.logical_axis_rules(rules):
             target, _ = sharding.plan_state(create, device_mesh, rules)
             params = checkpointer.restore_params(step, target)
-        tokenizer = Tokenizer.from_bytes(
+        tokenizer = tokenizer_from_bytes(
             checkpointer.tokenizer_bytes(step), name=f"{workdir} step {step}"
         )
     return LoadedModel(

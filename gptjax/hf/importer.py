@@ -26,11 +26,11 @@ from flax.core import spmd as flax_spmd
 from gptjax import sharding
 from gptjax.checkpoint import RUNTIME_FIELDS, Checkpointer, checkpoint_dir, package_versions
 from gptjax.errors import ConfigError
-from gptjax.hf_config import model_config_from_hf, read_config
-from gptjax.hf_layout import Layout, expand, gpt2_layout, llama_layout
-from gptjax.hf_tokenizer import read_hf_tokenizer
+from gptjax.hf.config import model_config_from_hf, read_config
+from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
+from gptjax.hf.safetensors_io import SafetensorsFile
+from gptjax.hf.tokenizer import read_hf_tokenizer
 from gptjax.model import ModelConfig, Transformer
-from gptjax.safetensors_io import SafetensorsFile
 from gptjax.steps import TrainState
 
 # Every device holds 1/n of each parameter while importing (ZeRO-style): the import of a

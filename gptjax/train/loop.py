@@ -17,19 +17,16 @@ import jax
 import numpy as np
 from flax.core import spmd as flax_spmd
 
-from gptjax import multihost, resume, sharding
+from gptjax import sharding
+from gptjax.chat_template import CHAT_PHASES, format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.dpo import make_dpo_objective
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
-from gptjax.inference import CHAT_PHASES, format_completion, prompt_ids
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
-from gptjax.peak import total_peak_flops
-from gptjax.reference import precompute, reference_point, restore_reference
-from gptjax.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -39,6 +36,10 @@ from gptjax.steps import (
     model_graphdef,
     state_and_step,
 )
+from gptjax.train import multihost, resume
+from gptjax.train.peak import total_peak_flops
+from gptjax.train.reference import precompute, reference_point, restore_reference
+from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 
 SAMPLES_FILE = "samples.jsonl"
 

@@ -7,7 +7,7 @@ step's result being ready; the time spent taking the batch (host pipeline + tran
 reported as the input-wait fraction.
 
 Figures match MaxText's logs: model FLOPs per token by the causal formula in
-`gptjax.model.flops_per_token`, MFU against `gptjax.peak` (a datasheet peak per chip on
+`gptjax.model.flops_per_token`, MFU against `gptjax.train.peak` (a datasheet peak per chip on
 TPU/GPU, a matmul measured in this process on CPU).
 """
 
@@ -30,8 +30,8 @@ from gptjax.config import validate
 from gptjax.errors import ConfigError
 from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
-from gptjax.peak import total_peak_flops
 from gptjax.steps import jit_train_step, state_and_step
+from gptjax.train.peak import total_peak_flops
 
 DATA_KINDS = ("synthetic", "config")
 
@@ -144,7 +144,7 @@ def synthetic_batches(config, vocab_size: int, distinct: int = 4) -> Iterator[di
 
 def _config_batches(config, model_config, workdir: Path | None, log) -> Iterator[dict]:
     from gptjax.data.run_data import prepare_run_data
-    from gptjax.train import train_batches
+    from gptjax.train.loop import train_batches
 
     if workdir is None:
         raise ConfigError("--data config needs --workdir (where the tokenizer and cache go)")

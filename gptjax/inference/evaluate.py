@@ -18,10 +18,10 @@ from gptjax import sharding
 from gptjax.chat_template import end_of_turn_id, render
 from gptjax.errors import ConfigError, DataError
 from gptjax.generate import generate
-from gptjax.inference import LoadedModel
+from gptjax.inference.bleu import corpus_bleu, exact_match
+from gptjax.inference.load import LoadedModel
 from gptjax.metrics import ProgressBar
 from gptjax.steps import make_eval_step
-from gptjax.text_metrics import corpus_bleu, exact_match
 
 
 def _check_batch(loaded: LoadedModel, batch_size: int) -> None:

@@ -1,0 +1,182 @@
+"""`gptjax checkpoints` and `gptjax plot`: what a run has saved and how it went.
+
+Checkpoint listing needs JAX and Orbax, imported when the verb runs (`gptjax --help` stays fast).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from gptjax.errors import CheckpointError
+from gptjax.metrics import METRICS_FILE, read_metrics
+
+
+def add_parsers(verbs) -> None:
+    checkpoints = verbs.add_parser(
+        "checkpoints", help="list a run's checkpoints, or print one's arrays (--tree)"
+    )
+    checkpoints.add_argument("workdir", help="a gptjax workdir")
+    checkpoints.add_argument(
+        "--tree", action="store_true", help="print every array: shape, dtype, sharding"
+    )
+    checkpoints.add_argument("--step", type=int, help="with --tree: this step (default latest)")
+    checkpoints.set_defaults(run=_checkpoints)
+    plot = verbs.add_parser("plot", help="draw a run's curves into a PNG")
+    plot.add_argument("workdir", help="a workdir holding metrics.jsonl")
+    plot.add_argument("--out", help="output PNG (default WORKDIR/curves.png)")
+    plot.set_defaults(run=_plot)
+
+
+def _checkpoints(args) -> None:
+    lines = (
+        checkpoint_tree(args.workdir, args.step) if args.tree else list_checkpoints(args.workdir)
+    )
+    print("\n".join(lines))
+
+
+def _plot(args) -> None:
+    print(plot_run(args.workdir, args.out))
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return ""
+
+
+def _summary(metadata: dict) -> str:
+    model, mesh = metadata["model"], metadata["mesh"]
+    shape = f"{model['num_layers']}x{model['embed_dim']} {model['position']}/{model['norm']}"
+    mesh_text = ",".join(f"{axis}={size}" for axis, size in mesh.items())
+    steps = metadata.get("config", {}).get("train", {}).get("steps", "?")
+    return (
+        f"{metadata['phase']:8s} model {shape} vocab {model['vocab_size']} · mesh {mesh_text} "
+        f"· of {steps} steps"
+    )
+
+
+def list_checkpoints(workdir: str | Path) -> list[str]:
+    from gptjax.checkpoint import Checkpointer, checkpoint_dir
+
+    """One line per committed checkpoint: step, size, phase, model and mesh summary."""
+    if not checkpoint_dir(workdir).is_dir():
+        raise CheckpointError(f"{workdir} has no {checkpoint_dir(workdir).name}/ directory")
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+        steps = checkpointer.steps()
+        if not steps:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        infos = [checkpointer.info(step) for step in steps]
+    return [
+        f"step {info.step:>8} · {_size(info.size_bytes):>9} · {_summary(info.metadata)}"
+        for info in infos
+    ]
+
+
+def checkpoint_tree(workdir: str | Path, step: int | None) -> list[str]:
+    import jax
+
+    from gptjax.checkpoint import Checkpointer, checkpoint_dir
+
+    """Every array of a checkpoint (the latest if step is None): path, shape, dtype, sharding."""
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        metadata = checkpointer.array_metadata(step)
+    lines = [f"checkpoint {step} in {checkpoint_dir(workdir)}"]
+    for item, tree in metadata.items():
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            name = item + jax.tree_util.keystr(path).replace("['value']", "")
+            spec = getattr(leaf.sharding, "partition_spec", None)
+            lines.append(f"{name} {tuple(leaf.shape)} {leaf.dtype} {spec}")
+    return lines
+
+
+# (metric key, panel title, y-axis label)
+PANELS = (
+    ("loss", "training loss", "loss"),
+    ("eval/loss", "validation loss", "loss"),
+    ("lr", "learning rate", "lr"),
+    ("tokens_per_sec", "throughput", "tokens/s"),
+)
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float], int]:
+    """Steps and finite values of `key`, plus how many non-finite values were left out.
+
+    A resumed run appends again the steps between its checkpoint and the kill; the later
+    record of a step wins, so the curve shows the history the final model actually has.
+    """
+    by_step: dict[int, float] = {}
+    for record in records:
+        if key in record and record[key] is not None:
+            by_step[int(record["step"])] = float(record[key])
+    steps, values, nonfinite = [], [], 0
+    for step in sorted(by_step):
+        if math.isfinite(by_step[step]):
+            steps.append(step)
+            values.append(by_step[step])
+        else:
+            nonfinite += 1
+    return steps, values, nonfinite
+
+
+def plot_run(workdir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw loss, validation loss, learning rate and tokens/s against step; return the PNG path."""
+    # A bare Figure on the Agg canvas, not pyplot: it needs no display (TPU VMs, CI) and
+    # leaves the backend of a notebook or script that calls us untouched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    workdir = Path(workdir)
+    records = read_metrics(workdir / METRICS_FILE)
+    out = Path(out) if out is not None else workdir / "curves.png"
+
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
+    for ax, (key, title, ylabel) in zip(axes.flat, PANELS, strict=True):
+        steps, values, nonfinite = _series(records, key)
+        ax.set_title(title)
+        if not steps:
+            ax.text(
+                0.5,
+                0.5,
+                f'no "{key}" in {METRICS_FILE}',
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ax.plot(steps, values, marker="." if len(steps) < 50 else None, label=key)
+        if key == "loss":
+            eval_steps, eval_values, _ = _series(records, "eval/loss")
+            if eval_steps:  # overlaid so over-fitting shows as the two curves parting
+                ax.plot(eval_steps, eval_values, marker="o", label="eval/loss")
+                ax.legend()
+        if key == "lr" and max(values) > 0:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        if nonfinite:
+            ax.text(
+                0.98,
+                0.98,
+                f"{nonfinite} non-finite values not drawn",
+                ha="right",
+                va="top",
+                transform=ax.transAxes,
+                color="red",
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(str(workdir))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
