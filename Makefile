@@ -27,8 +27,11 @@ demo: $(STAMP)
 	printf '%s\n' 'What does `json.dumps` do?' 'What does `os.path.join` do?' /quit | \
 		$(BIN)/gptjax chat runs/demo-dpo --temperature 0
 
+# Everything, slow end-to-end runs included (what CI runs); lists the 20 slowest tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
+
+# Unit and small integration tests, under 5 minutes on 2 cores: a contributor's loop.
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

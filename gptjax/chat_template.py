@@ -111,33 +111,6 @@ def render(
     return ids, mask
 
 
-def format_for_display(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
-    """Decoded `ids` with `<s>`, role symbols and `<|end|>` shown, one turn per line.
-
-    For logs and debugging only; a run of padding shows as `<pad>×N`.
-    """
-    specials = {tokenizer.bos_id: "<s>", tokenizer.eos_id: "</s>"}
-    specials |= {_chat_id(tokenizer, p): p for p in CHAT_TOKENS}
-    end = end_of_turn_id(tokenizer)
-    out: list[str] = []
-    text: list[int] = []  # ordinary ids not yet decoded; decoded together so bytes rejoin
-    pads = 0
-    for i in [int(i) for i in ids] + [None]:  # None: a sentinel that flushes everything
-        if text and (i is None or i in specials or i == tokenizer.pad_id):
-            out.append(tokenizer.decode(text))
-            text = []
-        if pads and i != tokenizer.pad_id:
-            out.append(f"<pad>×{pads}")
-            pads = 0
-        if i == tokenizer.pad_id:
-            pads += 1
-        elif i in specials:
-            out.append(specials[i] + ("\n" if i == end else ""))
-        elif i is not None:
-            text.append(i)
-    return "".join(out).rstrip("\n")
-
-
 def chat_prompt(tokenizer, user_text: str) -> list[int]:
     """The ids that ask `user_text` as a single user turn and open the assistant's reply."""
     return render(tokenizer, [{"role": "user", "content": user_text}], add_generation_prompt=True)[

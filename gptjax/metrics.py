@@ -158,19 +158,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def format_duration(seconds: float) -> str:
-    """Short human duration: "12.3s", "3m05s", "1h02m"."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration must be a finite number of seconds >= 0, got {seconds}")
-    if round(seconds, 1) < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
 def _format_field(value: Any) -> str:
     if isinstance(value, numbers.Integral) or not isinstance(value, numbers.Real):
         return str(value)

@@ -175,18 +175,6 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
     return jax.tree.map(leaf_sharding, abstract_state, is_leaf=_is_variable)
 
 
-def unannotated_leaves(state) -> list[str]:
-    """Paths of parameters with no logical axis names (a test fails on any)."""
-    missing = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state, is_leaf=_is_variable):
-        if not _is_variable(leaf):
-            continue
-        names = leaf.get_metadata().get("out_sharding")
-        if names is None or len(names) != leaf.get_value().ndim:
-            missing.append(jax.tree_util.keystr(path))
-    return missing
-
-
 def plan_state(create: Callable[[], object], mesh: Mesh, rules: Rules):
     """(abstract target, shardings) of `create()` without computing anything.
 

@@ -103,6 +103,7 @@ def test_dpo_configs_are_refused():
         build_bench(config, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_with_the_figures(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--config", str(ROOT / "configs/tiny.py"), "--steps", "2", "--warmup", "1"]
@@ -169,6 +170,7 @@ def test_torch_side_by_side_refuses_a_llama_shape():
     assert "model.norm must be 'layernorm'" in result.stderr
 
 
+@pytest.mark.slow
 def test_profile_splits_the_step_into_forward_backward_and_update(tmp_path):
     out = tmp_path / "profile.json"
     args = ["--config", str(ROOT / "configs/tiny.py"), "--steps", "1", "--json", str(out)]

@@ -88,6 +88,7 @@ def dpo_run(runs):
     return workdir, result
 
 
+@pytest.mark.slow
 def test_sft_starts_from_the_pretrained_model_and_logs_its_data(runs):
     base, sft, finetune = runs
     assert "starting from the parameters of base step 40" in finetune.stdout
@@ -103,6 +104,7 @@ def test_sft_starts_from_the_pretrained_model_and_logs_its_data(runs):
     assert f"--- {QUESTION}" in finetune.stdout
 
 
+@pytest.mark.slow
 def test_sft_lowers_held_out_answer_loss_below_the_base_model(runs, tmp_path):
     base, sft, _ = runs
     out = tmp_path / "eval.json"
@@ -123,6 +125,7 @@ def test_sft_lowers_held_out_answer_loss_below_the_base_model(runs, tmp_path):
     assert "answer loss (nats/token)" in table and "BLEU" in table and "exact match" in table
 
 
+@pytest.mark.slow
 def test_sample_answers_chat_prompts_and_continues_raw_text(runs):
     base, sft, _ = runs
     chat = gptjax("sample", str(sft), "--prompt", QUESTION, "--max-new-tokens", "8")
@@ -133,6 +136,7 @@ def test_sample_answers_chat_prompts_and_continues_raw_text(runs):
     assert "---\nThe json module" in raw.stdout
 
 
+@pytest.mark.slow
 def test_inference_commands_refuse_bad_input_in_one_line(runs, tmp_path):
     _, sft, _ = runs
     empty = gptjax("chat", str(tmp_path))
@@ -177,6 +181,7 @@ class Terminal:
         os.write(self.fd, (line + "\n").encode())
 
 
+@pytest.mark.slow
 def test_chat_in_a_terminal_answers_resets_and_quits(runs):
     _, sft, _ = runs
     term = Terminal([*GPTJAX, "chat", str(sft), "--temperature", "0", "--max-new-tokens", "8"])

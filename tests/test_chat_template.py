@@ -9,7 +9,6 @@ from gptjax.chat_template import (
     ROLES,
     check_messages,
     end_of_turn_id,
-    format_for_display,
     render,
     role_id,
 )
@@ -105,13 +104,6 @@ def test_chat_symbols_typed_in_content_are_plain_text(tok):
     assert not set(user_content) & {SYS, USER, ASSISTANT, END}
     assert tok.decode(user_content) == text
     assert ids.count(END) == 2
-
-
-def test_format_for_display(tok):
-    ids, _ = render(tok, _msgs(("system", "S"), ("user", "Hi"), ("assistant", "ok")))
-    assert format_for_display(tok, ids + [0, 0, 0]) == (
-        "<s><|system|>S<|end|>\n<|user|>Hi<|end|>\n<|assistant|>ok<|end|>\n<pad>×3"
-    )
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,12 @@ def _restore_and_step(workdir, mesh_shape, devices=None):
 
 @pytest.mark.parametrize(
     "mesh_shape",
-    [dict(data=8), dict(fsdp=8), dict(data=2, tensor=4)],
-    ids=["data8", "fsdp8", "data2-tensor4"],
+    [
+        dict(data=2, tensor=4),
+        pytest.param(dict(data=8), marks=pytest.mark.slow),
+        pytest.param(dict(fsdp=8), marks=pytest.mark.slow),
+    ],
+    ids=["data2-tensor4", "data8", "fsdp8"],
 )
 def test_restore_onto_another_mesh_continues_training(saved, mesh_shape):
     workdir, expected_loss = saved

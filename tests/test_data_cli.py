@@ -186,6 +186,7 @@ def _gptjax(*args):
     )
 
 
+@pytest.mark.slow
 def test_prepare_a_mixture_with_tfds_then_train_on_it(corpus, local_tfds, tmp_path):
     """Text files + a locally built tfds dataset -> `gptjax prepare` -> `gptjax train`."""
     data_dir, _ = local_tfds

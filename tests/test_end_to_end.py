@@ -31,6 +31,7 @@ def gptjax(*args, env=None):
     )
 
 
+@pytest.mark.slow
 def test_short_training_run_writes_decreasing_metrics_and_samples(tmp_path):
     workdir = tmp_path / "run"
     result = gptjax("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *SHORT)

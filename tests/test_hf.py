@@ -336,6 +336,7 @@ def test_chat_tokens_are_added_only_with_room_in_the_embedding(hf_dirs, tmp_path
     assert llama.decode(render(llama, messages)[0]).count("<|end|>") == 3
 
 
+@pytest.mark.slow
 def test_finetuning_an_imported_model_lowers_its_loss(imported, tmp_path):
     result = imported["gpt2"]
     finetune = result.describe()[-1].split()  # the command import-hf prints

@@ -117,6 +117,7 @@ def _error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
     result = _gptjax(

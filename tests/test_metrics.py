@@ -9,7 +9,7 @@ import pytest
 
 from gptjax.cli.runs import plot_run
 from gptjax.errors import DataError
-from gptjax.metrics import MetricsWriter, ProgressBar, format_duration, read_metrics
+from gptjax.metrics import MetricsWriter, ProgressBar, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -141,28 +141,6 @@ def test_plot_run_to_custom_path_with_non_finite_loss(tmp_path):
 def test_plot_run_without_metrics_raises_data_error(tmp_path):
     with pytest.raises(DataError, match="metrics.jsonl"):
         plot_run(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [
-        (0, "0.0s"),
-        (12.34, "12.3s"),
-        (59.97, "1m00s"),
-        (185, "3m05s"),
-        (3720, "1h02m"),
-        (3599.7, "1h00m"),
-        (90000, "25h00m"),
-    ],
-)
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
-
-
-@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf])
-def test_format_duration_rejects_nonsense(seconds):
-    with pytest.raises(ValueError):
-        format_duration(seconds)
 
 
 def test_disabled_progress_bar_writes_nothing():

@@ -216,6 +216,7 @@ def test_processes_started_with_different_configs_are_refused_on_every_process(g
         assert "process 1 0.001" in line
 
 
+@pytest.mark.slow
 def test_batch_and_mesh_rules_use_the_real_process_count(group, tmp_path):
     group.start_cluster(tmp_path / "a", 2, "--config.train.global_batch_size=9")
     group.start_cluster(tmp_path / "b", 2, "--config.mesh.tensor=8", "--config.mesh.data=1")
@@ -228,6 +229,7 @@ def test_batch_and_mesh_rules_use_the_real_process_count(group, tmp_path):
         assert "mesh.tensor=8 must divide the 4 devices of each of the 2 processes" in line, line
 
 
+@pytest.mark.slow
 def test_a_missing_peer_or_coordinator_times_out_with_one_line_and_exit_2(group, tmp_path):
     timeout = 10
     alone = [f"--initialization_timeout={timeout}", "--num_processes=2"]

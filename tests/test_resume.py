@@ -97,6 +97,7 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_sigterm_commits_a_checkpoint_exits_75_and_resume_is_bitwise_identical(
     uninterrupted, tmp_path
 ):

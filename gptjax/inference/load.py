@@ -26,6 +26,8 @@ from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
 DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
+
+
 @dataclasses.dataclass
 class LoadedModel:
     workdir: Path
