@@ -70,4 +70,3 @@ def main(argv: list[str] | None = None) -> int:
         print("gptjax: interrupted", file=sys.stderr)
         return 130
     return 0
-
