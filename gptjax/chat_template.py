@@ -118,9 +118,6 @@ def chat_prompt(tokenizer, user_text: str) -> list[int]:
     ]
 
 
-CHAT_PHASES = ("sft", "dpo")  # phases whose models answer through the chat template
-
-
 def prompt_ids(tokenizer, prompts, *, chat: bool) -> tuple[list[list[int]], tuple[int, ...]]:
     """(token ids of each prompt, stop ids): a chat model is asked each prompt as a user turn
     and stops at the end of its turn; a pretrained model continues `<s>` + the text."""

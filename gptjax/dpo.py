@@ -28,12 +28,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 LOSS_TYPES = ("sigmoid", "ipo")
 REFERENCE_MODES = ("model", "precomputed")
-REFERENCE_FIELDS = ("reference_chosen", "reference_rejected")
 
 
 def answer_logps(graphdef, params, batch, dropout_key=None):
@@ -138,17 +136,3 @@ def make_dpo_objective(dpo_config):
         label_smoothing=float(dpo_config.label_smoothing),
         loss_type=dpo_config.loss,
     )
-
-
-def precompute_reference(graphdef, params, batches, run_batch) -> tuple[np.ndarray, np.ndarray]:
-    """Reference (chosen, rejected) log-prob sums for every row of `batches` (in order).
-
-    `run_batch(fn, batch)` runs a jitted `fn(params, batch)` on the mesh and returns numpy.
-    """
-    fn = jax.jit(lambda p, b: answer_logps(graphdef, p, b)[:2])
-    chosen, rejected = [], []
-    for batch in batches:
-        batch_chosen, batch_rejected = run_batch(fn, batch)
-        chosen.append(batch_chosen)
-        rejected.append(batch_rejected)
-    return np.concatenate(chosen), np.concatenate(rejected)

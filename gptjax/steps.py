@@ -1,10 +1,10 @@
 """TrainState, the loss, and the pure jitted train/eval steps.
 
-Steps are pure: `train_step(state, batch) -> (state, metrics)`. What they minimise is an
-objective (`lm_objective`: next-token cross-entropy; `gptjax.dpo.dpo_objective`).
-Configuration enters by closure when the step is built, never as a traced argument. Dropout
-randomness is `fold_in(key(seed), step)`, so a resumed run draws the same masks as an
-uninterrupted one.
+Steps are pure: `train_step(state, batch) -> (state, metrics)`. What they minimise is a loss
+function (`lm_objective`: next-token cross-entropy; `gptjax.dpo.dpo_objective`), the `loss` of
+a phase's `gptjax.objectives.Objective`. Configuration enters by closure when the step is
+built, never as a traced argument. Dropout randomness is `fold_in(key(seed), step)`, so a
+resumed run draws the same masks as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def lm_objective(graphdef, params, batch: Batch, dropout_key, reference=None):
     return ce_sum, {"weight": weight_sum, "accuracy": correct_sum}
 
 
-Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# (graphdef, params, batch, dropout_key, reference) -> (loss_sum, sums), as lm_objective.
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def split_microbatches(batch: Batch, num_micro: int) -> Batch:
@@ -98,7 +99,7 @@ def gradient_sums(
     batch: Batch,
     dropout_key,
     num_micro: int,
-    objective: Objective = lm_objective,
+    objective: LossFn = lm_objective,
     reference=None,
 ):
     """(loss_sum, sums, grad of loss_sum), accumulated over `num_micro` micro-batches."""
@@ -139,7 +140,7 @@ def make_train_step(
     seed: int,
     grad_accum_steps: int,
     use_dropout: bool,
-    objective: Objective = lm_objective,
+    objective: LossFn = lm_objective,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """The pure step `(state, batch, reference=None) -> (state, metrics)`. A step whose loss or
     gradient is not finite is not applied (in-graph). `reference` is a frozen model's
@@ -183,7 +184,7 @@ def make_train_step(
     return train_step
 
 
-def state_and_step(config, model_config, objective: Objective = lm_objective):
+def state_and_step(config, model_config, objective: LossFn = lm_objective):
     """From a config: `create()`, which builds a fresh TrainState (run it under
     `sharding.sharded_init` or `plan_state`), and the pure train step, both with the config's
     optimizer and schedule, seed, gradient accumulation and dropout."""
@@ -201,7 +202,7 @@ def state_and_step(config, model_config, objective: Objective = lm_objective):
     return create, step
 
 
-def make_eval_step(graphdef, objective: Objective = lm_objective) -> Callable[..., dict]:
+def make_eval_step(graphdef, objective: LossFn = lm_objective) -> Callable[..., dict]:
     """`(params, batch, reference=None) -> {"loss": sum, **sums}`: sums, divided by the
     caller once over all batches."""
 

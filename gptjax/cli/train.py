@@ -134,21 +134,11 @@ def _train(args) -> None:
         initialization_timeout=args.initialization_timeout,
     )
     summary = train(config, args.workdir, cluster=cluster)
-    summary.pop("run")
+    objective = summary.pop("run").objective
     if not is_primary():
         return  # process 0 prints the summary
     evaluation, entropy = summary["eval"], summary["unigram_entropy"]
-    if config.phase == "dpo":
-        print(
-            f"held-out DPO loss {evaluation['loss']:.3f}, reward accuracy "
-            f"{evaluation['reward_accuracy']:.3f}, reward margin {evaluation['reward_margin']:.3f}"
-        )
-    else:
-        valid = evaluation["loss"]
-        print(
-            f"validation loss {valid:.3f} nats/token vs unigram entropy {entropy:.3f} "
-            f"({'below' if valid < entropy else 'NOT below'} it by {entropy - valid:.3f})"
-        )
+    print(objective.summary_line(evaluation, entropy))
     train_stats = summary["train"]
     if train_stats:
         print(

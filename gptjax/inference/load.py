@@ -18,10 +18,10 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
-from gptjax.chat_template import CHAT_PHASES
 from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
+from gptjax.objectives import objective_for
 from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
@@ -48,7 +48,7 @@ class LoadedModel:
 
     @property
     def is_chat(self) -> bool:
-        return self.phase in CHAT_PHASES
+        return objective_for(self.phase).chat
 
     def describe(self) -> str:
         cfg = self.model_config

@@ -30,6 +30,7 @@ from gptjax.config import validate
 from gptjax.errors import ConfigError
 from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
+from gptjax.objectives import objective_for
 from gptjax.steps import jit_train_step, state_and_step
 from gptjax.train.peak import total_peak_flops
 
@@ -87,13 +88,16 @@ def build_bench(config, *, data: str = "synthetic", workdir: Path | None = None,
     """
     if data not in DATA_KINDS:
         raise ConfigError(f"--data must be one of {DATA_KINDS}, got {data!r}")
-    if config.phase == "dpo":
-        raise ConfigError("bench times the pretrain/sft step; phase=dpo needs a reference model")
+    objective = objective_for(config.phase)
+    if objective.needs_reference:
+        raise ConfigError(
+            f"bench times the pretrain/sft step; phase={config.phase} needs a reference model"
+        )
     derived = validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
     model_config = derived["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    create, step_fn = state_and_step(config, model_config)
+    create, step_fn = state_and_step(config, model_config, objective.loss)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(create, mesh, rules)
     if data == "synthetic":

@@ -18,20 +18,19 @@ import numpy as np
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
-from gptjax.chat_template import CHAT_PHASES, format_completion, prompt_ids
+from gptjax.chat_template import format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
-from gptjax.dpo import make_dpo_objective
 from gptjax.errors import NonFiniteError, Preempted
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
+from gptjax.objectives import Objective, objective_for
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
     jit_train_step,
-    lm_objective,
     make_eval_step,
     model_graphdef,
     state_and_step,
@@ -61,6 +60,7 @@ class Run:
     eval_batches: list  # held-out batches, built once (numpy, full global batches)
     model_config: object
     model_flops_per_token: float
+    objective: Objective
     reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
 
 
@@ -88,7 +88,8 @@ def build(config, workdir: Path, log=print) -> Run:
 def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
     model_config = derived["model"]
     start = resume.find_start(config, workdir, checkpointer)
-    if config.phase == "dpo":
+    objective = objective_for(config.phase, config.dpo)
+    if objective.needs_reference:
         reference_point(start, checkpointer)  # refuses a DPO run with nothing to start from
     resume.install_start_tokenizer(start, workdir)  # every process: Orbax reads are collective
     multihost.sync("tokenizer installed")  # ... and they may write the same shared file
@@ -102,14 +103,12 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
     graphdef = model_graphdef(model_config)
-    objective, reference, metadata = lm_objective, (), {}
-    if config.phase == "dpo":
-        objective = make_dpo_objective(config.dpo)
-    create, step_fn = state_and_step(config, model_config, objective)
+    reference, metadata = (), {}
+    create, step_fn = state_and_step(config, model_config, objective.loss)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(create, mesh, rules)
         state = resume.restore_start(start, target, create, shardings, model_config, log)
-        if config.phase == "dpo":
+        if objective.needs_reference:
             metadata["reference"] = point = reference_point(start, checkpointer)
             reference = (restore_reference(point, target.params, log),)
             if config.dpo.reference == "precomputed":
@@ -125,7 +124,7 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
         f"(table in {workdir / 'sharding.txt'})"
     )
     reference_shardings = shardings.params if reference else None
-    eval_fn = make_eval_step(graphdef, objective)
+    eval_fn = make_eval_step(graphdef, objective.loss)
     return Run(
         config=config,
         mesh=mesh,
@@ -143,6 +142,7 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
         eval_batches=_eval_batches(config, data),
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
+        objective=objective,
         reference=reference,
     )
 
@@ -215,7 +215,7 @@ def evaluate(run: Run) -> dict[str, float]:
                 totals[name] = totals.get(name, 0.0) + float(value)
     weight = totals.pop("weight")
     result = {name: value / weight for name, value in totals.items()}
-    if cfg.phase != "dpo":
+    if run.objective.has_perplexity:
         result["perplexity"] = math.exp(min(result["loss"], 50.0))
     return result
 
@@ -223,13 +223,7 @@ def evaluate(run: Run) -> dict[str, float]:
 def _evaluate_and_log(run: Run, step: int, writer: MetricsWriter, log) -> dict[str, float]:
     evaluation = evaluate(run)
     writer.write(step, evaluation, prefix="eval/")
-    if run.config.phase == "dpo":
-        details = (
-            f"reward accuracy {evaluation['reward_accuracy']:.3f}, margin "
-            f"{evaluation['reward_margin']:.3f}, chosen logp/token {evaluation['chosen_logp']:.3f}"
-        )
-    else:
-        details = f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
+    details = run.objective.eval_details(evaluation)
     log(f"step {step}: validation loss {evaluation['loss']:.3f} ({details})")
     return evaluation
 
@@ -238,7 +232,7 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
     """Completions of `prompts` with the current params, formatted as `gptjax sample` prints
     them: a chat phase (sft/dpo) asks each prompt as a user turn through the chat template and
     stops at the end of the turn; pretraining continues the text."""
-    tok, chat = run.data.tokenizer, run.config.phase in CHAT_PHASES
+    tok, chat = run.data.tokenizer, run.objective.chat
     ids, stops = prompt_ids(tok, prompts, chat=chat)
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
         outputs = generate(
@@ -329,7 +323,7 @@ class _StepLog:
         tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
         loss = mean("loss")
         summary = {"loss": loss}
-        if self.run.config.phase != "dpo":
+        if self.run.objective.has_perplexity:
             summary["perplexity"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else math.nan
         # The objective's own metrics (accuracy; DPO's rewards and margins), averaged.
         summary |= {name: mean(name) for name in self.values[0] if name not in _BOOKKEEPING}

@@ -24,6 +24,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 from gptjax import sharding
 from gptjax.config import validate
+from gptjax.objectives import objective_for
 from gptjax.steps import jit_train_step, state_and_step
 
 REMAT_POLICIES = ("none", "full", "dots")
@@ -220,8 +221,10 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
         param_count=sum(math.prod(x.shape) for x in jax.tree.leaves(target.params)),
         large_params=_large_params(target.params),
     )
-    if config.phase == "dpo":
-        plan.note = "XLA's plan is not compiled for phase=dpo (its reference and pair batches)"
+    if objective_for(config.phase).needs_reference:
+        plan.note = (
+            f"XLA's plan is not compiled for phase={config.phase} (its reference and pair batches)"
+        )
     elif jitted is None:
         plan.note = (
             f"XLA's plan needs {device_count} devices and this {plan.platform} backend has "

@@ -1,0 +1,92 @@
+"""What each phase of the recipe minimises, and how its figures are read.
+
+The phases differ in their objective, not in their loop: pretraining and SFT minimise the
+same next-token cross-entropy (SFT differs only by its data, whose weights keep the answers'
+tokens), DPO a preference loss against a frozen reference model. An `Objective` answers
+everything the loop, the CLI and the loader ask about a phase, so `objective_for` is the one
+place a phase name is interpreted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from gptjax.dpo import make_dpo_objective
+from gptjax.errors import ConfigError
+from gptjax.steps import LossFn, lm_objective
+
+PHASES = ("pretrain", "sft", "dpo")  # the recipe's order
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A phase's objective. `loss` is what the train and eval steps evaluate (see
+    `gptjax.steps`); it is None only for an objective asked about its kind alone (a DPO one
+    built without its `dpo` settings)."""
+
+    phase: str
+    chat: bool  # its models answer through the chat template (a user turn, then theirs)
+    loss: LossFn | None
+    has_perplexity: ClassVar[bool]  # the loss is nats per token, so exp(loss) means something
+    needs_reference: ClassVar[bool]  # the step also reads a frozen reference model
+
+    def eval_details(self, evaluation: dict) -> str:
+        """The figures shown after "validation loss X" in the training log."""
+        raise NotImplementedError
+
+    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
+        """The final held-out line `gptjax train` prints."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class NextTokenObjective(Objective):
+    loss: LossFn = lm_objective
+    has_perplexity: ClassVar[bool] = True
+    needs_reference: ClassVar[bool] = False
+
+    def eval_details(self, evaluation: dict) -> str:
+        return f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
+
+    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
+        # The unigram entropy is what a model that ignores all context would reach: a loss
+        # below it shows the model learned something from the context.
+        valid = evaluation["loss"]
+        return (
+            f"validation loss {valid:.3f} nats/token vs unigram entropy {unigram_entropy:.3f} "
+            f"({'below' if valid < unigram_entropy else 'NOT below'} it by "
+            f"{unigram_entropy - valid:.3f})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceObjective(Objective):
+    has_perplexity: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = True
+
+    def eval_details(self, evaluation: dict) -> str:
+        return (
+            f"reward accuracy {evaluation['reward_accuracy']:.3f}, margin "
+            f"{evaluation['reward_margin']:.3f}, chosen logp/token {evaluation['chosen_logp']:.3f}"
+        )
+
+    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
+        return (
+            f"held-out DPO loss {evaluation['loss']:.3f}, reward accuracy "
+            f"{evaluation['reward_accuracy']:.3f}, reward margin {evaluation['reward_margin']:.3f}"
+        )
+
+
+def objective_for(phase: str, dpo_config=None) -> Objective:
+    """The objective of `phase` ("pretrain", "sft" or "dpo"). `dpo_config` is the config's
+    `dpo` section (beta, label_smoothing, loss), which DPO's loss needs; without it a DPO
+    objective still says what kind it is, with `loss` None."""
+    if phase == "pretrain":
+        return NextTokenObjective(phase, chat=False)
+    if phase == "sft":
+        return NextTokenObjective(phase, chat=True)
+    if phase == "dpo":
+        loss = None if dpo_config is None else make_dpo_objective(dpo_config)
+        return PreferenceObjective(phase, chat=True, loss=loss)
+    raise ConfigError(f"phase must be one of {PHASES}, got {phase!r}")

@@ -1,0 +1,79 @@
+"""The phase -> objective table: each phase's traits, its loss, its lines, and unknown phases."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from gptjax import config, objectives
+from gptjax.dpo import dpo_objective
+from gptjax.errors import ConfigError
+from gptjax.objectives import objective_for
+from gptjax.steps import lm_objective
+
+DPO = SimpleNamespace(beta=0.3, label_smoothing=0.05, loss="ipo", reference="model")
+
+
+@pytest.mark.parametrize(
+    "phase, chat, has_perplexity, needs_reference",
+    [
+        ("pretrain", False, True, False),
+        ("sft", True, True, False),
+        ("dpo", True, False, True),
+    ],
+)
+def test_each_phase_has_its_traits(phase, chat, has_perplexity, needs_reference):
+    objective = objective_for(phase, DPO)
+    assert objective.phase == phase
+    assert objective.chat is chat
+    assert objective.has_perplexity is has_perplexity
+    assert objective.needs_reference is needs_reference
+
+
+def test_pretrain_and_sft_share_the_next_token_loss():
+    assert objective_for("pretrain").loss is lm_objective
+    assert objective_for("sft").loss is lm_objective
+
+
+def test_dpo_loss_carries_the_dpo_settings():
+    loss = objective_for("dpo", DPO).loss
+    assert loss.func is dpo_objective
+    assert loss.keywords == {"beta": 0.3, "label_smoothing": 0.05, "loss_type": "ipo"}
+    # Asked about its kind alone (as the checkpoint loader does), DPO has no loss to train with.
+    bare = objective_for("dpo")
+    assert bare.loss is None and bare.chat and bare.needs_reference
+
+
+def test_every_configurable_phase_has_an_objective():
+    assert objectives.PHASES == config.PHASES
+    for phase in config.PHASES:
+        assert objective_for(phase, DPO).phase == phase
+
+
+@pytest.mark.parametrize("phase", ["rlhf", "DPO", "", None])
+def test_an_unknown_phase_is_refused_by_name(phase):
+    with pytest.raises(ConfigError, match=rf"phase must be one of .*got {phase!r}"):
+        objective_for(phase, DPO)
+
+
+def test_next_token_lines():
+    objective = objective_for("sft")
+    evaluation = {"loss": 2.0, "perplexity": 7.389, "accuracy": 0.41234}
+    assert objective.eval_details(evaluation) == "ppl 7.4, accuracy 0.412"
+    assert objective.summary_line(evaluation, 2.5) == (
+        "validation loss 2.000 nats/token vs unigram entropy 2.500 (below it by 0.500)"
+    )
+    assert objective.summary_line(evaluation, 1.5) == (
+        "validation loss 2.000 nats/token vs unigram entropy 1.500 (NOT below it by -0.500)"
+    )
+
+
+def test_dpo_lines():
+    objective = objective_for("dpo", DPO)
+    evaluation = {"loss": 0.6, "reward_accuracy": 0.75, "reward_margin": 0.125}
+    evaluation["chosen_logp"] = -1.5
+    assert objective.eval_details(evaluation) == (
+        "reward accuracy 0.750, margin 0.125, chosen logp/token -1.500"
+    )
+    assert objective.summary_line(evaluation, 2.5) == (
+        "held-out DPO loss 0.600, reward accuracy 0.750, reward margin 0.125"
+    )
