@@ -32,6 +32,7 @@ from flax.core import spmd as flax_spmd
 
 from gptjax.attention import attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
+from gptjax.schema import check_types
 from gptjax.sharding import logical_to_spec
 
 Array = jax.Array
@@ -72,35 +73,23 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
-        positive = ("vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "max_seq_len")
-        for name in positive:
+        check_types(self, "model")  # the annotations: ints, floats, bools, the Literal choices
+        sizes = ("vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "max_seq_len")
+        for name in (*sizes, "num_kv_heads", "head_dim", "norm_eps", "rope_theta", "init_std"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+            if value is not None and value <= 0:  # None: num_kv_heads/head_dim derive theirs
+                raise ConfigError(f"model.{name} must be positive, got {value!r}")
         if self.head_dim is None and self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"model.num_heads={self.num_heads} must divide model.embed_dim={self.embed_dim} "
                 "(or set model.head_dim explicitly)"
             )
-        if self.kv_heads <= 0 or self.num_heads % self.kv_heads:
+        if self.num_heads % self.kv_heads:
             raise ConfigError(
-                f"model.num_kv_heads={self.kv_heads} must be positive and divide "
-                f"model.num_heads={self.num_heads}"
+                f"model.num_kv_heads={self.kv_heads} must divide model.num_heads={self.num_heads}"
             )
         if self.position == "rope" and self.dims_per_head % 2:
             raise ConfigError(f"rotary positions need an even head_dim, got {self.dims_per_head}")
-        choices = {
-            "position": ("learned", "rope"),
-            "norm": ("layernorm", "rmsnorm"),
-            "activation": ("gelu", "swiglu"),
-            "dtype": tuple(_DTYPES),
-            "remat": tuple(_REMAT_POLICIES),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}"
-                )
         check_implementation(self.attention, dtype=self.dtype, head_dim=self.dims_per_head)
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")

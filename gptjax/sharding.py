@@ -43,18 +43,25 @@ DEFAULT_RULES: tuple = (
 )
 
 
-def resolve_mesh_shape(requested: Mapping[str, int], device_count: int) -> dict[str, int]:
-    """Fills one `-1` axis with the remaining devices; the product must equal the device count."""
-    sizes = {axis: int(requested.get(axis, 1)) for axis in MESH_AXES}
+def check_mesh_request(requested: Mapping[str, int]) -> dict[str, int]:
+    """The requested axis sizes (a missing axis is 1): each positive or -1, at most one -1."""
     unknown = set(requested) - set(MESH_AXES)
     if unknown:
         raise ConfigError(f"mesh: unknown axis {sorted(unknown)}; the axes are {MESH_AXES}")
+    sizes = {axis: int(requested.get(axis, 1)) for axis in MESH_AXES}
     free = [axis for axis, size in sizes.items() if size == -1]
     if len(free) > 1:
         raise ConfigError(f"mesh: at most one axis may be -1, got {free}")
     for axis, size in sizes.items():
         if size == 0 or size < -1:
             raise ConfigError(f"mesh.{axis} must be a positive integer or -1, got {size}")
+    return sizes
+
+
+def resolve_mesh_shape(requested: Mapping[str, int], device_count: int) -> dict[str, int]:
+    """Fills one `-1` axis with the remaining devices; the product must equal the device count."""
+    sizes = check_mesh_request(requested)
+    free = [axis for axis, size in sizes.items() if size == -1]
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if free:
         if device_count % fixed:

@@ -1,0 +1,114 @@
+"""Validation before anything is compiled: each section checks itself, then what relates them.
+
+Every check raises `ConfigError` (exit 2): one line naming the dotted field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from gptjax.config.sections import RunConfig, TrainConfig, run_config
+from gptjax.schema import require
+from gptjax.sharding import check_tensor_within_host, data_parallel_size, resolve_mesh_shape
+
+
+def validate_static(config: ml_collections.ConfigDict) -> RunConfig:
+    """The checks that need no device (run before the JAX runtime starts): every field."""
+    return run_config(config)
+
+
+def validate(
+    config: ml_collections.ConfigDict,
+    device_count: int,
+    process_count: int = 1,
+    local_device_count: int | None = None,
+) -> dict:
+    """Checks every field that can be checked without compiling; returns derived values:
+    `model` (ModelConfig), `mesh_shape`, `micro_batch` (rows) and `run` (the typed RunConfig).
+
+    `process_count` and `local_device_count` (devices per process) are the real runtime's:
+    the global batch must split over the processes, and `mesh.tensor` must stay within one.
+    """
+    run = validate_static(config)
+    mesh_shape = resolve_mesh_shape(dataclasses.asdict(run.mesh), device_count)
+    local = device_count // process_count if local_device_count is None else local_device_count
+    check_tensor_within_host(mesh_shape["tensor"], local, process_count)
+    micro = check_across_sections(run, mesh_shape, process_count)
+    return {"model": run.model, "mesh_shape": mesh_shape, "micro_batch": micro, "run": run}
+
+
+def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_count: int) -> int:
+    """What relates two sections (each has checked its own fields): lengths, vocabularies, the
+    batch against the mesh and processes, the schedule, the phase. Returns rows per micro-batch.
+    """
+    model, data, train = run.model, run.data, run.train
+    require(
+        data.seq_len <= model.max_seq_len,
+        f"data.seq_len={data.seq_len} exceeds model.max_seq_len={model.max_seq_len}",
+    )
+    if model.attention == "splash":
+        require(
+            data.seq_len % 128 == 0,
+            f"model.attention='splash' needs data.seq_len to be a multiple of 128 (its kernel "
+            f"block), got {data.seq_len}",
+        )
+        require(
+            run.phase != "dpo",
+            "model.attention='splash' cannot express DPO's shared-prompt mask; use 'xla' or "
+            "'dot_product' for phase=dpo",
+        )
+    require(
+        data.vocab_size <= model.vocab_size,
+        f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="
+        f"{model.vocab_size}; raise model.vocab_size (a multiple of 128 is fastest)",
+    )
+    micro = _check_batch(train, mesh_shape, process_count)
+    require(
+        run.optim.warmup_steps <= train.steps,
+        f"optim.warmup_steps={run.optim.warmup_steps} must be in [0, train.steps={train.steps}]",
+    )
+    require(
+        run.sample.top_k <= model.vocab_size,
+        f"sample.top_k={run.sample.top_k} must be in [0, model.vocab_size={model.vocab_size}] "
+        "(0 = no top-k filter)",
+    )
+    require(
+        (run.phase == "dpo") == (data.source == "preferences"),
+        f'phase="dpo" trains on data.source="preferences" and only it does; got phase '
+        f"{run.phase!r} with data.source={data.source!r}",
+    )
+    return micro
+
+
+def _check_batch(train: TrainConfig, mesh_shape: dict[str, int], process_count: int) -> int:
+    """Rows per micro-batch, once the global batch splits over processes, micro-batches and
+    the mesh's data-parallel devices."""
+    # Before the mesh's own split: with several processes this is the rule a user meets first.
+    require(
+        train.global_batch_size % process_count == 0,
+        f"train.global_batch_size={train.global_batch_size} is not divisible by the "
+        f"{process_count} processes (each reads an equal slice of every batch); use a multiple "
+        f"of {process_count}",
+    )
+    require(
+        train.global_batch_size % train.grad_accum_steps == 0,
+        f"train.global_batch_size={train.global_batch_size} is not divisible by "
+        f"train.grad_accum_steps={train.grad_accum_steps}",
+    )
+    shards = data_parallel_size(mesh_shape)
+    micro = train.global_batch_size // train.grad_accum_steps
+    require(
+        micro % shards == 0,
+        f"train.global_batch_size={train.global_batch_size} / grad_accum_steps="
+        f"{train.grad_accum_steps} = {micro} rows per micro-batch cannot be split over "
+        f"the mesh's data x fsdp = {shards} devices; use a multiple of "
+        f"{shards * train.grad_accum_steps}",
+    )
+    require(
+        train.eval_batch_size % shards == 0,
+        f"train.eval_batch_size={train.eval_batch_size} must be a multiple of the "
+        f"mesh's data x fsdp = {shards}",
+    )
+    return micro
