@@ -30,6 +30,9 @@ class Objective:
     loss: LossFn | None
     has_perplexity: ClassVar[bool]  # the loss is nats per token, so exp(loss) means something
     needs_reference: ClassVar[bool]  # the step also reads a frozen reference model
+    # Its rows are preference pairs (data.source="preferences"): one prompt with two answers,
+    # which attend to the prompt but not to each other.
+    trains_on_pairs: ClassVar[bool]
 
     def eval_details(self, evaluation: dict) -> str:
         """The figures shown after "validation loss X" in the training log."""
@@ -45,6 +48,7 @@ class NextTokenObjective(Objective):
     loss: LossFn = lm_objective
     has_perplexity: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False
+    trains_on_pairs: ClassVar[bool] = False
 
     def eval_details(self, evaluation: dict) -> str:
         return f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
@@ -64,6 +68,7 @@ class NextTokenObjective(Objective):
 class PreferenceObjective(Objective):
     has_perplexity: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = True
+    trains_on_pairs: ClassVar[bool] = True
 
     def eval_details(self, evaluation: dict) -> str:
         return (

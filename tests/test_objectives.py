@@ -1,10 +1,12 @@
 """The phase -> objective table: each phase's traits, its loss, its lines, and unknown phases."""
 
+import typing
 from types import SimpleNamespace
 
 import pytest
 
-from gptjax import config, objectives
+from gptjax import objectives
+from gptjax.config import RunConfig
 from gptjax.dpo import dpo_objective
 from gptjax.errors import ConfigError
 from gptjax.objectives import objective_for
@@ -44,9 +46,11 @@ def test_dpo_loss_carries_the_dpo_settings():
 
 
 def test_every_configurable_phase_has_an_objective():
-    assert objectives.PHASES == config.PHASES
-    for phase in config.PHASES:
+    configurable = typing.get_args(typing.get_type_hints(RunConfig)["phase"])
+    assert configurable == objectives.PHASES
+    for phase in configurable:
         assert objective_for(phase, DPO).phase == phase
+    assert [objective_for(p).trains_on_pairs for p in configurable] == [False, False, True]
 
 
 @pytest.mark.parametrize("phase", ["rlhf", "DPO", "", None])

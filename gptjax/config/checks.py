@@ -10,6 +10,7 @@ import dataclasses
 import ml_collections
 
 from gptjax.config.sections import RunConfig, TrainConfig, run_config
+from gptjax.objectives import objective_for
 from gptjax.schema import require
 from gptjax.sharding import check_tensor_within_host, data_parallel_size, resolve_mesh_shape
 
@@ -44,6 +45,7 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
     batch against the mesh and processes, the schedule, the phase. Returns rows per micro-batch.
     """
     model, data, train = run.model, run.data, run.train
+    pairs = objective_for(run.phase).trains_on_pairs
     require(
         data.seq_len <= model.max_seq_len,
         f"data.seq_len={data.seq_len} exceeds model.max_seq_len={model.max_seq_len}",
@@ -55,7 +57,7 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
             f"block), got {data.seq_len}",
         )
         require(
-            run.phase != "dpo",
+            not pairs,
             "model.attention='splash' cannot express DPO's shared-prompt mask; use 'xla' or "
             "'dot_product' for phase=dpo",
         )
@@ -75,7 +77,7 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         "(0 = no top-k filter)",
     )
     require(
-        (run.phase == "dpo") == (data.source == "preferences"),
+        pairs == (data.source == "preferences"),
         f'phase="dpo" trains on data.source="preferences" and only it does; got phase '
         f"{run.phase!r} with data.source={data.source!r}",
     )

@@ -15,6 +15,7 @@ import ml_collections
 
 from gptjax.dpo import LOSS_TYPES, REFERENCE_MODES
 from gptjax.model import ModelConfig
+from gptjax.objectives import PHASES
 from gptjax.schema import check_types, from_mapping, hint, require
 from gptjax.sharding import MESH_AXES, check_mesh_request
 
@@ -194,7 +195,7 @@ class RunConfig:
 
     seed: int
     sharding_rules: tuple[tuple, ...]  # (logical axis, mesh axes) pairs; see gptjax.sharding
-    phase: Literal["pretrain", "sft", "dpo"]
+    phase: Literal[PHASES]  # gptjax.objectives says what each phase minimises
     init_from: str = hint("a workdir or checkpoint path whose parameters start the run; '' = none")
     model: ModelConfig
     mesh: MeshConfig
