@@ -6,7 +6,7 @@ import lzma
 import numpy as np
 import pytest
 
-from gptjax.data import corpus, pipeline
+from gptjax.data import corpus, pipeline, rows
 from gptjax.data.conversations import (
     FIELDS,
     _first_sentence,
@@ -247,31 +247,32 @@ def _same(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_fields_match_the_pipeline():
-    assert FIELDS == pipeline.FIELDS
+def test_fields_match_the_pipeline(packed):
+    assert FIELDS == rows.FIELDS
+    assert list(packed.fields) == list(FIELDS)
 
 
 @pytest.mark.parametrize("global_batch", [8, 512])  # 512 > num_rows: rows repeat
 def test_packed_dataset_matches_numpy_and_resumes(packed, global_batch):
     assert packed.num_rows < 512
     kw = dict(global_batch=global_batch, seed=3)
-    from_zero = list(pipeline.packed_train_dataset(packed, **kw).take(4).as_numpy_iterator())
+    from_zero = list(pipeline.train_dataset(packed, **kw).take(4).as_numpy_iterator())
     for step in range(4):
-        _same(from_zero[step], pipeline.packed_batch_for_step(packed, step, **kw))
-    resumed = next(pipeline.packed_train_dataset(packed, start_step=3, **kw).as_numpy_iterator())
+        _same(from_zero[step], pipeline.batch_for_step(packed, step, **kw))
+    resumed = next(pipeline.train_dataset(packed, start_step=3, **kw).as_numpy_iterator())
     _same(resumed, from_zero[3])
     assert from_zero[0]["inputs"].shape == (global_batch, packed.seq_len)
-    other = pipeline.packed_batch_for_step(packed, 0, global_batch=global_batch, seed=4)
+    other = pipeline.batch_for_step(packed, 0, global_batch=global_batch, seed=4)
     assert not np.array_equal(other["inputs"], from_zero[0]["inputs"])
 
 
 def test_packed_processes_split_the_global_batch(packed):
     kw = dict(global_batch=8, seed=1)
     for step in (0, 5):
-        whole = pipeline.packed_batch_for_step(packed, step, **kw)
+        whole = pipeline.batch_for_step(packed, step, **kw)
         parts = [
             next(
-                pipeline.packed_train_dataset(
+                pipeline.train_dataset(
                     packed, start_step=step, process_index=i, process_count=2, **kw
                 ).as_numpy_iterator()
             )
@@ -284,25 +285,22 @@ def test_packed_processes_split_the_global_batch(packed):
 def test_packed_rows_once_per_epoch(packed):
     r = packed.num_rows
     seen = np.concatenate(
-        [
-            pipeline.packed_batch_for_step(packed, s, global_batch=r, seed=0)["inputs"]
-            for s in range(2)
-        ]
+        [pipeline.batch_for_step(packed, s, global_batch=r, seed=0)["inputs"] for s in range(2)]
     )
     for epoch in (seen[:r], seen[r:]):
         assert sorted(map(bytes, epoch)) == sorted(map(bytes, packed.inputs))
 
 
 def test_packed_eval_batches(packed):
-    batches = pipeline.packed_eval_batches(packed, batch_size=16)
+    batches = pipeline.eval_batches(packed, batch_size=16)
     assert len(batches) == -(-packed.num_rows // 16)
-    _same(batches[0], {k: v[:16] for k, v in packed.fields.items()})
+    _same(batches[0], {k: v[:16] for k, v in packed.arrays.items()})
     last, tail = batches[-1], packed.num_rows % 16 or 16
     np.testing.assert_array_equal(last["inputs"][:tail], packed.inputs[-tail:])
     assert (last["inputs"][tail:] == PAD).all() and (last["targets"][tail:] == PAD).all()
     assert (last["weights"][tail:] == 0).all() and (last["segment_ids"][tail:] == 0).all()
     assert sum(b["weights"].sum() for b in batches) == packed.trained_tokens
-    assert len(pipeline.packed_eval_batches(packed, batch_size=16, max_batches=2)) == 2
+    assert len(pipeline.eval_batches(packed, batch_size=16, max_batches=2)) == 2
 
 
 @pytest.mark.parametrize(
@@ -316,4 +314,4 @@ def test_packed_eval_batches(packed):
 )
 def test_packed_dataset_refuses_bad_arguments(packed, change, match):
     with pytest.raises(ConfigError, match=match):
-        pipeline.packed_train_dataset(packed, **(dict(global_batch=8, seed=0) | change))
+        pipeline.train_dataset(packed, **(dict(global_batch=8, seed=0) | change))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gptjax.chat_template import end_of_turn_id, role_id
-from gptjax.data import corpus, pipeline
+from gptjax.data import corpus, pipeline, rows
 from gptjax.data.conversations import builtin_conversations, split_conversations
 from gptjax.data.preferences import (
     PREFERENCE_FIELDS,
@@ -206,8 +206,8 @@ def test_layout_of_one_pair_by_hand(tok):
     }
     assert list(packed.fields) == list(PREFERENCE_FIELDS)
     for k in PREFERENCE_FIELDS:
-        assert packed.fields[k][0].tolist() == expected[k], k
-        assert packed.fields[k].dtype == (np.float32 if k == "weights" else np.int32), k
+        assert packed.arrays[k][0].tolist() == expected[k], k
+        assert packed.arrays[k].dtype == (np.float32 if k == "weights" else np.int32), k
     assert packed.trained_tokens == len(c) + len(r) == 3 + 7
     assert (packed.num_pairs, packed.num_packed, packed.too_long) == (1, 1, [])
     with pytest.raises(ValueError):
@@ -271,7 +271,7 @@ def test_pairs_share_rows_first_fit(tok):
             expected[k][row, span] = v
         expected["segment_ids"][row, span] = segment
     for k in PREFERENCE_FIELDS:
-        np.testing.assert_array_equal(packed.fields[k], expected[k], err_msg=k)
+        np.testing.assert_array_equal(packed.arrays[k], expected[k], err_msg=k)
     assert packed.segment_ids[0, -1] == 0 and packed.weights[0, -1] == 0
 
 
@@ -327,27 +327,27 @@ def _same(a: dict, b: dict) -> None:
 
 
 def test_fields_extend_the_pipeline_fields():
-    assert [k for k in PREFERENCE_FIELDS if k != "branch_ids"] == list(pipeline.FIELDS)
+    assert [k for k in PREFERENCE_FIELDS if k != "branch_ids"] == list(rows.FIELDS)
 
 
 def test_dataset_matches_numpy_and_resumes(packed):
     assert packed.num_rows > 8 and packed.num_packed == 120
     kw = dict(global_batch=8, seed=3)
-    from_zero = list(pipeline.packed_train_dataset(packed, **kw).take(3).as_numpy_iterator())
+    from_zero = list(pipeline.train_dataset(packed, **kw).take(3).as_numpy_iterator())
     for step in range(3):
-        _same(from_zero[step], pipeline.packed_batch_for_step(packed, step, **kw))
-    resumed = pipeline.packed_train_dataset(packed, start_step=2, **kw)
+        _same(from_zero[step], pipeline.batch_for_step(packed, step, **kw))
+    resumed = pipeline.train_dataset(packed, start_step=2, **kw)
     _same(next(resumed.as_numpy_iterator()), from_zero[2])
     assert from_zero[0]["branch_ids"].shape == (8, packed.seq_len)
     assert set(np.unique(from_zero[0]["branch_ids"])) == {0, 1, 2}
     with pytest.raises(ConfigError, match="packed rows"):
-        pipeline.packed_batch_for_step(object(), 0, **kw)
+        pipeline.batch_for_step(object(), 0, **kw)
 
 
 def test_eval_batches_pad_with_weightless_rows(packed):
-    batches = pipeline.packed_eval_batches(packed, batch_size=16)
+    batches = pipeline.eval_batches(packed, batch_size=16)
     assert len(batches) == -(-packed.num_rows // 16)
-    _same(batches[0], {k: v[:16] for k, v in packed.fields.items()})
+    _same(batches[0], {k: v[:16] for k, v in packed.arrays.items()})
     last, tail = batches[-1], packed.num_rows % 16 or 16
     assert tail < 16, "the test needs a padded last batch"
     np.testing.assert_array_equal(last["branch_ids"][:tail], packed.branch_ids[-tail:])

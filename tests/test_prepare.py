@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from gptjax.data.corpus import builtin_documents, split_documents
-from gptjax.data.pipeline import FIELDS, batch_for_step, encode_documents, train_dataset
+from gptjax.data.pipeline import batch_for_step, train_dataset
 from gptjax.data.prepare import documents_to_stream, prepare
+from gptjax.data.rows import FIELDS
 from gptjax.data.shards import ShardedTokens, load_prepared
 from gptjax.data.sources import parse_sources
+from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError
 from gptjax.tokenizer import load_tokenizer, train_tokenizer
 
@@ -102,8 +104,8 @@ def test_packing_hand_made_documents_loses_and_duplicates_no_token():
     stream = documents_to_stream(docs, bos=2, eos=3, dtype=np.int32)  # 23 tokens
     seq_len = 4
     rows = (stream.size - 1) // seq_len
-    kw = dict(seq_len=seq_len, global_batch=rows, seed=3, bos_id=2, pad_id=0)
-    batch = batch_for_step(stream, 0, **kw)  # one step = the whole epoch, rows shuffled
+    token_rows = TokenRows(stream, seq_len=seq_len, bos_id=2, pad_id=0)
+    batch = batch_for_step(token_rows, 0, global_batch=rows, seed=3)  # the epoch, shuffled
     # Put the rows back in stream order by finding where each one starts.
     starts = [
         next(s for s in range(0, rows * seq_len, seq_len) if (stream[s : s + seq_len] == r).all())
@@ -129,14 +131,16 @@ def test_packing_hand_made_documents_loses_and_duplicates_no_token():
 
 def test_plain_chunking_has_one_segment_per_row():
     stream = documents_to_stream([[5, 6, 7], [8, 9], [10, 11, 12]], 2, 3, np.int32)
-    kw = dict(seq_len=6, global_batch=2, seed=0, bos_id=2, pad_id=0, packing=False)
-    from_tf = next(train_dataset(stream, **kw).as_numpy_iterator())
-    from_np = batch_for_step(stream, 0, **kw)
+    rows = dict(seq_len=6, bos_id=2, pad_id=0)
+    plain = TokenRows(stream, **rows, packing=False)
+    kw = dict(global_batch=2, seed=0)
+    from_tf = next(train_dataset(plain, **kw).as_numpy_iterator())
+    from_np = batch_for_step(plain, 0, **kw)
     for key in FIELDS:
         np.testing.assert_array_equal(from_tf[key], from_np[key], err_msg=key)
     assert (from_tf["segment_ids"] == 1).all()
     assert (from_tf["positions"] == np.arange(6)).all()
-    packed = batch_for_step(stream, 0, **{**kw, "packing": True})
+    packed = batch_for_step(TokenRows(stream, **rows, packing=True), 0, **kw)
     assert packed["segment_ids"].max() > 1
     np.testing.assert_array_equal(packed["inputs"], from_tf["inputs"])  # same rows either way
 
@@ -144,11 +148,13 @@ def test_plain_chunking_has_one_segment_per_row():
 def test_resume_from_shards_equals_an_uninterrupted_run(prepared):
     data = load_prepared(prepared)
     whole = data.train.read(0, data.train.size)
-    kw = dict(seq_len=32, global_batch=8, seed=7, bos_id=2, pad_id=0)
-    from_zero = list(train_dataset(data.train, **kw).take(5).as_numpy_iterator())
+    sharded = TokenRows(data.train, seq_len=32, bos_id=2, pad_id=0)
+    kw = dict(global_batch=8, seed=7)
+    from_zero = list(train_dataset(sharded, **kw).take(5).as_numpy_iterator())
     for k in (0, 2, 4):
-        resumed = next(train_dataset(data.train, start_step=k, **kw).as_numpy_iterator())
-        in_memory = batch_for_step(whole, k, **kw)  # the same stream, not sharded
+        resumed = next(train_dataset(sharded, start_step=k, **kw).as_numpy_iterator())
+        # the same stream, not sharded
+        in_memory = batch_for_step(TokenRows(whole, seq_len=32, bos_id=2, pad_id=0), k, **kw)
         for key in FIELDS:
             np.testing.assert_array_equal(resumed[key], from_zero[k][key], err_msg=key)
             np.testing.assert_array_equal(resumed[key], in_memory[key], err_msg=key)
@@ -159,17 +165,23 @@ def test_process_slices_are_disjoint_and_cover_an_epoch(process_count):
     seq_len, num_rows, global_batch = 8, 64, 8
     stream = np.arange(num_rows * seq_len + 1, dtype=np.uint16)  # row r starts with r*seq_len
     sharded = ShardedTokens([stream[:100], stream[100:333], stream[333:]])
-    kw = dict(seq_len=seq_len, global_batch=global_batch, seed=4, bos_id=9999, pad_id=9998)
+    rows = dict(seq_len=seq_len, bos_id=9999, pad_id=9998)
+    kw = dict(global_batch=global_batch, seed=4)
     steps = num_rows // global_batch
     per_process = []
     for p in range(process_count):
-        dataset = train_dataset(sharded, process_index=p, process_count=process_count, **kw)
+        dataset = train_dataset(
+            TokenRows(sharded, **rows), process_index=p, process_count=process_count, **kw
+        )
         batches = list(dataset.take(steps).as_numpy_iterator())
         assert batches[0]["inputs"].shape == (global_batch // process_count, seq_len)
         per_process.append([b["inputs"][:, 0] // seq_len for b in batches])
     seen = np.concatenate([rows for process in per_process for rows in process])
     assert sorted(seen.tolist()) == list(range(num_rows))  # each row once across processes
-    single = [batch_for_step(stream, s, **kw)["inputs"][:, 0] // seq_len for s in range(steps)]
+    single = [
+        batch_for_step(TokenRows(stream, **rows), s, **kw)["inputs"][:, 0] // seq_len
+        for s in range(steps)
+    ]
     for step in range(steps):  # the slices, in process order, are the one-process batch
         joined = np.concatenate([per_process[p][step] for p in range(process_count)])
         np.testing.assert_array_equal(joined, single[step])

@@ -8,7 +8,7 @@ Prints a markdown table (the figures docs/benchmarks.md records) and writes resu
    once, reused from the workdir on later runs (its time is reported, not part of 2).
 2. `gptjax prepare` on the corpus (*.txt.xz read as such, documents split on "\\n\\n\\n")
    with --workers processes: MB of text per second, decompression included.
-3. Training input as the trainer reads it (`train_dataset(...).as_numpy_iterator()`):
+3. Training input as the trainer reads it (`train_dataset(TokenRows(...)).as_numpy_iterator()`):
    gpt2_124m rows (seq 1024) from the memory-mapped shards, packed, for a host holding the
    whole 512-row global batch and for one of 8 hosts (64 rows).
 4. Time to the first batch when a run resumes at step 0, 1,000 and 1,000,000.
@@ -32,6 +32,7 @@ from gptjax.config import load_config_file, model_config  # noqa: E402
 from gptjax.data.prepare import prepare, train_tokenizer_on  # noqa: E402
 from gptjax.data.shards import load_prepared  # noqa: E402
 from gptjax.data.sources import parse_sources  # noqa: E402
+from gptjax.data.token_rows import TokenRows  # noqa: E402
 from gptjax.model import flops_per_token  # noqa: E402
 from gptjax.tokenizer import Tokenizer, load_tokenizer  # noqa: E402
 
@@ -66,14 +67,11 @@ def _pipeline(tokens, tok, *, seq_len: int, global_batch: int, hosts: int, batch
     from gptjax.data.pipeline import train_dataset
 
     dataset = train_dataset(
-        tokens,
-        seq_len=seq_len,
+        TokenRows(tokens, seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id),
         global_batch=global_batch,
         seed=0,
         process_index=hosts - 1,
         process_count=hosts,
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
     )
     iterator = dataset.as_numpy_iterator()
     for _ in range(3):
@@ -90,13 +88,10 @@ def _first_batch_sec(tokens, tok, step: int, *, seq_len: int, global_batch: int)
 
     start = time.perf_counter()
     dataset = train_dataset(
-        tokens,
-        seq_len=seq_len,
+        TokenRows(tokens, seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id),
         global_batch=global_batch,
         seed=0,
         start_step=step,
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
     )
     next(dataset.as_numpy_iterator())
     return time.perf_counter() - start

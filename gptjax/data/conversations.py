@@ -30,12 +30,10 @@ import numpy as np
 
 from gptjax.chat_template import check_messages, render
 from gptjax.data.corpus import builtin_docstrings, hash_units
+from gptjax.data.rows import FIELDS, ArrayRows
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import Tokenizer
 
-# The pipeline's batch fields (gptjax.data.pipeline.FIELDS), repeated here because importing
-# the pipeline imports TensorFlow; a test checks the two agree.
-FIELDS = ("inputs", "targets", "segment_ids", "positions", "weights")
 # Built-in answers outside this many characters are fragments or whole paragraphs.
 MIN_ANSWER_CHARS, MAX_ANSWER_CHARS = 20, 200
 
@@ -194,42 +192,8 @@ def split_conversations(
     return train, validation
 
 
-class PackedRows:
-    """What every kind of packed rows offers the pipeline: `[num_rows, seq_len]` arrays named
-    by the class's FIELD_NAMES (padding has segment id 0 and weight 0)."""
-
-    FIELD_NAMES: ClassVar[tuple[str, ...]]
-
-    @property
-    def num_rows(self) -> int:
-        return self.inputs.shape[0]
-
-    @property
-    def seq_len(self) -> int:
-        return self.inputs.shape[1]
-
-    @property
-    def size(self) -> int:
-        """Token positions in all rows, padding included (what a stream's `.size` counts)."""
-        return self.inputs.size
-
-    @property
-    def trained_tokens(self) -> int:
-        return int(self.weights.sum())
-
-    @property
-    def filled(self) -> float:
-        """Fraction of row positions holding a token rather than padding."""
-        return np.count_nonzero(self.segment_ids) / max(self.segment_ids.size, 1)
-
-    @property
-    def fields(self) -> dict[str, np.ndarray]:
-        """The rows as {field: array}, in pipeline order."""
-        return {k: getattr(self, k) for k in self.FIELD_NAMES}
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class PackedConversations(PackedRows):
+class PackedConversations(ArrayRows):
     """SFT rows ready for the pipeline, and what packing did to get them.
 
     The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions

@@ -34,7 +34,6 @@ import numpy as np
 
 from gptjax.chat_template import check_messages, render
 from gptjax.data.conversations import (
-    PackedRows,
     _first_fit,
     _split_key,
     builtin_conversations,
@@ -42,10 +41,11 @@ from gptjax.data.conversations import (
     read_jsonl_records,
 )
 from gptjax.data.corpus import hash_units
+from gptjax.data.rows import ArrayRows
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import Tokenizer
 
-# The batch fields: the SFT fields (gptjax.data.pipeline.FIELDS) plus branch_ids.
+# The batch fields: the SFT fields (gptjax.data.rows.FIELDS) plus branch_ids.
 PREFERENCE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "branch_ids", "weights")
 # How many left-out pairs describe() names; the rest are only counted.
 _NAMED_TOO_LONG = 3
@@ -172,7 +172,7 @@ def split_preferences(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PackedPreferences(PackedRows):
+class PackedPreferences(ArrayRows):
     """DPO rows ready for the pipeline, and what packing did to get them.
 
     The arrays are [num_rows, seq_len], read-only: inputs, targets, segment_ids, positions,

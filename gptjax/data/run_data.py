@@ -1,9 +1,10 @@
-"""Everything a training run reads: the tokenizer and the train/validation token streams.
+"""Everything a training run reads: the tokenizer and the train/validation rows.
 
 `data.source="builtin"`: the tokenizer is trained once per workdir (or loaded from
 `data.tokenizer`) and the streams are cached in the workdir keyed by the tokenizer's hash, so
 a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards that
-`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first.
+`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first. Either
+stream is cut into rows of data.seq_len (gptjax.data.token_rows), packed as data.packing says.
 `data.source="conversations"` (SFT): chat examples rendered with the chat template and packed
 into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is the one of the
 `init_from` checkpoint, installed into the workdir before this runs. `data.source=
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.data.conversations import (
-    PackedConversations,
     builtin_conversations,
     pack_conversations,
     read_conversations,
@@ -27,13 +27,14 @@ from gptjax.data.conversations import (
 )
 from gptjax.data.corpus import builtin_documents, split_documents
 from gptjax.data.preferences import (
-    PackedPreferences,
     builtin_preferences,
     pack_preferences,
     read_preferences,
     split_preferences,
 )
+from gptjax.data.rows import Rows
 from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
+from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import (
     Tokenizer,
@@ -44,25 +45,18 @@ from gptjax.tokenizer import (
     unigram_entropy_from_counts,
 )
 
-SOURCES = ("builtin", "prepared", "conversations")
-
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
     tokenizer: Tokenizer
-    # Token ids, documents as [bos] ids [eos]: an int32 array (builtin) or memory-mapped shards;
-    # or, for SFT, conversations already packed into rows with their loss weights.
-    train_stream: np.ndarray | ShardedTokens | PackedConversations | PackedPreferences
-    valid_stream: np.ndarray | ShardedTokens | PackedConversations | PackedPreferences
+    # What the pipeline batches: a token stream (documents as [bos] ids [eos], an int32 array
+    # or memory-mapped shards) cut into rows, or conversations / preference pairs already
+    # packed into rows with their loss weights.
+    train_rows: Rows
+    valid_rows: Rows
     # nats/token of the validation targets' token frequencies (NaN for preference pairs)
     unigram_entropy: float
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
-
-
-def _documents(data_config) -> tuple[list[str], list[str]]:
-    if data_config.source not in SOURCES:
-        raise ConfigError(f"data.source={data_config.source!r} is not one of {SOURCES}")
-    return split_documents(builtin_documents(), data_config.validation_fraction)
 
 
 def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokenizer:
@@ -78,8 +72,6 @@ def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokeni
 
 
 def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
-    from gptjax.data.pipeline import encode_documents  # imports TensorFlow; only when needed
-
     if path.is_file():
         try:
             return np.load(path)
@@ -96,25 +88,44 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
 
 
 def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
-    """Tokenizer + streams for a run; refuses a model vocabulary smaller than the tokenizer's."""
-    if data_config.source == "prepared":
-        return _prepared(data_config, model_vocab_size, log)
-    if data_config.source == "conversations":
-        return _conversations(data_config, model_vocab_size, Path(workdir), log)
-    if data_config.source == "preferences":
-        return _preferences(data_config, model_vocab_size, Path(workdir), log)
-    workdir = Path(workdir)
-    train_docs, valid_docs = _documents(data_config)
+    """Tokenizer + rows for a run; refuses a model vocabulary smaller than the tokenizer's."""
+    # data.source was checked against gptjax.config.DATA_SOURCES when the config was validated.
+    build = {
+        "builtin": _builtin,
+        "prepared": _prepared,
+        "conversations": _conversations,
+        "preferences": _preferences,
+    }[data_config.source]
+    return build(data_config, model_vocab_size, Path(workdir), log)
+
+
+def _token_rows(data_config, tokens: np.ndarray | ShardedTokens, tokenizer: Tokenizer) -> Rows:
+    return TokenRows(
+        tokens,
+        seq_len=data_config.seq_len,
+        bos_id=tokenizer.bos_id,
+        pad_id=tokenizer.pad_id,
+        packing=data_config.packing,
+    )
+
+
+def _builtin(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+    train_docs, valid_docs = split_documents(builtin_documents(), data_config.validation_fraction)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     cache = workdir / "data"
     key = tokenizer.sha256[:16]
     train_stream = _cached_stream(cache / f"train-{key}.npy", train_docs, tokenizer)
     valid_stream = _cached_stream(cache / f"valid-{key}.npy", valid_docs, tokenizer)
-    return RunData(tokenizer, train_stream, valid_stream, unigram_entropy(valid_stream))
+    return RunData(
+        tokenizer,
+        _token_rows(data_config, train_stream, tokenizer),
+        _token_rows(data_config, valid_stream, tokenizer),
+        unigram_entropy(valid_stream),
+    )
 
 
-def _prepared(data_config, model_vocab_size: int, log) -> RunData:
+def _prepared(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
     if not data_config.prepared_dir:
         raise ConfigError(
             'data.source="prepared" needs data.prepared_dir (the --out of `gptjax prepare`)'
@@ -128,7 +139,13 @@ def _prepared(data_config, model_vocab_size: int, log) -> RunData:
     tokenizer = prepared.tokenizer
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     entropy = unigram_entropy_from_counts(token_counts(prepared.valid, tokenizer.vocab_size))
-    return RunData(tokenizer, prepared.train, prepared.valid, entropy, prepared.manifest)
+    return RunData(
+        tokenizer,
+        _token_rows(data_config, prepared.train, tokenizer),
+        _token_rows(data_config, prepared.valid, tokenizer),
+        entropy,
+        prepared.manifest,
+    )
 
 
 def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:

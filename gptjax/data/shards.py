@@ -36,15 +36,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
 class ShardedTokens:
     """One token stream stored as consecutive arrays (memory-mapped shards or one ndarray)."""
 
-    def __init__(self, arrays: list[np.ndarray], names: list[str] | None = None) -> None:
-        names = names or [f"array {i}" for i in range(len(arrays))]
-        kept = [i for i, a in enumerate(arrays) if a.size]
-        self.arrays, self.names = [arrays[i] for i in kept], [names[i] for i in kept]
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = [a for a in arrays if a.size]
         self.offsets = np.cumsum([0] + [a.size for a in self.arrays]).tolist()
 
     @classmethod
     def from_array(cls, stream: np.ndarray) -> ShardedTokens:
-        return cls([np.asarray(stream)], ["<in memory>"])
+        return cls([np.asarray(stream)])
 
     @property
     def size(self) -> int:
@@ -246,7 +244,7 @@ def load_prepared(
             checks.append((path, arrays[-1], entry))
             if not verify and entry["max_token_id"] >= tokenizer.vocab_size:
                 _bad_id(path, entry["max_token_id"], "?", tokenizer.vocab_size)
-        splits[split] = ShardedTokens(arrays, [e["file"] for e in entries])
+        splits[split] = ShardedTokens(arrays)
         if splits[split].size < 2:
             raise DataError(
                 f"{prepared_dir} has no {split} tokens; re-run gptjax prepare with more text"

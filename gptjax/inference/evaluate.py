@@ -61,7 +61,8 @@ def text_metrics(
     max_batches: int | None,
 ) -> dict[str, float]:
     """Perplexity and token accuracy on documents, packed `[bos] doc [eos]` into rows."""
-    from gptjax.data.pipeline import encode_documents, eval_batches
+    from gptjax.data.pipeline import eval_batches
+    from gptjax.data.token_rows import TokenRows, encode_documents
 
     _check_batch(loaded, batch_size)
     if not 0 < seq_len <= loaded.model_config.max_seq_len:
@@ -70,14 +71,10 @@ def text_metrics(
             f"{loaded.model_config.max_seq_len}]"
         )
     tok = loaded.tokenizer
-    batches = eval_batches(
-        encode_documents(documents, tok),
-        seq_len=seq_len,
-        batch_size=batch_size,
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
-        max_batches=max_batches,
+    rows = TokenRows(
+        encode_documents(documents, tok), seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id
     )
+    batches = eval_batches(rows, batch_size=batch_size, max_batches=max_batches)
     return teacher_forced(loaded, batches)
 
 
@@ -156,12 +153,12 @@ def conversation_metrics(
     """Answer-token loss/accuracy over all conversations, generation metrics on the first
     `max_generate` of them."""
     from gptjax.data.conversations import pack_conversations
-    from gptjax.data.pipeline import packed_eval_batches
+    from gptjax.data.pipeline import eval_batches
 
     _check_batch(loaded, batch_size)
     packed = pack_conversations(conversations, loaded.tokenizer, loaded.model_config.max_seq_len)
     forced = teacher_forced(
-        loaded, packed_eval_batches(packed, batch_size=batch_size, max_batches=max_batches)
+        loaded, eval_batches(packed, batch_size=batch_size, max_batches=max_batches)
     )
     generated = generation_metrics(
         loaded,

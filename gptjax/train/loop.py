@@ -151,14 +151,9 @@ def _precompute_reference(config, graphdef, params, data: RunData, mesh, log) ->
     batch_size = config.train.eval_batch_size
     train, valid = (
         precompute(graphdef, params, rows, batch_size=batch_size, mesh=mesh, log=log)
-        for rows in (data.train_stream, data.valid_stream)
+        for rows in (data.train_rows, data.valid_rows)
     )
-    return dataclasses.replace(data, train_stream=train, valid_stream=valid)
-
-
-def _is_packed(stream) -> bool:
-    """SFT conversations or DPO pairs: rows already packed, with every field (`.fields`)."""
-    return hasattr(stream, "fields")
+    return dataclasses.replace(data, train_rows=train, valid_rows=valid)
 
 
 def _data_hash(data: RunData) -> str:
@@ -166,13 +161,7 @@ def _data_hash(data: RunData) -> str:
     or the built-in stream or packed conversations themselves (small, in memory)."""
     if data.manifest is not None:
         return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
-    digest = hashlib.sha256()
-    if _is_packed(data.train_stream):
-        for array in data.train_stream.fields.values():
-            digest.update(np.ascontiguousarray(array).tobytes())
-    else:
-        digest.update(np.ascontiguousarray(data.train_stream).tobytes())
-    return digest.hexdigest()
+    return data.train_rows.sha256()
 
 
 def _process_rows(batch: dict, rows: int) -> dict:
@@ -182,21 +171,11 @@ def _process_rows(batch: dict, rows: int) -> dict:
 
 
 def _eval_batches(config, data: RunData) -> list[dict]:
-    from gptjax.data.pipeline import eval_batches, packed_eval_batches
+    from gptjax.data.pipeline import eval_batches
 
-    if _is_packed(data.valid_stream):
-        return packed_eval_batches(
-            data.valid_stream,
-            batch_size=config.train.eval_batch_size,
-            max_batches=config.train.eval_batches,
-        )
     return eval_batches(
-        data.valid_stream,
-        seq_len=config.data.seq_len,
+        data.valid_rows,
         batch_size=config.train.eval_batch_size,
-        bos_id=data.tokenizer.bos_id,
-        pad_id=data.tokenizer.pad_id,
-        packing=config.data.packing,
         max_batches=config.train.eval_batches,
     )
 
@@ -367,7 +346,7 @@ def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = 
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
     log(
         f"model: {count_params(run.model_config):,} parameters · mesh {dict(run.mesh.shape)} · "
-        f"{run.data.train_stream.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
+        f"{run.data.train_rows.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
         f"({peak_source})"
     )
     writer = MetricsWriter(workdir, enabled=primary)
@@ -389,26 +368,16 @@ def _save(run: Run, state: TrainState, saves, step_log: _StepLog, *, force: bool
 
 
 def train_batches(config, data: RunData, start_step: int):
-    """This process's numpy batches for steps start_step, start_step+1, ... (token stream or
-    packed rows, whichever the data section built)."""
-    from gptjax.data.pipeline import packed_train_dataset, train_dataset
+    """This process's numpy batches for steps start_step, start_step+1, ..."""
+    from gptjax.data.pipeline import train_dataset
 
-    where = dict(
+    dataset = train_dataset(
+        data.train_rows,
         global_batch=config.train.global_batch_size,
         seed=config.seed,
         start_step=start_step,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-    )
-    if _is_packed(data.train_stream):
-        return packed_train_dataset(data.train_stream, **where).as_numpy_iterator()
-    dataset = train_dataset(
-        data.train_stream,
-        seq_len=config.data.seq_len,
-        bos_id=data.tokenizer.bos_id,
-        pad_id=data.tokenizer.pad_id,
-        packing=config.data.packing,
-        **where,
     )
     return dataset.as_numpy_iterator()
 

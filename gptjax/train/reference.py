@@ -18,13 +18,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from gptjax import sharding
 from gptjax.checkpoint import Checkpointer
 from gptjax.data.preferences import PackedPreferences
+from gptjax.data.rows import ArrayRows
 from gptjax.dpo import answer_logps
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.train.resume import StartPoint
 
 
-@dataclasses.dataclass(frozen=True)
-class PairsWithReference:
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairsWithReference(ArrayRows):
     """Packed pairs plus each pair's reference log-probabilities, as extra batch fields
     (`[rows, seq_len]`, column s-1 holding segment s), for `dpo.reference="precomputed"`."""
 
@@ -33,23 +34,11 @@ class PairsWithReference:
     reference_rejected: np.ndarray
 
     @property
-    def fields(self) -> dict[str, np.ndarray]:
-        return self.pairs.fields | {
+    def arrays(self) -> dict[str, np.ndarray]:
+        return self.pairs.arrays | {
             "reference_chosen": self.reference_chosen,
             "reference_rejected": self.reference_rejected,
         }
-
-    @property
-    def num_rows(self) -> int:
-        return self.pairs.num_rows
-
-    @property
-    def size(self) -> int:
-        return self.pairs.size
-
-    @property
-    def seq_len(self) -> int:
-        return self.pairs.seq_len
 
     @property
     def pad_id(self) -> int:
@@ -87,14 +76,14 @@ def restore_reference(point: dict, target_params, log):
 
 def precompute(graphdef, params, packed: PackedPreferences, *, batch_size: int, mesh, log):
     """`packed` with the reference's answer log-probabilities attached, computed once."""
-    from gptjax.data.pipeline import packed_eval_batches
+    from gptjax.data.pipeline import eval_batches
 
     replicated = NamedSharding(mesh, PartitionSpec())
     fn = jax.jit(lambda p, b: answer_logps(graphdef, p, b)[:2], out_shardings=replicated)
     rows = batch_size // jax.process_count()
     start = jax.process_index() * rows
     chosen, rejected = [], []
-    for batch in packed_eval_batches(packed, batch_size=batch_size):
+    for batch in eval_batches(packed, batch_size=batch_size):
         local = {name: value[start : start + rows] for name, value in batch.items()}
         out = jax.device_get(fn(params, sharding.global_batch_from_local(local, mesh)))
         chosen.append(out[0])
