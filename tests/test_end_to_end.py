@@ -70,7 +70,7 @@ def test_bad_override_is_refused_before_anything_runs(tmp_path):
 
 
 def test_consecutive_non_finite_steps_abort_with_exit_70():
-    from gptjax.train.loop import _StepLog
+    from gptjax.train.step_log import StepLog
 
     class Stub:  # the loop's collaborators, reduced to what record() touches
         def write(self, *args, **kwargs): ...
@@ -87,7 +87,7 @@ def test_consecutive_non_finite_steps_abort_with_exit_70():
                 seq_len = 16
 
     log_lines = []
-    step_log = _StepLog(Run, Stub(), Stub(), 1.0, log_lines.append)
+    step_log = StepLog(Run, Stub(), Stub(), 1.0, log_lines.append)
     bad = {"finite": False, "loss": float("nan"), "bad_steps": 0}
     step_log.record(0, bad | {"bad_steps": 1}, 0.0)
     step_log.record(1, bad | {"bad_steps": 2}, 0.0)

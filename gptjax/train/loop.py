@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
@@ -22,7 +21,7 @@ from gptjax.chat_template import format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
-from gptjax.errors import NonFiniteError, Preempted
+from gptjax.errors import Preempted
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
@@ -39,6 +38,7 @@ from gptjax.train import multihost, resume
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
+from gptjax.train.step_log import StepLog
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -251,81 +251,6 @@ def _log_samples(run: Run, step: int, log) -> None:
                 f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
-_BOOKKEEPING = ("loss", "lr", "weight", "finite", "bad_steps")
-
-
-class _StepLog:
-    """Host-side metrics between log lines: averages, tokens/s, MFU, input wait, NaN gate."""
-
-    def __init__(self, run: Run, writer: MetricsWriter, bar: ProgressBar, peak: float, log):
-        self.run, self.writer, self.bar, self.peak, self.log = run, writer, bar, peak, log
-        self.tokens_per_step = run.config.train.global_batch_size * run.config.data.seq_len
-        self.windows: list[tuple[float, float]] = []  # (tokens/s, MFU) of every logged window
-        self._reset()
-
-    def _reset(self):
-        self.start, self.values, self.wait = time.perf_counter(), [], 0.0
-
-    def record(self, step: int, metrics: dict, input_wait: float) -> None:
-        """Called with step N's metrics once step N+1 is queued (this blocks on step N)."""
-        metrics = jax.device_get(metrics)
-        self.values.append(metrics)
-        self.wait += input_wait
-        if not metrics["finite"]:
-            bad, limit = int(metrics["bad_steps"]), self.run.config.train.max_bad_steps
-            self.log(
-                f"step {step + 1}: non-finite loss or gradient, update skipped ({bad} in a row)"
-            )
-            if bad >= limit:
-                raise NonFiniteError(
-                    f"aborting: {bad} consecutive non-finite steps (train.max_bad_steps={limit}); "
-                    "lower optim.peak_lr or check the data"
-                )
-        if (step + 1) % self.run.config.train.log_every == 0:
-            self.flush(step + 1)
-
-    def final_summary(self) -> dict:
-        """The last window's metrics, with throughput and MFU as medians over all windows: one
-        window's timing can be skewed (its steps may have run during the previous window's
-        wait when dispatch is synchronous, as on CPU), the median of many is not."""
-        if not self.windows:
-            return {}
-        tokens_per_sec, mfu = np.median(np.array(self.windows), axis=0).tolist()
-        return self.last | {"tokens_per_sec": tokens_per_sec, "mfu": mfu}
-
-    def flush(self, step: int) -> None:
-        if not self.values:
-            return
-        elapsed = time.perf_counter() - self.start
-        finite = [m for m in self.values if m["finite"]]
-        mean = lambda key: float(np.mean([m[key] for m in finite])) if finite else float("nan")
-        tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
-        loss = mean("loss")
-        summary = {"loss": loss}
-        if self.run.objective.has_perplexity:
-            summary["perplexity"] = math.exp(min(loss, 50.0)) if math.isfinite(loss) else math.nan
-        # The objective's own metrics (accuracy; DPO's rewards and margins), averaged.
-        summary |= {name: mean(name) for name in self.values[0] if name not in _BOOKKEEPING}
-        summary |= {
-            "lr": float(self.values[-1]["lr"]),
-            "tokens_per_sec": tokens_per_sec,
-            "mfu": tokens_per_sec * self.run.model_flops_per_token / self.peak,
-            "input_wait_fraction": self.wait / elapsed,
-            "step_time_sec": elapsed / len(self.values),
-            "skipped_steps": sum(not m["finite"] for m in self.values),
-        }
-        self.writer.write(step, summary)
-        self.bar.update(
-            step,
-            loss=summary["loss"],
-            lr=summary["lr"],
-            **{"tok/s": summary["tokens_per_sec"], "mfu": summary["mfu"]},
-        )
-        self.last = summary
-        self.windows.append((summary["tokens_per_sec"], summary["mfu"]))
-        self._reset()
-
-
 def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = None) -> dict:
     """Trains `config` in `workdir`; returns the final summary (also written to metrics).
 
@@ -353,14 +278,14 @@ def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = 
     bar = ProgressBar(config.train.steps, int(run.state.step), enabled=primary)
     try:
         with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
-            return _loop(run, _StepLog(run, writer, bar, peak, log), log)
+            return _loop(run, StepLog(run, writer, bar, peak, log), log)
     finally:
         bar.close()
         writer.close()
         run.checkpointer.close()  # waits for the last save; a failed one raises (exit 74)
 
 
-def _save(run: Run, state: TrainState, saves, step_log: _StepLog, *, force: bool) -> None:
+def _save(run: Run, state: TrainState, saves, step_log: StepLog, *, force: bool) -> None:
     tokenizer_bytes = run.data.tokenizer.model_bytes
     blocked = run.checkpointer.save(state, run.checkpoint_metadata, tokenizer_bytes, force=force)
     saves.saved()
@@ -382,7 +307,7 @@ def train_batches(config, data: RunData, start_step: int):
     return dataset.as_numpy_iterator()
 
 
-def _loop(run: Run, step_log: _StepLog, log) -> dict:
+def _loop(run: Run, step_log: StepLog, log) -> dict:
     cfg = run.config
     if int(run.state.step) >= cfg.train.steps:
         log(f"nothing to train: checkpoint step {int(run.state.step)} >= {cfg.train.steps} steps")
