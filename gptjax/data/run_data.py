@@ -89,7 +89,7 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
 
 def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
     """Tokenizer + rows for a run; refuses a model vocabulary smaller than the tokenizer's."""
-    # data.source was checked against gptjax.config.DATA_SOURCES when the config was validated.
+    # data.source is one of these four: gptjax.config.DataConfig checked it.
     build = {
         "builtin": _builtin,
         "prepared": _prepared,

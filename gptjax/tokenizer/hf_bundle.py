@@ -197,9 +197,6 @@ class HFTokenizer(Tokenizer):
     def _split(self, text: str) -> list[str]:
         return self._added_re.split(text) if self._added_re else [text]
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_batch([text])[0]
-
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if not self.added:
             return self.backend.encode_batch(texts)
