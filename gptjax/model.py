@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from flax.core import spmd as flax_spmd
 
-from gptjax.attention import attend, check_implementation, grouped_attention
+from gptjax.attention import IMPLEMENTATIONS, attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
 from gptjax.schema import check_types
 from gptjax.sharding import logical_to_spec
@@ -65,11 +65,11 @@ class ModelConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10_000.0
     dropout_rate: float = 0.0
-    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; parameters stay float32
-    remat: Literal["none", "full", "dots"] = "none"  # activation rematerialisation per block
+    dtype: Literal[tuple(_DTYPES)] = "float32"  # compute dtype; parameters stay float32
+    remat: Literal[tuple(_REMAT_POLICIES)] = "none"  # activation rematerialisation per block
     scan_layers: bool = True  # lax.scan over the stacked layers (fast compile) or unrolled
     # training/eval attention kernel (gptjax.attention): xla anywhere, cudnn GPU, splash TPU
-    attention: Literal["xla", "dot_product", "cudnn", "splash"] = "xla"
+    attention: Literal[IMPLEMENTATIONS] = "xla"
     init_std: float = 0.02
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ from gptjax.model import ModelConfig
 from gptjax.objectives import PHASES
 from gptjax.schema import check_types, from_mapping, hint, require
 from gptjax.sharding import MESH_AXES, check_mesh_request
+from gptjax.tokenizer import MODEL_TYPES
 
 
 def _positive(section, prefix: str, names: tuple[str, ...]) -> None:
@@ -51,7 +52,7 @@ class DataConfig:
     packing: bool
     verify_shards: bool
     vocab_size: int
-    tokenizer_type: Literal["bpe", "unigram", "char"]
+    tokenizer_type: Literal[MODEL_TYPES]
     tokenizer: str
     seq_len: int
     validation_fraction: float
@@ -172,8 +173,8 @@ class SampleConfig:
 class DpoConfig:
     beta: float
     label_smoothing: float
-    loss: str
-    reference: str
+    loss: Literal[LOSS_TYPES]
+    reference: Literal[REFERENCE_MODES]
 
     def __post_init__(self):
         check_types(self, "dpo")
@@ -181,11 +182,6 @@ class DpoConfig:
         require(
             0 <= self.label_smoothing < 0.5,
             f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}",
-        )
-        require(self.loss in LOSS_TYPES, f"dpo.loss must be one of {LOSS_TYPES}, got {self.loss!r}")
-        require(
-            self.reference in REFERENCE_MODES,
-            f"dpo.reference must be one of {REFERENCE_MODES}, got {self.reference!r}",
         )
 
 
