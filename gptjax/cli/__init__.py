@@ -1,4 +1,4 @@
-"""`gptjax <verb>`: parses flags and calls library functions; nothing else lives here.
+"""`gptjax <verb>`: one module per verb family (its flags beside its body), registered below.
 
 Errors meant for people (`GptjaxError`) print one line and exit with their code (DESIGN.md):
 2 config/usage · 65 data/tokenizer · 70 non-finite · 74 checkpoint I/O · 75 preempted.
