@@ -15,9 +15,9 @@ into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from gptjax.data.conversations import (
     builtin_conversations,
@@ -36,6 +36,7 @@ from gptjax.data.rows import Rows
 from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
+from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import (
     Tokenizer,
     check_vocab,
@@ -59,7 +60,7 @@ class RunData:
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
 
 
-def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokenizer:
+def _tokenizer(data_config, train_docs: list[str], workdir: epath.Path, log) -> Tokenizer:
     if data_config.tokenizer:
         return load_tokenizer(data_config.tokenizer)
     local = workdir / "tokenizer"
@@ -71,10 +72,11 @@ def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokeni
     )
 
 
-def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
+def _cached_stream(path: epath.Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
     if path.is_file():
         try:
-            return np.load(path)
+            with path.open("rb") as f:  # np.load(path) would take gs:// for a local name
+                return np.load(f)
         except (ValueError, OSError) as error:
             raise DataError(
                 f"token cache {path} is corrupt ({error}); delete it to rebuild"
@@ -82,12 +84,13 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
     stream = encode_documents(docs, tokenizer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, stream)
+    with tmp.open("wb") as f:
+        np.save(f, stream)
     tmp.replace(path)
     return stream
 
 
-def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
+def prepare_run_data(data_config, model_vocab_size: int, workdir: PathLike, log=print) -> RunData:
     """Tokenizer + rows for a run; refuses a model vocabulary smaller than the tokenizer's."""
     # data.source is one of these four: gptjax.config.DataConfig checked it.
     build = {
@@ -96,7 +99,7 @@ def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, lo
         "conversations": _conversations,
         "preferences": _preferences,
     }[data_config.source]
-    return build(data_config, model_vocab_size, Path(workdir), log)
+    return build(data_config, model_vocab_size, as_path(workdir, "workdir"), log)
 
 
 def _token_rows(data_config, tokens: np.ndarray | ShardedTokens, tokenizer: Tokenizer) -> Rows:
@@ -109,7 +112,7 @@ def _token_rows(data_config, tokens: np.ndarray | ShardedTokens, tokenizer: Toke
     )
 
 
-def _builtin(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _builtin(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     train_docs, valid_docs = split_documents(builtin_documents(), data_config.validation_fraction)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
     check_vocab(tokenizer.vocab_size, model_vocab_size)
@@ -125,7 +128,7 @@ def _builtin(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
     )
 
 
-def _prepared(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     if not data_config.prepared_dir:
         raise ConfigError(
             'data.source="prepared" needs data.prepared_dir (the --out of `gptjax prepare`)'
@@ -148,7 +151,7 @@ def _prepared(data_config, model_vocab_size: int, workdir: Path, log) -> RunData
     )
 
 
-def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.conversations)
     conversations = builtin_conversations() if builtin else []
     if files:
@@ -178,7 +181,7 @@ def _split_specs(text: str) -> tuple[bool, list[str]]:
     return "builtin" in specs, [spec for spec in specs if spec != "builtin"]
 
 
-def _preferences(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.preferences)
     pairs = (builtin_preferences() if builtin else []) + (read_preferences(files) if files else [])
     train, valid = split_preferences(pairs, data_config.validation_fraction)

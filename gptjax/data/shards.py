@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.errors import DataError
+from gptjax.paths import as_path, file_size, local_copy
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
@@ -85,7 +86,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self._file = open(self.out_dir / f".{name}.tmp", "wb")
+        self._file = (self.out_dir / f".{name}.tmp").open("wb")
         self._hash = hashlib.sha256()
         self.shards.append({"file": name, "tokens": 0, "sha256": "", "max_token_id": -1})
 
@@ -138,7 +139,7 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
 
 
 def read_manifest(prepared_dir: str | Path) -> dict:
-    path = Path(prepared_dir) / MANIFEST
+    path = as_path(prepared_dir, "prepared directory") / MANIFEST
     if not path.is_file():
         raise DataError(
             f"{path} not found: {prepared_dir} is not a prepared dataset; create it with "
@@ -183,7 +184,7 @@ def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
             f"shard {path} listed in the manifest is missing; restore it or re-run gptjax prepare"
         )
     expected = entry["tokens"] * dtype.itemsize
-    actual = path.stat().st_size
+    actual = file_size(path)
     if actual != expected:
         state = "truncated" if actual < expected else "longer than the manifest says"
         raise DataError(
@@ -192,7 +193,9 @@ def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
         )
     if not expected:
         return np.zeros(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
+    # Rows are read at random offsets: a shard in a bucket is copied to this host's disk once.
+    local = local_copy(path, entry["sha256"], expected)
+    return np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
 
 
 def _verify_shard(path: Path, tokens: np.ndarray, entry: dict, vocab_size: int) -> None:
@@ -230,7 +233,7 @@ def load_prepared(
     its exact size. With `verify`, also each shard's sha256 and that every id is below the
     vocabulary (reads all shards once, on all cores); without it, the manifest's largest id.
     """
-    prepared_dir = Path(prepared_dir)
+    prepared_dir = as_path(prepared_dir, "data.prepared_dir")
     manifest = read_manifest(prepared_dir)
     tokenizer = _tokenizer(prepared_dir, manifest, tokenizer_path)
     dtype = np.dtype(manifest["dtype"])

@@ -7,7 +7,10 @@ imported Hugging Face model's own). `gptjax.tokenizer.load_tokenizer` returns ei
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+
+from etils import epath
+
+from gptjax.paths import PathLike, as_path
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 PAD_PIECE, UNK_PIECE, BOS_PIECE, EOS_PIECE = "<pad>", "<unk>", "<s>", "</s>"
@@ -54,9 +57,9 @@ class Tokenizer:
         """What tokenizer.json records beside the model bytes (vocab size, sha256, special ids)."""
         raise NotImplementedError
 
-    def save(self, out_dir: str | Path, *, model_type: str | None = None) -> Path:
+    def save(self, out_dir: PathLike, *, model_type: str | None = None) -> epath.Path:
         """Writes tokenizer.model (the bytes) and tokenizer.json (metadata); returns the dir."""
-        out = Path(out_dir)
+        out = as_path(out_dir, "tokenizer directory")
         out.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self.metadata(model_type), indent=2)
         # Write-then-rename so a crash never leaves a half-written model next to valid metadata.

@@ -11,9 +11,9 @@ import hashlib
 import json
 import math
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
@@ -26,6 +26,7 @@ from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import Objective, objective_for
+from gptjax.paths import PathLike, as_path
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -64,7 +65,7 @@ class Run:
     reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
 
 
-def build(config, workdir: Path, log=print) -> Run:
+def build(config, workdir: epath.Path, log=print) -> Run:
     """Validates the config, prepares data, and restores or initialises the sharded state.
 
     A failure after the Checkpointer opens closes it first, so Orbax's threads do not outlive
@@ -85,7 +86,7 @@ def build(config, workdir: Path, log=print) -> Run:
         raise
 
 
-def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
+def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
     model_config = derived["model"]
     start = resume.find_start(config, workdir, checkpointer)
     objective = objective_for(config.phase, config.dpo)
@@ -251,7 +252,7 @@ def _log_samples(run: Run, step: int, log) -> None:
                 f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
-def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = None) -> dict:
+def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = None) -> dict:
     """Trains `config` in `workdir`; returns the final summary (also written to metrics).
 
     Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
@@ -265,7 +266,7 @@ def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = 
         log(describe_runtime())
     log = multihost.primary_log(log)
     multihost.check_same_config(config, workdir)
-    workdir = Path(workdir)
+    workdir = as_path(workdir, "--workdir")
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
