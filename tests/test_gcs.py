@@ -1,4 +1,4 @@
-"""gs:// paths as a TPU user gives them, against a local Cloud Storage (tests/gcs_emulator.py).
+"""gs:// paths as a TPU user gives them, against a local Cloud Storage (tools/gcs_emulator.py).
 
 Nothing of gptjax is replaced: Orbax's TensorStore, the Python storage client and TF's own GCS
 file system (epath, TensorBoard, tf.data) all talk HTTP to fake-gcs-server.
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gcs_emulator import emulator_env
 from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
 
 from gptjax.errors import ConfigError
@@ -23,6 +22,9 @@ from gptjax.metrics import MetricsWriter, read_metrics
 from gptjax.paths import as_path, local_copy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from gcs_emulator import emulator_env  # noqa: E402  (tools/ is not a package)
+
 BUCKET = "gptjax-test"
 
 
@@ -117,7 +119,8 @@ def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
     workdir = f"gs://{BUCKET}/runs/from-prepared"
     trained = subprocess.run(
         _train_command(workdir, 4, "--config.data.source=prepared",
-                       f"--config.data.prepared_dir={out}", "--config.model.vocab_size=320"),
+                       f"--config.data.prepared_dir={out}", "--config.data.vocab_size=300",
+                       "--config.model.vocab_size=320"),
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env=subprocess_env() | {"GPTJAX_CACHE_DIR": str(tmp_path / "cache")},
     )  # fmt: skip

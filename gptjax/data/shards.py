@@ -11,6 +11,7 @@ shards, so a corpus larger than memory trains without being loaded.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -86,7 +87,9 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self._file = (self.out_dir / f".{name}.tmp").open("wb")
+        # epath opens a bucket file as a context manager; the stack closes either kind.
+        self._closer = contextlib.ExitStack()
+        self._file = self._closer.enter_context((self.out_dir / f".{name}.tmp").open("wb"))
         self._hash = hashlib.sha256()
         self.shards.append({"file": name, "tokens": 0, "sha256": "", "max_token_id": -1})
 
@@ -106,7 +109,7 @@ class ShardWriter:
                 self._finish()
 
     def _finish(self) -> None:
-        self._file.close()
+        self._closer.close()
         self._file = None
         shard = self.shards[-1]
         shard["sha256"] = self._hash.hexdigest()
@@ -115,7 +118,7 @@ class ShardWriter:
     def abort(self) -> None:
         """Deletes the shard being written (finished shards stay; no manifest lists them)."""
         if self._file is not None:
-            self._file.close()
+            self._closer.close()
             self._file = None
             (self.out_dir / f".{self.shards[-1]['file']}.tmp").unlink(missing_ok=True)
 

@@ -1,4 +1,11 @@
-"""A local Google Cloud Storage for the tests: fake-gcs-server, reached by every client gptjax uses.
+"""A local Google Cloud Storage: fake-gcs-server, reached by every client gptjax uses.
+
+Usage:  python tools/gcs_emulator.py --bucket B [--bucket B2 ...] -- COMMAND [ARGS...]
+
+runs COMMAND with the emulator up, its buckets created and the environment below set, so
+`gs://B/...` paths in it go to the emulator (in memory; gone when COMMAND ends). The tests
+(tests/test_gcs.py) and the gs:// checkpoint benchmark use it; so can you, to try a gs://
+workdir without a cloud project. Needs the test extra (`pip install -e '.[test]'`).
 
 Three clients talk to Cloud Storage in a gptjax run, and each is pointed at the emulator the
 way it supports:
@@ -17,12 +24,14 @@ way it supports:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
+import ipaddress
 import json
 import os
-import ssl
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -45,7 +54,7 @@ def _free_port() -> int:
 
 def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
     """A CA and, signed by it, a server certificate for storage.googleapis.com and 127.0.0.1."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=7))
 
     def certificate(subject, issuer, public_key, signing_key, *, ca: bool, names=()):
@@ -78,9 +87,11 @@ def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca = certificate("gptjax test CA", "gptjax test CA", ca_key.public_key(), ca_key, ca=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    import ipaddress
-
-    names = (x509.DNSName(GCS_HOST), x509.DNSName("www.googleapis.com"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    names = (
+        x509.DNSName(GCS_HOST),
+        x509.DNSName("www.googleapis.com"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    )
     cert = certificate(GCS_HOST, "gptjax test CA", key.public_key(), ca_key, ca=False, names=names)
     paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -242,12 +253,18 @@ class GcsEmulator:
         self.process = subprocess.Popen(
             [
                 str(_get_binary_path()),
-                "-backend", "memory",
-                "-scheme", "http",
-                "-host", "127.0.0.1",
-                "-port", str(self.http_port),
-                "-external-url", self.http_url,
-                "-log-level", os.environ.get("FAKE_GCS_LOG_LEVEL", "warn"),
+                "-backend",
+                "memory",
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.http_port),
+                "-external-url",
+                self.http_url,
+                "-log-level",
+                os.environ.get("FAKE_GCS_LOG_LEVEL", "warn"),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -315,3 +332,23 @@ def emulator_env(folder: Path):
             else:
                 os.environ[key] = value
         emulator.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bucket", action="append", required=True, help="a bucket to create")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to run after --")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder, emulator_env(Path(folder)) as emulator:
+        for bucket in args.bucket:
+            emulator.create_bucket(bucket)
+        return subprocess.run(command).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
