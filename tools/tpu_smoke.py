@@ -54,7 +54,11 @@ def parse_args(argv: list[str]):
     parser = argparse.ArgumentParser(
         prog="tools/tpu_smoke.py", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--config", default="configs/tpu_v4_8.py", help="config file")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "configs" / "tpu_v4_8.py"),
+        help="config file (default configs/tpu_v4_8.py)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
