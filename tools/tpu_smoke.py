@@ -44,6 +44,12 @@ SCHEMA = "gptjax-tpu-smoke/1"
 # A resume run shorter than this could end before the SIGTERM lands (steps of a small model
 # take milliseconds); a quarter of it is where the signal is sent.
 MIN_RESUME_STEPS = 24
+# Fields the smoke sets in its runs (measure_command, train_command): not the user's to override.
+SMOKE_SETS = {
+    "model.dtype", "model.attention", "optim.warmup_steps", "train.steps", "train.log_every",
+    "train.eval_every", "train.eval_batches", "checkpoint.save_every",
+    "checkpoint.save_every_minutes", "sample.max_new_tokens",
+}  # fmt: skip
 RESUME_RUNS = ("uninterrupted", "interrupted", "resumed")
 
 
@@ -124,7 +130,12 @@ def show(command: list[str], platform: str, note: str = "") -> None:
 def validate_up_front(args, overrides) -> None:
     """Config errors (exit 2) before anything runs, for every variant the smoke will run."""
     from gptjax.config import apply_overrides, load_config_file, validate_static
+    from gptjax.errors import ConfigError
 
+    for override in overrides:
+        field = override.split("=", 1)[0]
+        if field in SMOKE_SETS:  # it would be silently replaced in every run
+            raise ConfigError(f"--config.{field}: the smoke sets it itself in its runs; drop it")
     for dtype, attention in VARIANTS:
         config = load_config_file(args.config)
         apply_overrides(
