@@ -411,6 +411,9 @@ def test_tpu_config_validates_for_its_slice(name, devices, processes):
     text = path.read_text()
     assert f"gptjax train --config configs/{name} --workdir " in text
     assert f"JAX sees {devices} devices in {processes} process" in text
+    # Kernel and dtype are the smoke run's to decide; until then the file says so.
+    assert config.model.attention in ("xla", "splash") and config.model.dtype == "bfloat16"
+    assert "unmeasured on TPU" in text and "tools/tpu/smoke.sh decides them" in text
     with pytest.raises(ConfigError, match="devices"):  # the mesh is this slice's, nothing else
         validate(config, device_count=devices * 2, process_count=processes)
 

@@ -15,7 +15,7 @@ Measures, each in its own process: xla against splash attention and bfloat16 aga
 float32 (loss agreement, tokens/s, MFU, compile time), the peak HBM of each against the
 `gptjax train --dry-run` plan, and SIGTERM -> exit 75 -> resume, bitwise against an
 uninterrupted run. Writes everything to DIR/result.json (its path is the last line printed)
-and a human summary to DIR/summary.txt. Takes 15-30 minutes on a v4-8 with the default config.
+and a human summary to DIR/summary.txt. An estimated 15-30 minutes on a v4-8 (not yet timed).
 
   --config CONFIG  config file (default configs/tpu_v4_8.py; a v5litepod-8 needs a mesh of
                    8 devices: add --config.mesh.fsdp=-1)
