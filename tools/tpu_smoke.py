@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tpu_smoke_checks import run_checks, summary_lines  # noqa: E402
+from tpu_smoke_measure import finite_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURE = Path(__file__).resolve().with_name("tpu_smoke_measure.py")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         result["wall_sec"] = time.monotonic() - start
-        result_path.write_text(json.dumps(result, indent=1) + "\n")
+        result_path.write_text(json.dumps(finite_json(result), indent=1, allow_nan=False) + "\n")
 
     measure_variants(args, overrides, result, save)
     resume_stage(args, overrides, result, save)

@@ -222,9 +222,11 @@ def summary_lines(result: dict) -> list[str]:
         peak = bench.get("device_peak_bytes")
         memory = f"{_mib(peak)} vs {_mib(run['plan']['xla_bytes'])}" if peak else "n/a on CPU"
         step_ms = bench["step_sec"]["median"] * 1e3
+        # None where gptjax knows no peak for the chip and dtype (float32 on TPU).
+        mfu = "n/a" if bench["mfu"] is None else f"{100 * bench['mfu']:.1f}%"
         lines.append(
             f"{name:<17} {bench['tokens_per_sec']:>12,.0f} {step_ms:>9.1f}"
-            f" {100 * bench['mfu']:>5.1f}% {bench['compile_sec']:>9.1f}  {memory}"
+            f" {mfu:>6} {bench['compile_sec']:>9.1f}  {memory}"
         )
     for name, check in checks.items():
         mark = {True: "PASS", False: "FAIL", None: "n/a "}[check["passed"]]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -86,6 +87,18 @@ def corpus_batches(rows: int, length: int, vocab: int, seed: int, distinct: int 
     while True:
         yield made[index % distinct]
         index += 1
+
+
+def finite_json(value):
+    """`value` with NaN and infinities as None: strict JSON (jq, browsers) has no NaN. (MFU is
+    NaN where gptjax knows no peak, e.g. float32 on TPU.)"""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def use_splash_interpret() -> None:
@@ -178,6 +191,8 @@ def measure(args, overrides: list[str]) -> dict:
     backend = jax.default_backend()
     if backend != args.platform:  # JAX_PLATFORMS makes this an error already; say it plainly
         raise ConfigError(f"--platform {args.platform}, but JAX's backend is {backend!r}")
+    if jax.process_count() > 1:
+        raise ConfigError("the smoke run is for one host; this is one of a multi-host slice")
     interpret = args.platform == "cpu" and config.model.attention == "splash"
     if interpret:
         use_splash_interpret()
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         print(f"tpu_smoke_measure: error: {result['error']}", file=sys.stderr)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    args.json.write_text(json.dumps(finite_json(result), indent=1, allow_nan=False) + "\n")
     return code
 
 
