@@ -349,3 +349,73 @@ def test_a_multi_host_tpu_slice_is_detected_from_its_metadata(monkeypatch):
     _fake_tpu_slice(monkeypatch, hosts=4, failure=OSError("metadata server unreachable"))
     with pytest.raises(ConfigError, match="metadata server unreachable.*--num_processes 1"):
         _detect_tpu_slice(30)
+
+
+_TPU_VARS = (
+    "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES", "MEGASCALE_NUM_SLICES",
+    "MEGASCALE_COORDINATOR_ADDRESS", "TPU_SKIP_MDS_QUERY",
+)  # fmt: skip
+
+
+def _without_jax_detection(monkeypatch):
+    """As on a JAX release that moved its private cluster detection: the import fails."""
+    import jax._src.clusters as clusters
+
+    monkeypatch.delattr(clusters, "cloud_tpu_cluster", raising=False)
+    monkeypatch.setitem(sys.modules, "jax._src.clusters.cloud_tpu_cluster", None)
+    for name in _TPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    "env, evidence",
+    [
+        ({"TPU_WORKER_HOSTNAMES": "t-w-0,t-w-1,t-w-2,t-w-3"}, "TPU_WORKER_HOSTNAMES lists 4"),
+        ({"TPU_PROCESS_ADDRESSES": "10.0.0.2:8476,10.0.0.3:8476"}, "TPU_PROCESS_ADDRESSES lists"),
+        ({"MEGASCALE_NUM_SLICES": "2"}, "MEGASCALE_NUM_SLICES=2"),
+    ],
+)
+def test_a_tpu_worker_without_jax_cluster_detection_refuses_to_run_alone(
+    monkeypatch, env, evidence
+):
+    from gptjax.train.runtime import _detect_tpu_slice
+
+    _without_jax_detection(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        _detect_tpu_slice(30)
+    message = str(raised.value)
+    assert raised.value.exit_code == 2 and "\n" not in message
+    assert f"one of several TPU workers ({evidence}" in message
+    assert "cluster detection could not be imported (ModuleNotFoundError" in message
+    assert "pass --coordinator_address, --num_processes and --process_id on every worker" in message
+
+
+def test_without_jax_detection_the_tpu_vm_metadata_decides(monkeypatch):
+    from gptjax.train import tpu_hosts
+    from gptjax.train.runtime import _detect_tpu_slice
+
+    _without_jax_detection(monkeypatch)
+    assert _detect_tpu_slice(30) is None  # no TPU chips here: one process, as before
+    monkeypatch.setattr(tpu_hosts, "_tpu_chips_on_pci", lambda: 4)
+    workers = {"value": "w-0,w-1"}
+
+    def metadata(key):
+        assert key == "worker-network-endpoints"
+        if isinstance(workers["value"], Exception):
+            raise workers["value"]
+        return workers["value"]
+
+    monkeypatch.setattr(tpu_hosts, "_metadata", metadata)
+    with pytest.raises(ConfigError, match=r"TPU VM metadata lists 2 workers"):
+        _detect_tpu_slice(30)
+    workers["value"] = "w-0"
+    assert _detect_tpu_slice(30) is None  # a single-host TPU VM runs alone
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "w-0")
+    workers["value"] = OSError("should not be asked")
+    assert _detect_tpu_slice(30) is None  # GKE's host list is authoritative, even of one
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+    workers["value"] = OSError("timed out")
+    with pytest.raises(ConfigError, match=r"metadata server did not answer \(timed out\)"):
+        _detect_tpu_slice(30)
