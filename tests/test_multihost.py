@@ -5,6 +5,7 @@ Subprocess tests start real `gptjax train` processes joined through `--coordinat
 global batch, same mesh shape). The unit tests check the mesh layout and the flag checks.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -205,6 +206,39 @@ def test_sigterm_to_one_process_makes_all_save_the_same_step_and_exit_75(
     checkpoints = workdir / "checkpoints"
     assert (checkpoints / str(committed[0])).is_dir()
     assert not list(checkpoints.glob("*tmp*"))  # committed, not half-written
+
+
+@pytest.mark.slow
+def test_an_sft_run_on_two_processes_installs_the_tokenizer_once_and_samples(
+    one_process, group, tmp_path
+):
+    """The first start of an SFT run from another run's checkpoint: every process reads the
+    checkpoint's tokenizer, process 0 alone writes it (writers sharing the workdir once raced
+    on one temporary file); the fixed prompts are sampled at each evaluation."""
+    workdir, prompts = tmp_path / "sft", ("What does `json.dumps` do?", "Name a module.")
+    group.start_cluster(
+        workdir, 2, "--config.phase=sft", f"--config.init_from={one_process}",
+        "--config.data.source=conversations", "--config.data.conversations=builtin",
+        "--config.train.eval_every=4", f"--config.sample.prompts={prompts!r}",
+        "--config.sample.max_new_tokens=6", "--config.sample.temperature=0.0",
+        "--config.checkpoint.save_every_minutes=0.001",  # time-based saves: planned by process 0
+    )  # fmt: skip
+    assert group.wait() == [0, 0], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
+    assert f"starting from the parameters of {one_process} step {STEPS}" in group.stdout(0)
+    installed = workdir / "tokenizer"
+    assert sorted(p.name for p in installed.iterdir()) == ["tokenizer.json", "tokenizer.model"]
+    source = one_process / "tokenizer" / "tokenizer.model"
+    assert (installed / "tokenizer.model").read_bytes() == source.read_bytes()
+    records = [json.loads(line) for line in (workdir / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in records] == [
+        (step, prompt) for step in (4, STEPS) for prompt in prompts
+    ]  # written once, by process 0
+    assert all(r["sample"].startswith(f"--- {r['prompt']}\n") for r in records), records
+    assert records[0]["sample"] in group.stdout(0) and prompts[0] not in group.stdout(1)
+    saves = {
+        r["step"] for r in read_metrics(workdir / "metrics.jsonl") if "checkpoint_block_sec" in r
+    }
+    assert saves > {4, STEPS}  # and time-based ones between, at steps all processes agreed on
 
 
 def test_processes_started_with_different_configs_are_refused_on_every_process(group, tmp_path):

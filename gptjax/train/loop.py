@@ -21,6 +21,7 @@ from gptjax.chat_template import format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
+from gptjax.data.shard_verify import verify_once
 from gptjax.errors import Preempted
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
@@ -97,6 +98,14 @@ def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log
         lambda: prepare_run_data(config.data, model_config.vocab_size, workdir, log),
         "preparing the data",
     )
+    if data.prepared is not None:  # every process: the shards are hashed once, split across them
+        verify_once(
+            data.prepared,
+            workdir,
+            verify=config.data.verify_shards,
+            log=log,
+            processes=multihost.processes(),
+        )
     data_hash = _data_hash(data)
     multihost.check_same_data(data.tokenizer.sha256, data_hash)
     resume.check_tokenizer(start, data.tokenizer)

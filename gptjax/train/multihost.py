@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from gptjax.checkpoint import package_versions
+from gptjax.data.shard_verify import Processes
 from gptjax.errors import ConfigError, DataError, GptjaxError
 
 
@@ -147,3 +148,10 @@ def check_same_data(tokenizer_sha256: str, data_sha256: str) -> None:
                 "give every host the same data.tokenizer / data.prepared_dir, or one shared "
                 "workdir"
             )
+
+
+def processes() -> Processes:
+    """This process's place and the gather collective, for data checks split across hosts."""
+    if jax.process_count() == 1:
+        return Processes()
+    return Processes(jax.process_index(), jax.process_count(), _gather_texts)
