@@ -3,7 +3,8 @@
 `data.source="builtin"`: the tokenizer is trained once per workdir (or loaded from
 `data.tokenizer`) and the streams are cached in the workdir keyed by the tokenizer's hash, so
 a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards that
-`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first. Either
+`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest (sizes; the
+contents once per dataset by `gptjax.data.shard_verify`, which the caller runs). Either
 stream is cut into rows of data.seq_len (gptjax.data.token_rows), packed as data.packing says.
 `data.source="conversations"` (SFT): chat examples rendered with the chat template and packed
 into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is the one of the
@@ -33,7 +34,7 @@ from gptjax.data.preferences import (
     split_preferences,
 )
 from gptjax.data.rows import Rows
-from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
+from gptjax.data.shards import Prepared, ShardedTokens, open_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
 from gptjax.paths import PathLike, as_path
@@ -58,6 +59,8 @@ class RunData:
     # nats/token of the validation targets' token frequencies (NaN for preference pairs)
     unigram_entropy: float
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
+    # its shards, opened but not yet hashed: `gptjax.data.shard_verify.verify_once` does that
+    prepared: Prepared | None = None
 
 
 def _tokenizer(data_config, train_docs: list[str], workdir: epath.Path, log) -> Tokenizer:
@@ -133,12 +136,7 @@ def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> R
         raise ConfigError(
             'data.source="prepared" needs data.prepared_dir (the --out of `gptjax prepare`)'
         )
-    prepared = load_prepared(
-        data_config.prepared_dir,
-        data_config.tokenizer,
-        verify=data_config.verify_shards,
-        log=log,
-    )
+    prepared = open_prepared(data_config.prepared_dir, data_config.tokenizer)
     tokenizer = prepared.tokenizer
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     entropy = unigram_entropy_from_counts(token_counts(prepared.valid, tokenizer.vocab_size))
@@ -148,6 +146,7 @@ def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> R
         _token_rows(data_config, prepared.valid, tokenizer),
         entropy,
         prepared.manifest,
+        prepared,
     )
 
 

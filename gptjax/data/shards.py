@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -161,11 +162,20 @@ def read_manifest(prepared_dir: str | Path) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardFile:
+    path: Path
+    tokens: np.ndarray  # memory-mapped
+    entry: dict  # its manifest entry: file, tokens, sha256, max_token_id
+
+
+@dataclasses.dataclass(frozen=True)
 class Prepared:
     tokenizer: Tokenizer
     train: ShardedTokens
     valid: ShardedTokens
     manifest: dict
+    directory: Path
+    files: tuple[ShardFile, ...]  # every shard of both splits, in manifest order
 
 
 def _tokenizer(prepared_dir: Path, manifest: dict, tokenizer_path: str) -> Tokenizer:
@@ -227,41 +237,72 @@ def _bad_id(path: Path, token: int, index, vocab_size: int) -> None:
     )
 
 
-def load_prepared(
-    prepared_dir: str | Path, tokenizer_path: str = "", *, verify: bool = True, log=print
-) -> Prepared:
-    """Tokenizer and memory-mapped splits of a prepared directory, checked against the manifest.
+def open_prepared(prepared_dir: str | Path, tokenizer_path: str = "") -> Prepared:
+    """Tokenizer and memory-mapped splits of a prepared directory; reads no shard.
 
-    Always: manifest readable, tokenizer hash equal to the manifest's, every shard present at
-    its exact size. With `verify`, also each shard's sha256 and that every id is below the
-    vocabulary (reads all shards once, on all cores); without it, the manifest's largest id.
+    Checked: manifest readable, tokenizer hash equal to the manifest's, every shard present at
+    its exact size. `verify_shards` (or `check_manifest_ids`) checks the contents.
     """
     prepared_dir = as_path(prepared_dir, "data.prepared_dir")
     manifest = read_manifest(prepared_dir)
     tokenizer = _tokenizer(prepared_dir, manifest, tokenizer_path)
     dtype = np.dtype(manifest["dtype"])
-    splits, checks = {}, []
+    splits, files = {}, []
     for split in SPLITS:
-        entries = manifest["splits"][split]["shards"]
         arrays = []
-        for entry in entries:
+        for entry in manifest["splits"][split]["shards"]:
             path = prepared_dir / entry["file"]
             arrays.append(_open_shard(path, entry, dtype))
-            checks.append((path, arrays[-1], entry))
-            if not verify and entry["max_token_id"] >= tokenizer.vocab_size:
-                _bad_id(path, entry["max_token_id"], "?", tokenizer.vocab_size)
+            files.append(ShardFile(path, arrays[-1], entry))
         splits[split] = ShardedTokens(arrays)
         if splits[split].size < 2:
             raise DataError(
                 f"{prepared_dir} has no {split} tokens; re-run gptjax prepare with more text"
                 + (" or a larger --validation-fraction" if split == "valid" else "")
             )
-    if verify:
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib and numpy drop the GIL
-            list(pool.map(lambda c: _verify_shard(*c, tokenizer.vocab_size), checks))
-    else:
+    return Prepared(
+        tokenizer, splits["train"], splits["valid"], manifest, prepared_dir, tuple(files)
+    )
+
+
+def check_manifest_ids(prepared: Prepared) -> None:
+    """Without hashing: the manifest's largest id of each shard is below the vocabulary."""
+    for shard in prepared.files:
+        if shard.entry["max_token_id"] >= prepared.tokenizer.vocab_size:
+            _bad_id(shard.path, shard.entry["max_token_id"], "?", prepared.tokenizer.vocab_size)
+
+
+def verify_shards(files: Sequence[ShardFile], vocab_size: int) -> str:
+    """Each shard's sha256 against the manifest and every id < vocab_size, on all cores.
+
+    Returns the first problem as a one-line message ("" when all are sound), so processes can
+    exchange it; `load_prepared` raises it.
+    """
+
+    def check(shard: ShardFile) -> str:
+        try:
+            _verify_shard(shard.path, shard.tokens, shard.entry, vocab_size)
+        except DataError as error:
+            return str(error)
+        return ""
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib and numpy drop the GIL
+        return next((problem for problem in pool.map(check, files) if problem), "")
+
+
+def load_prepared(
+    prepared_dir: str | Path, tokenizer_path: str = "", *, verify: bool = True, log=print
+) -> Prepared:
+    """`open_prepared`, then with `verify` every shard's sha256 and ids (reads all shards
+    once); without it, the manifest's largest ids. A training run verifies once per dataset
+    instead (`gptjax.data.shard_verify`)."""
+    prepared = open_prepared(prepared_dir, tokenizer_path)
+    if not verify:
+        check_manifest_ids(prepared)
         log(f"data.verify_shards=False: sha256 of the shards in {prepared_dir} not checked")
-    return Prepared(tokenizer, splits["train"], splits["valid"], manifest)
+    elif problem := verify_shards(prepared.files, prepared.tokenizer.vocab_size):
+        raise DataError(problem)
+    return prepared
 
 
 def token_counts(tokens: ShardedTokens, vocab_size: int) -> np.ndarray:

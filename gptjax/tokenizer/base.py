@@ -6,6 +6,8 @@ imported Hugging Face model's own). `gptjax.tokenizer.load_tokenizer` returns ei
 
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Iterable, Sequence
 
 from etils import epath
@@ -63,8 +65,10 @@ class Tokenizer:
         out.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self.metadata(model_type), indent=2)
         # Write-then-rename so a crash never leaves a half-written model next to valid metadata.
+        # The temporary name is this process's own: two writers sharing one name rename each
+        # other's file away (multi-host runs write once, from process 0; this is the backstop).
         for name, data in ((MODEL_FILE, self.model_bytes), (META_FILE, meta.encode("utf-8"))):
-            tmp = out / f".{name}.tmp"
+            tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.write_bytes(data)
             tmp.replace(out / name)
         return out
