@@ -24,10 +24,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+
+from etils import epath
 
 from gptjax.data.shards import Prepared, check_manifest_ids, verify_shards
 from gptjax.errors import DataError
+from gptjax.paths import absolute, as_path
 
 
 def _alone(text: str) -> list[str]:
@@ -47,18 +49,20 @@ class Processes:
 def files_key(prepared: Prepared) -> str:
     """Names exactly these files as this process sees them (no byte of them is read)."""
     digest = hashlib.sha256(json.dumps(prepared.manifest, sort_keys=True).encode())
-    digest.update(str(prepared.directory.absolute()).encode())
+    digest.update(str(absolute(prepared.directory)).encode())
     for shard in prepared.files:
-        stat = shard.path.stat()
-        digest.update(f"\0{shard.entry['file']}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        stat = shard.path.stat()  # epath's, for a local or a bucket file
+        digest.update(f"\0{shard.entry['file']}\0{stat.length}\0{stat.mtime}".encode())
     return digest.hexdigest()
 
 
-def record_path(workdir: Path, key: str) -> Path:
-    return Path(workdir) / "data" / f"shards-verified-{key[:16]}.json"
+def record_path(workdir, key: str) -> epath.Path:
+    return as_path(workdir) / "data" / f"shards-verified-{key[:16]}.json"
 
 
-def _recorded(path: Path, key: str) -> dict | None:
+def _recorded(path: epath.Path, key: str) -> dict | None:
+    if not path.exists():  # (TF's GCS file system raises its own NotFoundError, not OSError)
+        return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -66,7 +70,7 @@ def _recorded(path: Path, key: str) -> dict | None:
     return record if isinstance(record, dict) and record.get("key") == key else None
 
 
-def _write_record(path: Path, record: dict) -> None:
+def _write_record(path: epath.Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -75,7 +79,7 @@ def _write_record(path: Path, record: dict) -> None:
 
 def verify_once(
     prepared: Prepared,
-    workdir: Path,
+    workdir: epath.Path,
     *,
     verify: bool = True,
     log=print,
