@@ -20,6 +20,7 @@ way it supports:
   gptjax's is replaced: the production code path, TF's GCS client included, is what runs.
 
 `GOOGLE_AUTH_TOKEN_FOR_TESTING` is TF's own switch to skip the metadata-server token fetch.
+`FAKE_GCS_LOG_LEVEL=info` makes the emulator log every request (to fake-gcs-server.log).
 """
 
 from __future__ import annotations
