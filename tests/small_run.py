@@ -11,6 +11,29 @@ SMALL_MODEL = [
 # With the built-in corpus: a 512-piece tokenizer trained for the run.
 SMALL_VOCAB = ["--config.model.vocab_size=512", "--config.data.vocab_size=512"]
 
+# A run that logs every step and saves every 4: for the SIGTERM / resume tests.
+RESUMABLE = [
+    *SMALL_MODEL,
+    *SMALL_VOCAB,
+    "--config.optim.warmup_steps=4",
+    "--config.train.log_every=1",
+    "--config.train.eval_batches=2",
+    "--config.checkpoint.save_every=4",
+    "--config.sample.max_new_tokens=0",
+]
+
+
+def train_command(workdir, steps: int, *extra: str) -> list[str]:
+    """`gptjax train` of configs/tiny.py with RESUMABLE, evaluating once at the end."""
+    import sys
+
+    return [
+        sys.executable, "-m", "gptjax.cli", "train", "--config", "configs/tiny.py",
+        "--workdir", str(workdir), f"--config.train.steps={steps}",
+        f"--config.train.eval_every={steps}", *RESUMABLE, *extra,
+    ]  # fmt: skip
+
+
 # Two simulated devices, not the in-process suite's eight: on 2 cores each step of a
 # subprocess run is several times faster, and the code paths under test are the same.
 TWO_DEVICES = "--xla_force_host_platform_device_count=2"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+from small_run import subprocess_env, train_command
 
 from gptjax.errors import ConfigError
 from gptjax.metrics import MetricsWriter, read_metrics
@@ -118,7 +118,7 @@ def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
 
     workdir = f"gs://{BUCKET}/runs/from-prepared"
     trained = subprocess.run(
-        _train_command(workdir, 4, "--config.data.source=prepared",
+        train_command(workdir, 4, "--config.data.source=prepared",
                        f"--config.data.prepared_dir={out}", "--config.data.vocab_size=300",
                        "--config.model.vocab_size=320"),
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -130,22 +130,6 @@ def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
 
 
 STEPS = 16
-RUN = [
-    *SMALL_MODEL,
-    "--config.optim.warmup_steps=4",
-    "--config.train.log_every=1",
-    "--config.train.eval_batches=2",
-    "--config.checkpoint.save_every=4",
-    "--config.sample.max_new_tokens=0",
-]
-
-
-def _train_command(workdir: str, steps: int, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "gptjax.cli", "train", "--config", "configs/tiny.py",
-        "--workdir", workdir, f"--config.train.steps={steps}",
-        f"--config.train.eval_every={steps}", *RUN, *extra,
-    ]  # fmt: skip
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -179,7 +163,7 @@ def _cli(*args: str, timeout=600) -> subprocess.CompletedProcess:
 def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path):
     local = tmp_path / "local"
     reference = subprocess.run(
-        _train_command(str(local), STEPS, *SMALL_VOCAB),
+        train_command(local, STEPS),
         cwd=ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=900,
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -187,7 +171,7 @@ def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path
     workdir = f"gs://{BUCKET}/runs/tiny"
     started = time.monotonic()
     process = subprocess.Popen(
-        _train_command(workdir, STEPS, *SMALL_VOCAB), cwd=ROOT, stdout=subprocess.PIPE,
+        train_command(workdir, STEPS), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env=subprocess_env(),
     )  # fmt: skip
     _wait_for_step(workdir, 5, process)  # metrics.jsonl is in the bucket while it runs
@@ -199,7 +183,7 @@ def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path
     assert f"runs/tiny/checkpoints/{stopped_at}/" in "\n".join(gcs.object_names(BUCKET, "runs/"))
     assert not Path(ROOT, "gs:").exists()
 
-    resumed = _cli(*_train_command(workdir, STEPS, *SMALL_VOCAB)[3:])
+    resumed = _cli(*train_command(workdir, STEPS)[3:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from step {stopped_at}" in resumed.stdout
     assert _losses(workdir) == _losses(str(local))  # bitwise, as on local disk

@@ -14,29 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+from small_run import subprocess_env, train_command
 
 from gptjax.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 24
-RUN = [
-    *SMALL_MODEL,
-    *SMALL_VOCAB,
-    "--config.optim.warmup_steps=4",
-    "--config.train.log_every=1",
-    "--config.train.eval_batches=2",
-    "--config.checkpoint.save_every=4",
-    "--config.sample.max_new_tokens=0",
-]
 
 
 def command(workdir, steps=STEPS, *extra):
-    return [
-        sys.executable, "-m", "gptjax.cli", "train", "--config", "configs/tiny.py",
-        "--workdir", str(workdir), f"--config.train.steps={steps}",
-        f"--config.train.eval_every={steps}", *RUN, *extra,
-    ]  # fmt: skip
+    return train_command(workdir, steps, *extra)
 
 
 def run(workdir, *extra, steps=STEPS, **kwargs):
