@@ -191,10 +191,11 @@ def slice_groups(devices: Sequence, count: int) -> list[list]:
     """The devices of each slice, in slice order.
 
     TPU devices carry `slice_index` (a multislice job numbers its slices), and the request
-    must match it. Devices without one (CPU, GPU, loopback tests) form `count` slices of
-    consecutive processes, so the same layout runs, and is tested, everywhere.
+    must match it. Elsewhere (CPU processes all report slice 0; GPUs have no TPU slices)
+    `count` slices of consecutive processes stand in, so the same layout runs, and is
+    tested, everywhere.
     """
-    if hasattr(devices[0], "slice_index"):
+    if devices[0].platform == "tpu":
         groups = _grouped(devices, lambda d: d.slice_index)
         if len(groups) != count:
             raise ConfigError(
@@ -207,9 +208,8 @@ def slice_groups(devices: Sequence, count: int) -> list[list]:
     processes = _grouped(devices, lambda d: d.process_index)
     if len(processes) % count:
         raise ConfigError(
-            f"mesh.dcn_data x mesh.dcn_fsdp = {count} slices, but these devices carry no TPU "
-            f"slice_index and their {len(processes)} process(es) cannot form {count} slices of "
-            "whole processes"
+            f"mesh.dcn_data x mesh.dcn_fsdp = {count} slices: without TPU slices, consecutive "
+            f"processes form them, and {len(processes)} process(es) cannot form {count}"
         )
     per = len(processes) // count
     return [sum(processes[i * per : (i + 1) * per], []) for i in range(count)]
