@@ -305,7 +305,7 @@ def test_restart_dry_run_shows_delete_create_install_start_in_order(fake):
         ("start.sh", ["--name", "gpt", "--type", "v5litepod-8", "--node-count", "2", "--config",
                       "configs/tiny.py", "--workdir", "/home/me/x"],
          "2 x v5litepod-8 has 2 hosts that must share one workdir"),
-        ("logs.sh", ["--name", "gpt", "--node", "1"], "--node 1: expected a slice number in [0, 1)"),
+        ("logs.sh", ["--name", "gpt", "--node", "1"], "--node 1: expected a slice number in"),
         ("logs.sh", ["--name", "gpt", "--node-count", "2", "--node", "all"], "needs --no-follow"),
     ],
 )  # fmt: skip
