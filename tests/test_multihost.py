@@ -174,8 +174,9 @@ def test_two_processes_train_like_one_and_hand_their_checkpoint_to_one(one_proce
 def test_two_processes_as_two_slices_train_like_one(one_process, group, tmp_path):
     """mesh.dcn_data=2 over loopback: CPU devices carry no slice_index, so each process is one
     slice of data=4, the mesh is data=8 as the reference's, and the layout (slice-major, then
-    process-major) is the two-process one. Losses match to rel 1e-5, not exactly: the gradient
-    all-reduce runs across processes (gloo) in another summation order than in one process."""
+    process-major) is the two-process one. Losses are asserted to rel 1e-5 (they came out
+    bit-identical here), not exactly: the gradient all-reduce across processes (gloo) need not
+    sum in the order one process's XLA does, so the last float bits may differ elsewhere."""
     workdir = tmp_path / "slices"
     for cached in ("tokenizer", "data"):  # the reference's tokenizer and token cache
         shutil.copytree(one_process / cached, workdir / cached)
