@@ -196,7 +196,7 @@ def slice_groups(devices: Sequence, count: int) -> list[list]:
     tested, everywhere.
     """
     if devices[0].platform == "tpu":
-        groups = _grouped(devices, lambda d: d.slice_index)
+        groups = _grouped(devices, lambda d: getattr(d, "slice_index", 0))  # none: one slice
         if len(groups) != count:
             raise ConfigError(
                 f"mesh.dcn_data x mesh.dcn_fsdp = {count} slice(s) but the devices form "
