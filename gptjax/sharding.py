@@ -226,11 +226,11 @@ def multislice_devices(slices: Sequence[Sequence], layout: MeshLayout) -> np.nda
     ici = tuple(layout.ici[axis] for axis in MESH_AXES)
     dcn = tuple(layout.dcn[axis] for axis in MESH_AXES)
     stacked = np.empty(dcn + ici, dtype=object)
-    for index, devices in zip(np.ndindex(*dcn), slices, strict=True):
+    for number, (index, devices) in enumerate(zip(np.ndindex(*dcn), slices, strict=True)):
         if len(devices) != math.prod(ici):
             raise ConfigError(
-                f"the TPU slices differ in size: slice {index} has {len(devices)} devices, the "
-                f"mesh needs {math.prod(ici)} per slice"
+                f"the slices differ in size: slice {number} has {len(devices)} devices, the "
+                f"mesh needs {math.prod(ici)} in each"
             )
         stacked[index] = _slice_grid(devices, ici)
     # [dcn_data, dcn_fsdp, 1, data, fsdp, tensor] -> [dcn_data * data, dcn_fsdp * fsdp, tensor]

@@ -95,6 +95,13 @@ def test_validate_refuses_slices_that_are_not_whole_processes():
     assert derived["mesh_layout"].ici == {"data": 2, "fsdp": 1, "tensor": 1}
 
 
+def test_slices_of_different_sizes_are_refused():
+    devices = _tpu_devices(slices=2, hosts=1)[:-1]  # slice 1 lost a chip: 4 + 3 devices
+    layout = resolve_mesh_layout({"data": -1, "dcn_data": 2}, 8)
+    with pytest.raises(ConfigError, match="slice 1 has 3 devices, the mesh needs 4 in each"):
+        multislice_devices(slice_groups(devices, 2), layout)
+
+
 def test_slices_come_from_slice_index_and_must_match_the_request():
     devices = _tpu_devices(slices=2, hosts=1)
     groups = slice_groups(devices, 2)
