@@ -11,6 +11,8 @@ Mesh:   the rule for every slice: `data` and `fsdp` may span hosts, `tensor` sta
         all 4 devices are on one host; fsdp=4 shards the ~2 GB of float32 parameters and AdamW
         state (0.5 GB per chip) and splits the batch 4 ways.
 Params: 124,439,808, as configs/gpt2_124m.py (everything but the fields set below is that file's).
+Kernels: model.dtype="bfloat16" and model.attention="xla" (set below) are unmeasured on TPU:
+        tools/tpu/smoke.sh decides them (docs/tpu.md, "First hour on a TPU").
 Reaches: not measured yet (no loss, time or throughput figure has been taken with this file).
         With the built-in ~2 MB corpus every step is an epoch: prepare a real corpus
         (`gptjax prepare`, README "Your own data") and add --config.data.source=prepared
@@ -26,6 +28,12 @@ from gptjax.config import load_config_file
 
 def get_config() -> ml_collections.ConfigDict:
     config = load_config_file(Path(__file__).with_name("gpt2_124m.py"))
+
+    # Unmeasured on TPU: bfloat16 (the usual TPU compute dtype) and the XLA attention (runs
+    # anywhere) stay until tools/tpu/smoke.sh, splash vs xla and bfloat16 vs float32 on this
+    # hardware, decides them.
+    config.model.dtype = "bfloat16"  # compute dtype; parameters and optimizer stay float32
+    config.model.attention = "xla"  # "splash" (TPU kernel) if the smoke run shows it wins
 
     # 4 devices on 1 host (see the docstring): data x fsdp x tensor must be 4.
     config.mesh.data = 1  # no pure replicas: a 124M model gains nothing from replicating

@@ -15,6 +15,8 @@ Mesh:   `data` and `fsdp` may span hosts, `tensor` stays inside one host (at mos
 Batch:  512 rows of 2048 tokens (1M tokens) per update, 128 rows per host; 4 micro-batches of
         128 rows = 8 rows per chip (twice llama_1b's, with 6x its HBM per chip).
 Params: 1,107,363,840, as configs/llama_1b.py (everything but the fields set below is that file's).
+Kernels: model.dtype="bfloat16" and model.attention="xla" (set below) are unmeasured on TPU:
+        tools/tpu/smoke.sh decides them (docs/tpu.md, "First hour on a TPU").
 Reaches: not measured yet (no loss, time, memory or throughput figure has been taken).
         Prepare a real corpus (docs/tpu.md, `gptjax prepare`) and add
         --config.data.source=prepared --config.data.prepared_dir=DIR.
@@ -29,6 +31,12 @@ from gptjax.config import load_config_file
 
 def get_config() -> ml_collections.ConfigDict:
     config = load_config_file(Path(__file__).with_name("llama_1b.py"))
+
+    # Unmeasured on TPU: bfloat16 (the usual TPU compute dtype) and the XLA attention (runs
+    # anywhere) stay until tools/tpu/smoke.sh, splash vs xla and bfloat16 vs float32 on this
+    # hardware, decides them.
+    config.model.dtype = "bfloat16"  # compute dtype; parameters and optimizer stay float32
+    config.model.attention = "xla"  # "splash" (TPU kernel) if the smoke run shows it wins
 
     # 16 devices on 4 hosts (see the docstring): data x fsdp x tensor must be 16.
     config.mesh.data = 4  # 4 replicas of the sharded state; gradients all-reduced between them

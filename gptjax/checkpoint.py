@@ -16,7 +16,6 @@ import dataclasses
 import importlib.metadata
 import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gptjax.errors import CheckpointError, ConfigError
+from gptjax.paths import PathLike, absolute, as_path, tree_size
 from gptjax.steps import TrainState
 
 CHECKPOINT_DIR = "checkpoints"
@@ -33,9 +33,9 @@ RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention")
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
 
-def checkpoint_dir(workdir: str | Path) -> Path:
+def checkpoint_dir(workdir: PathLike):
     # Absolute: Orbax refuses a relative path for some saves (OCDBT array writes).
-    return Path(workdir).absolute() / CHECKPOINT_DIR
+    return absolute(workdir) / CHECKPOINT_DIR
 
 
 def _leaf_fingerprint(x: jax.Array) -> jax.Array:
@@ -94,7 +94,7 @@ def _abstract(tree):
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     step: int
-    path: Path
+    path: PathLike
     size_bytes: int
     metadata: dict
 
@@ -104,7 +104,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        workdir: str | Path,
+        workdir: PathLike,
         *,
         keep_last: int = 2,
         keep_every: int = 0,
@@ -275,7 +275,7 @@ class Checkpointer:
 
     def info(self, step: int) -> CheckpointInfo:
         path = self.directory / str(step)
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        size = tree_size(path)
         return CheckpointInfo(step, path, size, self.metadata(step))
 
 
@@ -302,9 +302,9 @@ def check_architecture(saved: dict, model_config) -> None:
         raise ConfigError("checkpoint architecture differs from the config: " + "; ".join(diffs))
 
 
-def resolve_init_from(path: str) -> tuple[Path, int | None]:
+def resolve_init_from(path: str):
     """`init_from` names a workdir (latest step) or a step directory WORKDIR/checkpoints/N."""
-    candidate = Path(path)
+    candidate = as_path(path, "init_from")
     if candidate.name.isdigit() and candidate.parent.name == CHECKPOINT_DIR:
         return candidate.parent.parent, int(candidate.name)
     if not checkpoint_dir(candidate).is_dir():

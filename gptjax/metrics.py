@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -9,12 +10,13 @@ import numbers
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TextIO
 
+from etils import epath
 from tqdm import tqdm
 
 from gptjax.errors import DataError
+from gptjax.paths import PathLike, as_path
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -43,8 +45,8 @@ class MetricsWriter:
     With `enabled=False` (non-primary processes of a multi-host run) every method is a no-op.
     """
 
-    def __init__(self, workdir: str | Path, *, enabled: bool = True) -> None:
-        self.workdir = Path(workdir)
+    def __init__(self, workdir: PathLike, *, enabled: bool = True) -> None:
+        self.workdir = as_path(workdir, "workdir")
         self.enabled = enabled
         self._jsonl: TextIO | None = None
         self._tb_writer: Any = None
@@ -53,7 +55,9 @@ class MetricsWriter:
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / METRICS_FILE
         _drop_partial_last_line(path)
-        self._jsonl = path.open("a", encoding="utf-8")
+        # epath opens a bucket file as a context manager; the stack closes either kind.
+        self._files = contextlib.ExitStack()
+        self._jsonl = self._files.enter_context(path.open("a", encoding="utf-8"))
 
     def write(self, step: int, metrics: Mapping[str, float], *, prefix: str = "") -> None:
         """Append one record `{"step", "time", **{prefix + key: value}}` and flush it."""
@@ -66,7 +70,7 @@ class MetricsWriter:
         record = {"step": int(step), "time": time.time(), **scalars}
         # One write call per line keeps a kill from interleaving halves of two records.
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-        self._jsonl.flush()
+        self._jsonl.flush()  # in a bucket, flush uploads the file: visible while the run goes
         self._write_tensorboard(int(step), scalars)
 
     def _write_tensorboard(self, step: int, scalars: Mapping[str, int | float | str]) -> None:
@@ -93,7 +97,7 @@ class MetricsWriter:
     def close(self) -> None:
         """Flush and close both outputs; safe to call twice."""
         if self._jsonl is not None:
-            self._jsonl.close()
+            self._files.close()
             self._jsonl = None
         if self._tb_writer is not None:
             self._tb_writer.close()
@@ -106,7 +110,7 @@ class MetricsWriter:
         self.close()
 
 
-def _drop_partial_last_line(path: Path) -> None:
+def _drop_partial_last_line(path: epath.Path) -> None:
     """Cut off a line left half-written by a killed run before appending to the file.
 
     Otherwise the resumed run's first record would be glued onto the fragment, turning a
@@ -121,20 +125,18 @@ def _drop_partial_last_line(path: Path) -> None:
     try:
         json.loads(data[start:])
     except ValueError:
-        with path.open("r+b") as f:
-            f.truncate(start)
+        path.write_bytes(data[:start])  # a bucket object cannot be truncated: rewrite it
     else:  # the record was whole, only its newline was lost
-        with path.open("ab") as f:
-            f.write(b"\n")
+        path.write_bytes(data + b"\n")
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_metrics(path: PathLike) -> list[dict[str, Any]]:
     """Read a metrics.jsonl back into a list of records, in file order.
 
     A half-written last line (the run was killed mid-write) is dropped; any other line that
     is not a JSON object raises DataError naming the file and line.
     """
-    path = Path(path)
+    path = as_path(path, "metrics file")
     if not path.is_file():
         raise DataError(f"metrics file {path} does not exist; was the run started in this workdir?")
     text = path.read_text(encoding="utf-8")

@@ -139,19 +139,3 @@ def test_checkpoints_listing_and_tree(saved):
     up = next(line for line in tree if line.startswith("params['blocks']['mlp']['up_DF']"))
     assert "(2, 32, 64) float32" in up and "fsdp" in up
     assert any(line.startswith("trainer['step'] () int32") for line in tree)
-
-
-def test_save_schedule_by_steps_and_by_wall_time(monkeypatch):
-    import ml_collections
-
-    from gptjax.train import resume
-
-    clock = [0.0]
-    monkeypatch.setattr(resume.time, "monotonic", lambda: clock[0])
-    config = ml_collections.ConfigDict(dict(save_every=10, save_every_minutes=1.0))
-    schedule = resume.SaveSchedule(config, total_steps=25)
-    assert [s for s in range(1, 26) if schedule.due(s)] == [10, 20, 25]
-    clock[0] = 61.0  # a minute passed since the last save
-    assert schedule.due(3)
-    schedule.saved()
-    assert not schedule.due(4)

@@ -149,6 +149,18 @@ def test_tokenizer_load_missing_or_corrupt(tok, tmp_path):
         load_tokenizer(swapped)
 
 
+def test_tokenizer_saved_by_several_writers_at_once_stays_whole(tok, tmp_path):
+    """Hosts of a multi-host run sharing one workdir once each renamed the same temporary file
+    away from the others (gptjax writes from process 0 only; the save itself is the backstop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "shared"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: tok.save(out), range(48)))  # raises if one save failed
+    assert load_tokenizer(out).sha256 == tok.sha256
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer.model"]
+
+
 def test_check_vocab():
     check_vocab(400, 400)
     check_vocab(400, 512)

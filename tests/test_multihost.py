@@ -5,6 +5,7 @@ Subprocess tests start real `gptjax train` processes joined through `--coordinat
 global batch, same mesh shape). The unit tests check the mesh layout and the flag checks.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -241,6 +242,39 @@ def test_sigterm_to_one_process_makes_all_save_the_same_step_and_exit_75(
     assert not list(checkpoints.glob("*tmp*"))  # committed, not half-written
 
 
+@pytest.mark.slow
+def test_an_sft_run_on_two_processes_installs_the_tokenizer_once_and_samples(
+    one_process, group, tmp_path
+):
+    """The first start of an SFT run from another run's checkpoint: every process reads the
+    checkpoint's tokenizer, process 0 alone writes it (writers sharing the workdir once raced
+    on one temporary file); the fixed prompts are sampled at each evaluation."""
+    workdir, prompts = tmp_path / "sft", ("What does `json.dumps` do?", "Name a module.")
+    group.start_cluster(
+        workdir, 2, "--config.phase=sft", f"--config.init_from={one_process}",
+        "--config.data.source=conversations", "--config.data.conversations=builtin",
+        "--config.train.eval_every=4", f"--config.sample.prompts={prompts!r}",
+        "--config.sample.max_new_tokens=6", "--config.sample.temperature=0.0",
+        "--config.checkpoint.save_every_minutes=0.001",  # time-based saves: planned by process 0
+    )  # fmt: skip
+    assert group.wait() == [0, 0], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
+    assert f"starting from the parameters of {one_process} step {STEPS}" in group.stdout(0)
+    installed = workdir / "tokenizer"
+    assert sorted(p.name for p in installed.iterdir()) == ["tokenizer.json", "tokenizer.model"]
+    source = one_process / "tokenizer" / "tokenizer.model"
+    assert (installed / "tokenizer.model").read_bytes() == source.read_bytes()
+    records = [json.loads(line) for line in (workdir / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in records] == [
+        (step, prompt) for step in (4, STEPS) for prompt in prompts
+    ]  # written once, by process 0
+    assert all(r["sample"].startswith(f"--- {r['prompt']}\n") for r in records), records
+    assert records[0]["sample"] in group.stdout(0) and prompts[0] not in group.stdout(1)
+    saves = {
+        r["step"] for r in read_metrics(workdir / "metrics.jsonl") if "checkpoint_block_sec" in r
+    }
+    assert saves > {4, STEPS}  # and time-based ones between, at steps all processes agreed on
+
+
 def test_processes_started_with_different_configs_are_refused_on_every_process(group, tmp_path):
     group.start_cluster(tmp_path / "run", per_process={1: ["--config.optim.peak_lr=0.001"]})
     assert group.wait(timeout=300) == [2, 2], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
@@ -382,4 +416,74 @@ def test_a_multi_host_tpu_slice_is_detected_from_its_metadata(monkeypatch):
     assert _detect_tpu_slice(30) is None  # one host: the one-process runtime
     _fake_tpu_slice(monkeypatch, hosts=4, failure=OSError("metadata server unreachable"))
     with pytest.raises(ConfigError, match="metadata server unreachable.*--num_processes 1"):
+        _detect_tpu_slice(30)
+
+
+_TPU_VARS = (
+    "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES", "MEGASCALE_NUM_SLICES",
+    "MEGASCALE_COORDINATOR_ADDRESS", "TPU_SKIP_MDS_QUERY",
+)  # fmt: skip
+
+
+def _without_jax_detection(monkeypatch):
+    """As on a JAX release that moved its private cluster detection: the import fails."""
+    import jax._src.clusters as clusters
+
+    monkeypatch.delattr(clusters, "cloud_tpu_cluster", raising=False)
+    monkeypatch.setitem(sys.modules, "jax._src.clusters.cloud_tpu_cluster", None)
+    for name in _TPU_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    "env, evidence",
+    [
+        ({"TPU_WORKER_HOSTNAMES": "t-w-0,t-w-1,t-w-2,t-w-3"}, "TPU_WORKER_HOSTNAMES lists 4"),
+        ({"TPU_PROCESS_ADDRESSES": "10.0.0.2:8476,10.0.0.3:8476"}, "TPU_PROCESS_ADDRESSES lists"),
+        ({"MEGASCALE_NUM_SLICES": "2"}, "MEGASCALE_NUM_SLICES=2"),
+    ],
+)
+def test_a_tpu_worker_without_jax_cluster_detection_refuses_to_run_alone(
+    monkeypatch, env, evidence
+):
+    from gptjax.train.runtime import _detect_tpu_slice
+
+    _without_jax_detection(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        _detect_tpu_slice(30)
+    message = str(raised.value)
+    assert raised.value.exit_code == 2 and "\n" not in message
+    assert f"one of several TPU workers ({evidence}" in message
+    assert "cluster detection could not be imported (ModuleNotFoundError" in message
+    assert "pass --coordinator_address, --num_processes and --process_id on every worker" in message
+
+
+def test_without_jax_detection_the_tpu_vm_metadata_decides(monkeypatch):
+    from gptjax.train import tpu_hosts
+    from gptjax.train.runtime import _detect_tpu_slice
+
+    _without_jax_detection(monkeypatch)
+    assert _detect_tpu_slice(30) is None  # no TPU chips here: one process, as before
+    monkeypatch.setattr(tpu_hosts, "_tpu_chips_on_pci", lambda: 4)
+    workers = {"value": "w-0,w-1"}
+
+    def metadata(key):
+        assert key == "worker-network-endpoints"
+        if isinstance(workers["value"], Exception):
+            raise workers["value"]
+        return workers["value"]
+
+    monkeypatch.setattr(tpu_hosts, "_metadata", metadata)
+    with pytest.raises(ConfigError, match=r"TPU VM metadata lists 2 workers"):
+        _detect_tpu_slice(30)
+    workers["value"] = "w-0"
+    assert _detect_tpu_slice(30) is None  # a single-host TPU VM runs alone
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "w-0")
+    workers["value"] = OSError("should not be asked")
+    assert _detect_tpu_slice(30) is None  # GKE's host list is authoritative, even of one
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
+    workers["value"] = OSError("timed out")
+    with pytest.raises(ConfigError, match=r"metadata server did not answer \(timed out\)"):
         _detect_tpu_slice(30)

@@ -185,3 +185,132 @@ def test_process_slices_are_disjoint_and_cover_an_epoch(process_count):
     for step in range(steps):  # the slices, in process order, are the one-process batch
         joined = np.concatenate([per_process[p][step] for p in range(process_count)])
         np.testing.assert_array_equal(joined, single[step])
+
+
+# --- verified once per dataset: split across processes, recorded for restarts ---------------
+
+
+class FakeCluster:
+    """`count` processes as threads: `gather` meets the others like the real collective."""
+
+    def __init__(self, count: int):
+        import threading
+
+        self.count, self.barrier = count, threading.Barrier(count, timeout=60)
+        self.slots = [None] * count
+
+    def processes(self, index: int):
+        from gptjax.data.shard_verify import Processes
+
+        def gather(text):
+            self.slots[index] = text
+            self.barrier.wait()
+            texts = list(self.slots)
+            self.barrier.wait()  # nobody overwrites a slot before all have read it
+            return texts
+
+        return Processes(index, self.count, gather)
+
+    def run(self, fn) -> list:
+        """fn(index) on every process; each result or the exception it raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def call(index):
+            try:
+                return fn(index)
+            except Exception as error:  # returned, so every thread's outcome is seen
+                return error
+
+        with ThreadPoolExecutor(self.count) as pool:
+            return list(pool.map(call, range(self.count)))
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The shard files each process (thread) gave to be hashed, by thread name."""
+    import threading
+
+    from gptjax.data import shard_verify
+
+    seen, real = {}, shard_verify.verify_shards
+
+    def spy(files, vocab_size):
+        names = seen.setdefault(threading.current_thread().name, [])
+        names += [f.path.name for f in files]
+        return real(files, vocab_size)
+
+    monkeypatch.setattr(shard_verify, "verify_shards", spy)
+    return seen
+
+
+def _copy_prepared(prepared, tmp_path, name="copy"):
+    import shutil
+
+    return shutil.copytree(prepared, tmp_path / name)
+
+
+def test_shards_are_hashed_on_the_first_start_only_and_changes_are_caught(
+    prepared, tmp_path, hashed
+):
+    from gptjax.data.shard_verify import verify_once
+    from gptjax.data.shards import open_prepared
+    from gptjax.errors import DataError
+
+    data, workdir, lines = _copy_prepared(prepared, tmp_path), tmp_path / "run", []
+    shard_count = len(open_prepared(data).files)
+    verify_once(open_prepared(data), workdir, log=lines.append)
+    assert sum(map(len, hashed.values())) == shard_count
+    assert lines[-1].startswith(f"verified sha256 and token ids of {shard_count} shards")
+    assert len(list((workdir / "data").glob("shards-verified-*.json"))) == 1
+    hashed.clear()
+    verify_once(open_prepared(data), workdir, log=lines.append)  # a restart
+    assert not any(hashed.values()) and lines[-1].endswith("not re-hashed")
+    shard = data / "train-00001.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[100] ^= 1
+    shard.write_bytes(bytes(raw))  # damaged after the record was written
+    with pytest.raises(DataError, match="train-00001.bin has sha256"):
+        verify_once(open_prepared(data), workdir, log=lines.append)
+    shard.write_bytes(bytes(raw[:-2]))  # sizes are checked at every start, record or not
+    with pytest.raises(DataError, match="train-00001.bin is .* bytes"):
+        open_prepared(data)
+
+
+def test_processes_reading_one_directory_split_the_hashing_and_all_see_a_problem(
+    prepared, tmp_path, hashed
+):
+    from gptjax.data.shard_verify import verify_once
+    from gptjax.data.shards import open_prepared
+
+    data, workdir = _copy_prepared(prepared, tmp_path), tmp_path / "run"
+    files = [f.path.name for f in open_prepared(data).files]
+    cluster = FakeCluster(2)
+    assert cluster.run(
+        lambda i: verify_once(open_prepared(data), workdir, processes=cluster.processes(i))
+    ) == [None, None]
+    assert sorted(sum(hashed.values(), [])) == sorted(files)  # each shard once in all
+    assert all(len(names) < len(files) for names in hashed.values())
+
+    shard = data / files[1]  # hashed by process 1
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 1
+    shard.write_bytes(bytes(raw))
+    outcomes = cluster.run(
+        lambda i: verify_once(open_prepared(data), workdir, processes=cluster.processes(i))
+    )
+    for outcome in outcomes:
+        assert f"{files[1]} has sha256" in str(outcome) and str(outcome).endswith("(process 1)")
+
+
+def test_processes_with_their_own_copies_each_hash_theirs(prepared, tmp_path, hashed):
+    from gptjax.data.shard_verify import verify_once
+    from gptjax.data.shards import open_prepared
+
+    copies = [_copy_prepared(prepared, tmp_path, f"host{i}") for i in range(2)]
+    workdir, cluster = tmp_path / "run", FakeCluster(2)
+    shard_count = len(open_prepared(copies[0]).files)
+    assert cluster.run(
+        lambda i: verify_once(open_prepared(copies[i]), workdir, processes=cluster.processes(i))
+    ) == [None, None]
+    assert sorted(map(len, hashed.values())) == [shard_count, shard_count]
+    assert len(list((workdir / "data").glob("shards-verified-*.json"))) == 2

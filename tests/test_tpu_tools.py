@@ -449,6 +449,9 @@ def test_tpu_config_validates_for_its_slice(name, devices, processes):
     text = path.read_text()
     assert f"gptjax train --config configs/{name} --workdir " in text
     assert f"JAX sees {devices} devices in {processes} process" in text
+    # Kernel and dtype are the smoke run's to decide; until then the file says so.
+    assert config.model.attention in ("xla", "splash") and config.model.dtype == "bfloat16"
+    assert "unmeasured on TPU" in text and "tools/tpu/smoke.sh decides them" in text
     with pytest.raises(ConfigError, match="devices"):  # the mesh is this slice's, nothing else
         validate(config, device_count=devices * 2, process_count=processes)
 
@@ -466,3 +469,161 @@ def test_docs_use_the_scripts_real_flags():
             ).stdout
         for flag in re.findall(r"(?<![\w.-])(--[a-z][a-z-]*)(?![\w.])", rest.split(" -- ")[0]):
             assert re.search(rf"{flag}\b", helps[script]), f"docs: {script} has no {flag}"
+
+
+# --- tools/tpu/smoke.sh and its driver tools/tpu_smoke.py ----------------------------------
+
+sys.path.insert(0, str(ROOT / "tools"))
+import tpu_smoke_checks as smoke_checks  # noqa: E402
+
+# A 2-layer model on 128-token rows (splash's block) with a 512-piece tokenizer: the smoke's
+# four variants and three resume runs take a few minutes on 2 cores.
+SMOKE_TINY = [
+    "--config.model.num_layers=2", "--config.model.embed_dim=64", "--config.model.mlp_dim=256",
+    "--config.model.vocab_size=512", "--config.data.vocab_size=512",
+    "--config.train.global_batch_size=8",
+]  # fmt: skip
+
+
+def smoke_env():
+    from small_run import subprocess_env
+
+    return subprocess_env() | {"PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+
+
+def test_smoke_dry_run_prints_every_command_and_runs_none(tmp_path):
+    out = tmp_path / "smoke"
+    result = subprocess.run(
+        [str(TOOLS / "smoke.sh"), "--dry-run", "--out", str(out), "--steps", "5",
+         "--config.mesh.fsdp=-1"],
+        env=smoke_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    measures = [line for line in lines if "tools/tpu_smoke_measure.py" in line]
+    assert len(measures) == 4 and all(m.startswith("+ JAX_PLATFORMS=tpu ") for m in measures)
+    for dtype in ("bfloat16", "float32"):
+        for attention in ("xla", "splash"):
+            assert (
+                sum(
+                    f"--config.model.dtype={dtype} --config.model.attention={attention}" in m
+                    and f"--json {out}/runs/{dtype}_{attention}.json" in m
+                    and "--steps 5 " in m
+                    and "configs/tpu_v4_8.py" in m
+                    and "--config.mesh.fsdp=-1" in m
+                    for m in measures
+                )
+                == 1
+            ), (dtype, attention)
+    trains = [line for line in lines if "-m gptjax.cli train" in line]
+    assert len(trains) == 3 and all("--config.train.steps=24 " in t for t in trains)
+    assert f"--workdir {out}/resume/uninterrupted " in trains[0]
+    assert f"--workdir {out}/resume/interrupted " in trains[1]
+    assert trains[1].split("   #")[0] == trains[2].split("   #")[0]  # the same command, resumed
+    assert "SIGTERM once metrics.jsonl shows step 6; must exit 75" in trains[1]
+    assert not out.exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", str(ROOT / "configs" / "none.py")], "no such file"),
+        (["--config.model.attention=splash"], "the smoke sets it itself"),
+        (["--config.model.num_heads=0"], "model.num_heads"),
+        (["--config.model.bogus=1"], "unknown config field model.bogus"),
+        (["--steps", "0"], "--steps 0: expected a positive integer"),
+        (["--out"], "--out needs a value"),
+        (["--workdir", "x"], "unknown argument: --workdir"),
+    ],
+)
+def test_smoke_bad_input_is_refused_with_one_line_exit_2(args, message):
+    result = subprocess.run(
+        [str(TOOLS / "smoke.sh"), "--dry-run", *args], env=smoke_env(), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def _run(losses, grad_norms=None, tokens_per_sec=100.0, kernel_diff=1e-4, **extra):
+    run = {
+        "status": "ok",
+        "losses": losses,
+        "grad_norms": grad_norms or [1.0] * len(losses),
+        "bench": {"tokens_per_sec": tokens_per_sec},
+        "splash_mode": "kernel",
+        "kernel_check": {
+            "max_abs_diff": {"out": kernel_diff, "dq": kernel_diff},
+            "max_abs_reference": {"out": 1.0, "dq": 1.0},
+        },
+    }
+    return run | extra
+
+
+def test_smoke_attention_check_fails_on_disagreement_or_a_failed_run():
+    xla = _run([10.0, 9.0, 8.0])
+    agree = {"bfloat16_xla": xla, "bfloat16_splash": _run([10.0, 9.01, 8.0], tokens_per_sec=150)}
+    check = smoke_checks.attention_check(agree, "bfloat16")
+    assert check["passed"] and check["speedup"] == 1.5
+    drift = {"bfloat16_xla": xla, "bfloat16_splash": _run([10.0, 9.0, 8.5])}
+    assert smoke_checks.attention_check(drift, "bfloat16")["passed"] is False
+    wrong_grads = {"bfloat16_xla": xla, "bfloat16_splash": _run([10, 9, 8], [1.0, 1.1, 1.0])}
+    assert smoke_checks.attention_check(wrong_grads, "bfloat16")["passed"] is False
+    bad_kernel = {"bfloat16_xla": xla, "bfloat16_splash": _run([10, 9, 8], kernel_diff=0.1)}
+    assert smoke_checks.attention_check(bad_kernel, "bfloat16")["passed"] is False
+    crashed = {"bfloat16_xla": xla, "bfloat16_splash": {"status": "failed", "error": "Mosaic"}}
+    check = smoke_checks.attention_check(crashed, "bfloat16")
+    assert check["passed"] is False and "bfloat16_splash: Mosaic" in check["reason"]
+
+
+def test_smoke_memory_check_compares_the_device_peak_with_the_plan():
+    def run(peak):
+        bench = {"tokens_per_sec": 1.0} | ({"device_peak_bytes": peak} if peak else {})
+        return _run([1.0], plan={"xla_bytes": 1000, "analytic_bytes": 900}, bench=bench)
+
+    assert smoke_checks.memory_check(run(1100))["passed"] is True
+    assert smoke_checks.memory_check(run(1300))["passed"] is False  # the plan under-promised
+    assert smoke_checks.memory_check(run(400))["passed"] is False
+    assert smoke_checks.memory_check(run(None))["passed"] is None  # CPU: nothing to compare
+
+
+@pytest.mark.slow
+def test_smoke_driver_runs_end_to_end_on_cpu_and_writes_every_field(tmp_path):
+    out = tmp_path / "smoke"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "tpu_smoke.py"), "--platform", "cpu",
+         "--config", str(ROOT / "configs" / "tiny.py"), "--out", str(out), "--steps", "2",
+         "--warmup", "2", *SMOKE_TINY],
+        cwd=tmp_path, env=smoke_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == f"result: {out / 'result.json'}"
+    data = json.loads((out / "result.json").read_text())
+    assert data["schema"] == "gptjax-tpu-smoke/1" and data["finished"] and data["passed"]
+    assert data["host"]["versions"]["jax"] and data["config"]["platform"] == "cpu"
+    assert set(data["runs"]) == {"bfloat16_xla", "bfloat16_splash", "float32_xla", "float32_splash"}
+    for name, run in data["runs"].items():
+        assert run["status"] == "ok" and run["exit_code"] == 0, name
+        assert len(run["losses"]) == len(run["grad_norms"]) == 4
+        assert all(0 < loss < 10 for loss in run["losses"])
+        assert run["losses"][-1] < run["losses"][0]  # the synthetic corpus is learnable
+        bench = run["bench"]
+        assert bench["tokens_per_sec"] > 0 and 0 < bench["mfu"] < 1 and bench["steps_timed"] == 2
+        assert bench["config"]["dtype"] == run["dtype"] and bench["compile_sec"] > 0
+        assert 0 < run["plan"]["xla_bytes"] < 2**30 and run["plan"]["analytic_bytes"] > 0
+        assert any("XLA's plan" in line for line in run["plan"]["lines"])
+        assert ("kernel_check" in run) == (run["attention"] == "splash")
+    assert data["runs"]["float32_splash"]["splash_mode"] == "interpret"
+    checks = data["checks"]
+    for name in ("attention_bfloat16", "attention_float32", "dtype_xla", "dtype_splash"):
+        assert checks[name]["passed"] is True and checks[name]["speedup"] > 0, name
+    # float32 on CPU is exact enough that splash (interpreted) and xla agree far inside 2%.
+    assert checks["attention_float32"]["max_rel_loss_diff"] < 1e-4
+    assert all(checks[f"memory_{name}"]["passed"] is None for name in data["runs"])
+    resume = checks["resume_bitwise"]
+    assert resume["passed"] and resume["losses_equal"] and resume["steps_compared"] == 24
+    assert resume["exit_codes"] == {"uninterrupted": 0, "after_sigterm": 75, "resumed": 0}
+    assert 0 < resume["resumed_from_step"] < 24 and resume["final_checkpoint_leaves_differing"] == 0
+    assert data["verdict"]["attention"] in ("xla", "splash") and "cpu" in data["verdict"]["note"]
+    summary = (out / "summary.txt").read_text()
+    assert "PASS resume_bitwise" in summary and "all checks passed" in summary

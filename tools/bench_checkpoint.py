@@ -1,11 +1,15 @@
 """How long a checkpoint save blocks the training loop, for a config's full train state.
 
 Usage:  python tools/bench_checkpoint.py --config configs/gpt2_124m.py [--saves 3] [--json]
+            [--workdir DIR_OR_GS_URL]
 
 Builds the config's train state (parameters + AdamW moments, float32) directly sharded on
 this host's devices, then saves it `--saves` times through gptjax's Checkpointer (async, as
 in training) and reports, per save, the seconds the caller was blocked (fingerprints + copy to
-host) and the seconds until the checkpoint committed. Medians and min/max are printed.
+host) and the seconds until the checkpoint committed, then restores the last one `--saves`
+times (seconds until the state is back on the devices, fingerprints verified). Medians and
+min/max are printed. `--workdir gs://...` times a bucket; with tools/gcs_emulator.py, a local
+Cloud Storage emulator (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ def main() -> int:
     parser.add_argument("--config", required=True, help="config file, e.g. configs/gpt2_124m.py")
     parser.add_argument("--saves", type=int, default=3, help="saves to time (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--workdir", help="where to save (default: a temporary directory)")
     args = parser.parse_args()
 
     import jax
@@ -46,18 +51,23 @@ def main() -> int:
         state, _ = sharding.sharded_init(create, mesh, rules)
     jax.block_until_ready(state)
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
-    blocked, committed = [], []
-    with tempfile.TemporaryDirectory() as workdir:
-        checkpointer = Checkpointer(workdir, keep_last=1)
+    blocked, committed, restored = [], [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpointer = Checkpointer(args.workdir or scratch, keep_last=1)
         for i in range(args.saves):
             state = state.replace(step=state.step + 1)
             start = time.perf_counter()
             blocked.append(checkpointer.save(state, {"bench": i}, b""))
             checkpointer.wait()
             committed.append(time.perf_counter() - start)
+        for _ in range(args.saves):
+            start = time.perf_counter()
+            jax.block_until_ready(checkpointer.restore(int(state.step), state))
+            restored.append(time.perf_counter() - start)
         checkpointer.close()
     result = {
         "config": args.config,
+        "workdir": args.workdir or "local temporary directory",
         "parameters": count_params(model),
         "state_gb": state_bytes / 1e9,
         "devices": jax.device_count(),
@@ -65,6 +75,8 @@ def main() -> int:
         "blocked_sec_min_max": [min(blocked), max(blocked)],
         "commit_sec_median": statistics.median(committed),
         "commit_sec_min_max": [min(committed), max(committed)],
+        "restore_sec_median": statistics.median(restored),
+        "restore_sec_min_max": [min(restored), max(restored)],
     }
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0

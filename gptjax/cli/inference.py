@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from gptjax.errors import ConfigError, DataError
+from gptjax.paths import as_path
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +141,7 @@ def _sample(args) -> None:
     _check_sampling(args)
     prompts = list(args.prompt)
     if args.prompts_file:
-        path = Path(args.prompts_file)
+        path = as_path(args.prompts_file, "--prompts-file")
         if not path.is_file():
             raise DataError(f"--prompts-file {path} does not exist")
         prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -298,4 +298,6 @@ def _evaluate(args) -> None:
             print(f"[{name}] reference: {_one_line(reference)}")
             print(f"{' ' * (len(name) + 3)}answer:    {_one_line(answer)}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        as_path(args.json, "--json").write_text(
+            json.dumps(results, indent=2) + "\n", encoding="utf-8"
+        )

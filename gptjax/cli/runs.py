@@ -11,6 +11,7 @@ from typing import Any
 
 from gptjax.errors import CheckpointError
 from gptjax.metrics import METRICS_FILE, read_metrics
+from gptjax.paths import as_path
 
 
 def add_parsers(verbs) -> None:
@@ -132,9 +133,9 @@ def plot_run(workdir: str | Path, out: str | Path | None = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    workdir = Path(workdir)
+    workdir = as_path(workdir, "workdir")
     records = read_metrics(workdir / METRICS_FILE)
-    out = Path(out) if out is not None else workdir / "curves.png"
+    out = as_path(out, "--out") if out is not None else workdir / "curves.png"
 
     fig = Figure(figsize=(11, 7), layout="constrained")
     FigureCanvasAgg(fig)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from gptjax.errors import ConfigError
+from gptjax.paths import as_path
 
 
 def add_parsers(verbs) -> None:
@@ -173,4 +173,4 @@ def _bench(args) -> None:
         return
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        as_path(args.json, "--json").write_text(json.dumps(report, indent=1) + "\n")

@@ -37,6 +37,7 @@ from gptjax.data.shards import (
 from gptjax.data.sources import Source, SourceStats, mixture
 from gptjax.errors import ConfigError, DataError
 from gptjax.metrics import ProgressBar
+from gptjax.paths import as_path
 from gptjax.tokenizer import Tokenizer, train_tokenizer
 
 # 128M tokens: 256 MB shards at uint16, few enough files for a large corpus, small enough
@@ -155,7 +156,7 @@ def train_tokenizer_on(
 
 def check_out_dir(out_dir: str | Path) -> Path:
     """`out_dir`, created; ConfigError if it already holds a prepared dataset."""
-    out = Path(out_dir)
+    out = as_path(out_dir, "--out")
     if (out / MANIFEST).exists():
         raise ConfigError(
             f"--out {out} already holds a prepared dataset ({MANIFEST}); choose a new "

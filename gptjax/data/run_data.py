@@ -3,7 +3,8 @@
 `data.source="builtin"`: the tokenizer is trained once per workdir (or loaded from
 `data.tokenizer`) and the streams are cached in the workdir keyed by the tokenizer's hash, so
 a restarted run reuses both. `data.source="prepared"`: the memory-mapped shards that
-`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest first. Either
+`gptjax prepare` wrote to `data.prepared_dir`, checked against its manifest (sizes; the
+contents once per dataset by `gptjax.data.shard_verify`, which the caller runs). Either
 stream is cut into rows of data.seq_len (gptjax.data.token_rows), packed as data.packing says.
 `data.source="conversations"` (SFT): chat examples rendered with the chat template and packed
 into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is the one of the
@@ -15,9 +16,9 @@ into rows with their loss masks (`gptjax.data.conversations`); the tokenizer is 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from gptjax.data.conversations import (
     builtin_conversations,
@@ -33,9 +34,10 @@ from gptjax.data.preferences import (
     split_preferences,
 )
 from gptjax.data.rows import Rows
-from gptjax.data.shards import ShardedTokens, load_prepared, token_counts
+from gptjax.data.shards import Prepared, ShardedTokens, open_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
+from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import (
     Tokenizer,
     check_vocab,
@@ -57,9 +59,11 @@ class RunData:
     # nats/token of the validation targets' token frequencies (NaN for preference pairs)
     unigram_entropy: float
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
+    # its shards, opened but not yet hashed: `gptjax.data.shard_verify.verify_once` does that
+    prepared: Prepared | None = None
 
 
-def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokenizer:
+def _tokenizer(data_config, train_docs: list[str], workdir: epath.Path, log) -> Tokenizer:
     if data_config.tokenizer:
         return load_tokenizer(data_config.tokenizer)
     local = workdir / "tokenizer"
@@ -71,10 +75,11 @@ def _tokenizer(data_config, train_docs: list[str], workdir: Path, log) -> Tokeni
     )
 
 
-def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
+def _cached_stream(path: epath.Path, docs: list[str], tokenizer: Tokenizer) -> np.ndarray:
     if path.is_file():
         try:
-            return np.load(path)
+            with path.open("rb") as f:  # np.load(path) would take gs:// for a local name
+                return np.load(f)
         except (ValueError, OSError) as error:
             raise DataError(
                 f"token cache {path} is corrupt ({error}); delete it to rebuild"
@@ -82,12 +87,13 @@ def _cached_stream(path: Path, docs: list[str], tokenizer: Tokenizer) -> np.ndar
     stream = encode_documents(docs, tokenizer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, stream)
+    with tmp.open("wb") as f:
+        np.save(f, stream)
     tmp.replace(path)
     return stream
 
 
-def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, log=print) -> RunData:
+def prepare_run_data(data_config, model_vocab_size: int, workdir: PathLike, log=print) -> RunData:
     """Tokenizer + rows for a run; refuses a model vocabulary smaller than the tokenizer's."""
     # data.source is one of these four: gptjax.config.DataConfig checked it.
     build = {
@@ -96,7 +102,7 @@ def prepare_run_data(data_config, model_vocab_size: int, workdir: str | Path, lo
         "conversations": _conversations,
         "preferences": _preferences,
     }[data_config.source]
-    return build(data_config, model_vocab_size, Path(workdir), log)
+    return build(data_config, model_vocab_size, as_path(workdir, "workdir"), log)
 
 
 def _token_rows(data_config, tokens: np.ndarray | ShardedTokens, tokenizer: Tokenizer) -> Rows:
@@ -109,7 +115,7 @@ def _token_rows(data_config, tokens: np.ndarray | ShardedTokens, tokenizer: Toke
     )
 
 
-def _builtin(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _builtin(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     train_docs, valid_docs = split_documents(builtin_documents(), data_config.validation_fraction)
     tokenizer = _tokenizer(data_config, train_docs, workdir, log)
     check_vocab(tokenizer.vocab_size, model_vocab_size)
@@ -125,17 +131,12 @@ def _builtin(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
     )
 
 
-def _prepared(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     if not data_config.prepared_dir:
         raise ConfigError(
             'data.source="prepared" needs data.prepared_dir (the --out of `gptjax prepare`)'
         )
-    prepared = load_prepared(
-        data_config.prepared_dir,
-        data_config.tokenizer,
-        verify=data_config.verify_shards,
-        log=log,
-    )
+    prepared = open_prepared(data_config.prepared_dir, data_config.tokenizer)
     tokenizer = prepared.tokenizer
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     entropy = unigram_entropy_from_counts(token_counts(prepared.valid, tokenizer.vocab_size))
@@ -145,10 +146,11 @@ def _prepared(data_config, model_vocab_size: int, workdir: Path, log) -> RunData
         _token_rows(data_config, prepared.valid, tokenizer),
         entropy,
         prepared.manifest,
+        prepared,
     )
 
 
-def _conversations(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.conversations)
     conversations = builtin_conversations() if builtin else []
     if files:
@@ -178,7 +180,7 @@ def _split_specs(text: str) -> tuple[bool, list[str]]:
     return "builtin" in specs, [spec for spec in specs if spec != "builtin"]
 
 
-def _preferences(data_config, model_vocab_size: int, workdir: Path, log) -> RunData:
+def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.preferences)
     pairs = (builtin_preferences() if builtin else []) + (read_preferences(files) if files else [])
     train, valid = split_preferences(pairs, data_config.validation_fraction)

@@ -11,16 +11,19 @@ shards, so a corpus larger than memory trains without being loaded.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from gptjax.errors import DataError
+from gptjax.paths import as_path, file_size, local_copy
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
@@ -85,7 +88,9 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = f"{self.split}-{len(self.shards):05d}.bin"
-        self._file = open(self.out_dir / f".{name}.tmp", "wb")
+        # epath opens a bucket file as a context manager; the stack closes either kind.
+        self._closer = contextlib.ExitStack()
+        self._file = self._closer.enter_context((self.out_dir / f".{name}.tmp").open("wb"))
         self._hash = hashlib.sha256()
         self.shards.append({"file": name, "tokens": 0, "sha256": "", "max_token_id": -1})
 
@@ -105,7 +110,7 @@ class ShardWriter:
                 self._finish()
 
     def _finish(self) -> None:
-        self._file.close()
+        self._closer.close()
         self._file = None
         shard = self.shards[-1]
         shard["sha256"] = self._hash.hexdigest()
@@ -114,7 +119,7 @@ class ShardWriter:
     def abort(self) -> None:
         """Deletes the shard being written (finished shards stay; no manifest lists them)."""
         if self._file is not None:
-            self._file.close()
+            self._closer.close()
             self._file = None
             (self.out_dir / f".{self.shards[-1]['file']}.tmp").unlink(missing_ok=True)
 
@@ -138,7 +143,7 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
 
 
 def read_manifest(prepared_dir: str | Path) -> dict:
-    path = Path(prepared_dir) / MANIFEST
+    path = as_path(prepared_dir, "prepared directory") / MANIFEST
     if not path.is_file():
         raise DataError(
             f"{path} not found: {prepared_dir} is not a prepared dataset; create it with "
@@ -157,11 +162,20 @@ def read_manifest(prepared_dir: str | Path) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardFile:
+    path: Path
+    tokens: np.ndarray  # memory-mapped
+    entry: dict  # its manifest entry: file, tokens, sha256, max_token_id
+
+
+@dataclasses.dataclass(frozen=True)
 class Prepared:
     tokenizer: Tokenizer
     train: ShardedTokens
     valid: ShardedTokens
     manifest: dict
+    directory: Path
+    files: tuple[ShardFile, ...]  # every shard of both splits, in manifest order
 
 
 def _tokenizer(prepared_dir: Path, manifest: dict, tokenizer_path: str) -> Tokenizer:
@@ -183,7 +197,7 @@ def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
             f"shard {path} listed in the manifest is missing; restore it or re-run gptjax prepare"
         )
     expected = entry["tokens"] * dtype.itemsize
-    actual = path.stat().st_size
+    actual = file_size(path)
     if actual != expected:
         state = "truncated" if actual < expected else "longer than the manifest says"
         raise DataError(
@@ -192,7 +206,9 @@ def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
         )
     if not expected:
         return np.zeros(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
+    # Rows are read at random offsets: a shard in a bucket is copied to this host's disk once.
+    local = local_copy(path, entry["sha256"], expected)
+    return np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
 
 
 def _verify_shard(path: Path, tokens: np.ndarray, entry: dict, vocab_size: int) -> None:
@@ -221,41 +237,72 @@ def _bad_id(path: Path, token: int, index, vocab_size: int) -> None:
     )
 
 
-def load_prepared(
-    prepared_dir: str | Path, tokenizer_path: str = "", *, verify: bool = True, log=print
-) -> Prepared:
-    """Tokenizer and memory-mapped splits of a prepared directory, checked against the manifest.
+def open_prepared(prepared_dir: str | Path, tokenizer_path: str = "") -> Prepared:
+    """Tokenizer and memory-mapped splits of a prepared directory; reads no shard.
 
-    Always: manifest readable, tokenizer hash equal to the manifest's, every shard present at
-    its exact size. With `verify`, also each shard's sha256 and that every id is below the
-    vocabulary (reads all shards once, on all cores); without it, the manifest's largest id.
+    Checked: manifest readable, tokenizer hash equal to the manifest's, every shard present at
+    its exact size. `verify_shards` (or `check_manifest_ids`) checks the contents.
     """
-    prepared_dir = Path(prepared_dir)
+    prepared_dir = as_path(prepared_dir, "data.prepared_dir")
     manifest = read_manifest(prepared_dir)
     tokenizer = _tokenizer(prepared_dir, manifest, tokenizer_path)
     dtype = np.dtype(manifest["dtype"])
-    splits, checks = {}, []
+    splits, files = {}, []
     for split in SPLITS:
-        entries = manifest["splits"][split]["shards"]
         arrays = []
-        for entry in entries:
+        for entry in manifest["splits"][split]["shards"]:
             path = prepared_dir / entry["file"]
             arrays.append(_open_shard(path, entry, dtype))
-            checks.append((path, arrays[-1], entry))
-            if not verify and entry["max_token_id"] >= tokenizer.vocab_size:
-                _bad_id(path, entry["max_token_id"], "?", tokenizer.vocab_size)
+            files.append(ShardFile(path, arrays[-1], entry))
         splits[split] = ShardedTokens(arrays)
         if splits[split].size < 2:
             raise DataError(
                 f"{prepared_dir} has no {split} tokens; re-run gptjax prepare with more text"
                 + (" or a larger --validation-fraction" if split == "valid" else "")
             )
-    if verify:
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib and numpy drop the GIL
-            list(pool.map(lambda c: _verify_shard(*c, tokenizer.vocab_size), checks))
-    else:
+    return Prepared(
+        tokenizer, splits["train"], splits["valid"], manifest, prepared_dir, tuple(files)
+    )
+
+
+def check_manifest_ids(prepared: Prepared) -> None:
+    """Without hashing: the manifest's largest id of each shard is below the vocabulary."""
+    for shard in prepared.files:
+        if shard.entry["max_token_id"] >= prepared.tokenizer.vocab_size:
+            _bad_id(shard.path, shard.entry["max_token_id"], "?", prepared.tokenizer.vocab_size)
+
+
+def verify_shards(files: Sequence[ShardFile], vocab_size: int) -> str:
+    """Each shard's sha256 against the manifest and every id < vocab_size, on all cores.
+
+    Returns the first problem as a one-line message ("" when all are sound), so processes can
+    exchange it; `load_prepared` raises it.
+    """
+
+    def check(shard: ShardFile) -> str:
+        try:
+            _verify_shard(shard.path, shard.tokens, shard.entry, vocab_size)
+        except DataError as error:
+            return str(error)
+        return ""
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib and numpy drop the GIL
+        return next((problem for problem in pool.map(check, files) if problem), "")
+
+
+def load_prepared(
+    prepared_dir: str | Path, tokenizer_path: str = "", *, verify: bool = True, log=print
+) -> Prepared:
+    """`open_prepared`, then with `verify` every shard's sha256 and ids (reads all shards
+    once); without it, the manifest's largest ids. A training run verifies once per dataset
+    instead (`gptjax.data.shard_verify`)."""
+    prepared = open_prepared(prepared_dir, tokenizer_path)
+    if not verify:
+        check_manifest_ids(prepared)
         log(f"data.verify_shards=False: sha256 of the shards in {prepared_dir} not checked")
-    return Prepared(tokenizer, splits["train"], splits["valid"], manifest)
+    elif problem := verify_shards(prepared.files, prepared.tokenizer.vocab_size):
+        raise DataError(problem)
+    return prepared
 
 
 def token_counts(tokens: ShardedTokens, vocab_size: int) -> np.ndarray:

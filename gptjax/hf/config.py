@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
+from gptjax.paths import as_path
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 # Tanh-approximated GELU under its Hugging Face names (model.py computes exactly this).
@@ -18,7 +19,7 @@ _GPT2_GELU = ("gelu_new", "gelu_pytorch_tanh")
 
 
 def read_config(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / "config.json"
+    path = as_path(model_dir, "model directory") / "config.json"
     if not path.is_file():
         raise ConfigError(
             f"{path} not found: give a Hugging Face model directory (config.json + weights), "

@@ -23,6 +23,7 @@ from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import write_safetensors
 from gptjax.hf.tokenizer import hf_tokenizer_files
 from gptjax.inference.load import load_model
+from gptjax.paths import as_path
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 # Parameters split over every device while exporting: no device holds a whole model.
@@ -96,7 +97,7 @@ def export_hf(
     loaded = load_model(workdir, step=step, mesh=EXPORT_MESH)
     cfg = loaded.model_config
     family = family_of(cfg)
-    out = Path(out)
+    out = as_path(out, "export directory")
     _check_out(out)
     layout = gpt2_layout(cfg) if family == "gpt2" else llama_layout(cfg)
     leaves = _leaf_map(loaded.params)

@@ -31,6 +31,7 @@ from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import SafetensorsFile
 from gptjax.hf.tokenizer import read_hf_tokenizer
 from gptjax.model import ModelConfig, Transformer
+from gptjax.paths import as_path
 from gptjax.steps import TrainState
 
 # Every device holds 1/n of each parameter while importing (ZeRO-style): the import of a
@@ -241,7 +242,7 @@ def import_hf(
     log=print,
 ) -> ImportResult:
     """Writes WORKDIR/checkpoints/0 (and WORKDIR/tokenizer) from a Hugging Face model."""
-    model_dir, workdir = Path(model_dir), Path(workdir)
+    model_dir, workdir = as_path(model_dir, "model directory"), as_path(workdir, "--workdir")
     if checkpoint_dir(workdir).is_dir() and any(checkpoint_dir(workdir).iterdir()):
         raise ConfigError(f"{checkpoint_dir(workdir)} already exists; import into a new workdir")
     hf = read_config(model_dir)

@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from gptjax.errors import DataError
+from gptjax.paths import as_path, is_remote
 
 DTYPES = {
     "F64": np.dtype(np.float64),
@@ -40,7 +41,7 @@ class SafetensorsFile:
     """One .safetensors file: its tensor names, shapes and dtypes; `read(name)` maps the bytes."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = as_path(path)
         try:
             with self.path.open("rb") as f:
                 (length,) = struct.unpack("<Q", f.read(8))
@@ -73,7 +74,12 @@ class SafetensorsFile:
         if count == 0:
             return np.zeros(shape, dtype)
         try:
-            array = np.memmap(self.path, dtype, "r", self.offset + begin, shape)
+            if is_remote(self.path):  # a bucket object: one ranged read, no memory map
+                with self.path.open("rb") as f:
+                    f.seek(self.offset + begin)
+                    array = np.frombuffer(f.read(end - begin), dtype).reshape(shape)
+            else:
+                array = np.memmap(self.path, dtype, "r", self.offset + begin, shape)
         except (OSError, ValueError) as error:
             raise DataError(
                 f"{self.path}: tensor {name} is truncated or unreadable: {error}"
@@ -108,7 +114,7 @@ def write_safetensors(
         if array.dtype not in _NAMES:
             raise DataError(f"cannot write tensor {name} of dtype {array.dtype} as safetensors")
     header = _header(tensors, metadata)
-    path = Path(path)
+    path = as_path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(struct.pack("<Q", len(header)))

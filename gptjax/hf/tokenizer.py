@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gptjax.errors import DataError
+from gptjax.paths import as_path
 from gptjax.tokenizer import CHAT_TOKENS, Tokenizer
 from gptjax.tokenizer.hf_bundle import (
     FORMAT,
@@ -83,7 +84,7 @@ def read_hf_tokenizer(
     model_dir: str | Path, model_config: dict, *, add_chat_tokens: bool = False
 ) -> HFTokenizer:
     """The tokenizer of a Hugging Face model directory: tokenizer.json, else tokenizer.model."""
-    model_dir = Path(model_dir)
+    model_dir = as_path(model_dir, "model directory")
     present = [name for name in HF_CONFIG_FILES if (model_dir / name).is_file()]
     configs = [_read_json(model_dir / name) for name in present]
     files = {name: (model_dir / name).read_text("utf-8") for name in present}

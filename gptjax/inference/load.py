@@ -22,6 +22,7 @@ from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
+from gptjax.paths import as_path
 from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
@@ -86,7 +87,7 @@ def load_model(path: str | Path, *, step: int | None = None, mesh: dict | None =
 
     `path` is a workdir or WORKDIR/checkpoints/STEP.
     """
-    path = Path(path)
+    path = as_path(path, "checkpoint path")
     workdir, named_step = path, None
     if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
         workdir, named_step = path.parent.parent, int(path.name)

@@ -6,8 +6,13 @@ imported Hugging Face model's own). `gptjax.tokenizer.load_tokenizer` returns ei
 
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+
+from etils import epath
+
+from gptjax.paths import PathLike, as_path
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 PAD_PIECE, UNK_PIECE, BOS_PIECE, EOS_PIECE = "<pad>", "<unk>", "<s>", "</s>"
@@ -54,14 +59,16 @@ class Tokenizer:
         """What tokenizer.json records beside the model bytes (vocab size, sha256, special ids)."""
         raise NotImplementedError
 
-    def save(self, out_dir: str | Path, *, model_type: str | None = None) -> Path:
+    def save(self, out_dir: PathLike, *, model_type: str | None = None) -> epath.Path:
         """Writes tokenizer.model (the bytes) and tokenizer.json (metadata); returns the dir."""
-        out = Path(out_dir)
+        out = as_path(out_dir, "tokenizer directory")
         out.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self.metadata(model_type), indent=2)
         # Write-then-rename so a crash never leaves a half-written model next to valid metadata.
+        # The temporary name is this process's own: two writers sharing one name rename each
+        # other's file away (multi-host runs write once, from process 0; this is the backstop).
         for name, data in ((MODEL_FILE, self.model_bytes), (META_FILE, meta.encode("utf-8"))):
-            tmp = out / f".{name}.tmp"
+            tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.write_bytes(data)
             tmp.replace(out / name)
         return out

@@ -1,9 +1,9 @@
 """Loading a tokenizer of either kind from its bytes or its directory."""
 
 import json
-from pathlib import Path
 
 from gptjax.errors import DataError
+from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer.base import META_FILE, MODEL_FILE, Tokenizer
 from gptjax.tokenizer.hf_bundle import HFTokenizer, is_bundle
 from gptjax.tokenizer.sentencepiece_model import SentencePieceTokenizer
@@ -20,13 +20,13 @@ def tokenizer_from_bytes(model_bytes: bytes, *, name: str = "<bytes>") -> Tokeni
     return SentencePieceTokenizer.parse(model_bytes, name=name)
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
+def load_tokenizer(path: PathLike) -> Tokenizer:
     """Load `path`: a directory holding tokenizer.model, or the .model file itself.
 
     The sha256 recorded in tokenizer.json beside it must match: a replaced or damaged model
     is refused rather than silently tokenizing differently.
     """
-    path = Path(path)
+    path = as_path(path, "tokenizer")
     model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.is_file():
         raise DataError(

@@ -148,12 +148,15 @@ def synthetic_batches(config, vocab_size: int, distinct: int = 4) -> Iterator[di
 
 def _config_batches(config, model_config, workdir: Path | None, log) -> Iterator[dict]:
     from gptjax.data.run_data import prepare_run_data
+    from gptjax.data.shard_verify import verify_once
     from gptjax.train.loop import train_batches
 
     if workdir is None:
         raise ConfigError("--data config needs --workdir (where the tokenizer and cache go)")
     workdir.mkdir(parents=True, exist_ok=True)
     run_data = prepare_run_data(config.data, model_config.vocab_size, workdir, log)
+    if run_data.prepared is not None:
+        verify_once(run_data.prepared, workdir, verify=config.data.verify_shards, log=log)
     return train_batches(config, run_data, start_step=0)
 
 

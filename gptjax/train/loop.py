@@ -11,9 +11,9 @@ import hashlib
 import json
 import math
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
@@ -21,11 +21,13 @@ from gptjax.chat_template import format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
+from gptjax.data.shard_verify import verify_once
 from gptjax.errors import Preempted
 from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import Objective, objective_for
+from gptjax.paths import PathLike, as_path
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -38,6 +40,7 @@ from gptjax.train import multihost, resume
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
+from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
 
 SAMPLES_FILE = "samples.jsonl"
@@ -64,7 +67,7 @@ class Run:
     reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
 
 
-def build(config, workdir: Path, log=print) -> Run:
+def build(config, workdir: epath.Path, log=print) -> Run:
     """Validates the config, prepares data, and restores or initialises the sharded state.
 
     A failure after the Checkpointer opens closes it first, so Orbax's threads do not outlive
@@ -85,18 +88,25 @@ def build(config, workdir: Path, log=print) -> Run:
         raise
 
 
-def _build(config, workdir: Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
+def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointer, log) -> Run:
     model_config = derived["model"]
     start = resume.find_start(config, workdir, checkpointer)
     objective = objective_for(config.phase, config.dpo)
     if objective.needs_reference:
         reference_point(start, checkpointer)  # refuses a DPO run with nothing to start from
-    resume.install_start_tokenizer(start, workdir)  # every process: Orbax reads are collective
-    multihost.sync("tokenizer installed")  # ... and they may write the same shared file
+    resume.install_start_tokenizer(start, workdir)  # process 0 writes, the others wait
     data = multihost.primary_first(  # writes tokenizer and caches once into a shared workdir
         lambda: prepare_run_data(config.data, model_config.vocab_size, workdir, log),
         "preparing the data",
     )
+    if data.prepared is not None:  # every process: the shards are hashed once, split across them
+        verify_once(
+            data.prepared,
+            workdir,
+            verify=config.data.verify_shards,
+            log=log,
+            processes=multihost.processes(),
+        )
     data_hash = _data_hash(data)
     multihost.check_same_data(data.tokenizer.sha256, data_hash)
     resume.check_tokenizer(start, data.tokenizer)
@@ -251,7 +261,7 @@ def _log_samples(run: Run, step: int, log) -> None:
                 f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
-def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = None) -> dict:
+def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = None) -> dict:
     """Trains `config` in `workdir`; returns the final summary (also written to metrics).
 
     Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
@@ -265,7 +275,7 @@ def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = 
         log(describe_runtime())
     log = multihost.primary_log(log)
     multihost.check_same_config(config, workdir)
-    workdir = Path(workdir)
+    workdir = as_path(workdir, "--workdir")
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
@@ -290,7 +300,7 @@ def train(config, workdir: str | Path, log=print, cluster: ClusterSpec | None = 
 def _save(run: Run, state: TrainState, saves, step_log: StepLog, *, force: bool) -> None:
     tokenizer_bytes = run.data.tokenizer.model_bytes
     blocked = run.checkpointer.save(state, run.checkpoint_metadata, tokenizer_bytes, force=force)
-    saves.saved()
+    saves.saved(int(state.step))
     step_log.writer.write(int(state.step), {"checkpoint_block_sec": blocked})
 
 
@@ -329,7 +339,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
-    saves = resume.SaveSchedule(cfg.checkpoint, cfg.train.steps)
+    saves = SaveSchedule(cfg.checkpoint, cfg.train.steps, int(run.state.step))
     if int(run.state.step) == 0 and cfg.init_from:  # the starting model's figures, for contrast
         _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
@@ -339,7 +349,8 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
         done = step + 1
         last = done == cfg.train.steps
         preempted = run.checkpointer.reached_preemption(done)
-        if preempted or saves.due(done):  # before the next step donates this state's buffers
+        due = saves.due(done)  # every step, every process: it may share process 0's plan
+        if preempted or due:  # before the next step donates this state's buffers
             _save(run, state, saves, step_log, force=preempted)
         wait_start = time.perf_counter()
         if not (last or preempted):  # fetch the next batch while the device works

@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from gptjax.checkpoint import package_versions
+from gptjax.data.shard_verify import Processes
 from gptjax.errors import ConfigError, DataError, GptjaxError
 
 
@@ -92,8 +93,9 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(f"gptjax: {name}")
 
 
-def primary_first(fn, what: str):
-    """`fn()` on process 0, then on the others, so they read what process 0 wrote.
+def primary_only(fn, what: str):
+    """`fn()` on process 0 alone (a file the others then read); every process returns once it
+    is done. Returns `fn()`'s result on process 0, None elsewhere.
 
     If process 0 fails, every process stops with its exit code (the others would otherwise
     wait for it in the next collective).
@@ -117,7 +119,20 @@ def primary_first(fn, what: str):
         error = GptjaxError(f"process 0 failed while {what} (exit {code}); its error says why")
         error.exit_code = code
         raise error
-    return fn()
+    return None
+
+
+def primary_first(fn, what: str):
+    """`fn()` on process 0, then on the others, so they read what process 0 wrote."""
+    result = primary_only(fn, what)
+    return result if is_primary() else fn()
+
+
+def primary_value(value: int) -> int:
+    """Process 0's `value` on every process: one decision where clocks or file views differ."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))  # steps fit in int32
 
 
 def check_same_data(tokenizer_sha256: str, data_sha256: str) -> None:
@@ -133,3 +148,10 @@ def check_same_data(tokenizer_sha256: str, data_sha256: str) -> None:
                 "give every host the same data.tokenizer / data.prepared_dir, or one shared "
                 "workdir"
             )
+
+
+def processes() -> Processes:
+    """This process's place and the gather collective, for data checks split across hosts."""
+    if jax.process_count() == 1:
+        return Processes()
+    return Processes(jax.process_index(), jax.process_count(), _gather_texts)

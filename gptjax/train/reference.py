@@ -9,7 +9,6 @@ their fingerprints like any other.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -21,6 +20,7 @@ from gptjax.data.preferences import PackedPreferences
 from gptjax.data.rows import ArrayRows
 from gptjax.dpo import answer_logps
 from gptjax.errors import CheckpointError, ConfigError
+from gptjax.paths import absolute
 from gptjax.train.resume import StartPoint
 
 
@@ -57,7 +57,7 @@ def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
             "and the frozen reference)"
         )
     if start.kind == "init_from":
-        return {"workdir": str(Path(start.source).absolute()), "step": int(start.step)}
+        return {"workdir": str(absolute(start.source)), "step": int(start.step)}
     recorded = checkpointer.metadata(start.step).get("reference")
     if not recorded:
         raise CheckpointError(
@@ -70,7 +70,7 @@ def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
 def restore_reference(point: dict, target_params, log):
     """The reference parameters, placed like the policy's (`target_params`: abstract)."""
     log(f"reference model: {point['workdir']} step {point['step']} (frozen)")
-    with Checkpointer(Path(point["workdir"]), read_only=True) as checkpointer:
+    with Checkpointer(point["workdir"], read_only=True) as checkpointer:
         return checkpointer.restore_params(point["step"], target_params)
 
 

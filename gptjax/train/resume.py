@@ -1,4 +1,4 @@
-"""Where a run starts (its own checkpoint, another run's parameters, or fresh) and when it saves.
+"""Where a run starts: its own checkpoint, another run's parameters, or fresh (and its tokenizer).
 
 Priority: the workdir's own committed checkpoints (a restarted run resumes itself, even when
 `init_from` is set), then `init_from` (parameters only: fresh optimizer and schedule), then
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import jax
-from jax.experimental import multihost_utils
 
 from gptjax.checkpoint import Checkpointer, check_architecture, package_versions, resolve_init_from
 from gptjax.errors import DataError
-from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
+from gptjax.tokenizer import MODEL_FILE, Tokenizer, tokenizer_from_bytes
+from gptjax.train import multihost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +52,19 @@ def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
     """A run started from a checkpoint uses that checkpoint's tokenizer (ids must mean the same).
 
     Writes it into WORKDIR/tokenizer when the workdir has none yet; `check_tokenizer` refuses a
-    mismatch afterwards.
+    mismatch afterwards. Every process reads it (Orbax restores are collective) but only
+    process 0 writes: in a shared workdir, several writers renaming the same file race. Process
+    0's view of the workdir decides, so all processes take the same collectives.
     """
-    if start.kind == "fresh" or (workdir / "tokenizer" / "tokenizer.model").is_file():
+    if start.kind == "fresh":
+        return
+    present = (workdir / "tokenizer" / MODEL_FILE).is_file()
+    if multihost.primary_value(present):
         return
     with Checkpointer(start.source, read_only=True) as checkpointer:
         model = checkpointer.tokenizer_bytes(start.step)
     tokenizer = tokenizer_from_bytes(model, name=f"{start.source} step {start.step}")
-    tokenizer.save(workdir / "tokenizer")
+    multihost.primary_only(lambda: tokenizer.save(workdir / "tokenizer"), "writing the tokenizer")
 
 
 def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
@@ -101,29 +105,3 @@ def checkpoint_metadata(config, model_config, mesh, tokenizer: Tokenizer, data_h
         "tokenizer_sha256": tokenizer.sha256,
         "data_sha256": data_hash,
     }
-
-
-class SaveSchedule:
-    """Every `save_every` steps, at the end, and after `save_every_minutes` of wall time.
-
-    The wall-clock decision is taken by process 0 and broadcast, so every process of a
-    multi-host run saves at the same step (their clocks differ).
-    """
-
-    def __init__(self, checkpoint_config, total_steps: int):
-        self.every, self.total = checkpoint_config.save_every, total_steps
-        self.seconds = 60.0 * checkpoint_config.save_every_minutes
-        self.last_save = time.monotonic()
-
-    def due(self, step: int) -> bool:
-        if step % self.every == 0 or step == self.total:
-            return True
-        if not self.seconds:
-            return False
-        late = time.monotonic() - self.last_save >= self.seconds
-        if jax.process_count() > 1:
-            late = bool(multihost_utils.broadcast_one_to_all(late))
-        return late
-
-    def saved(self) -> None:
-        self.last_save = time.monotonic()

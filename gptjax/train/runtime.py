@@ -27,6 +27,7 @@ import time
 import jax
 
 from gptjax.errors import ConfigError
+from gptjax.train.tpu_hosts import several_tpu_workers
 
 DEFAULT_INIT_TIMEOUT = 300  # seconds for every process to join (TPU hosts boot unevenly)
 # JAX aborts the process (SIGABRT, no Python exception) once its own connect deadline passes;
@@ -121,9 +122,12 @@ def _detect_tpu_slice(timeout: int) -> ClusterSpec | None:
     """
     try:
         from jax._src.clusters import cloud_tpu_cluster as tpu
-    except ImportError:  # a JAX without this private module: only the flags start a cluster
+
+        environments = (tpu.GkeTpuCluster, tpu.GceTpuCluster)
+    except (ImportError, AttributeError) as error:  # a JAX that moved its private detection
+        _refuse_undetected_slice(f"{type(error).__name__}: {error}")
         return None
-    for env in (tpu.GkeTpuCluster, tpu.GceTpuCluster):
+    for env in environments:
         try:
             if not env.is_env_present():
                 continue
@@ -140,6 +144,27 @@ def _detect_tpu_slice(timeout: int) -> ClusterSpec | None:
             ) from None
         return ClusterSpec(address, count, process_id, timeout)
     return None
+
+
+def _refuse_undetected_slice(cause: str) -> None:
+    """ConfigError (exit 2) when JAX's detection is missing on one host of a multi-host slice.
+
+    Without it each host would start its own one-process run: N copies of the model trained on
+    N times the same batches, each writing the same workdir. One host alone passes.
+    """
+    fix = f"pass {_FLAGS} on every worker (--num_processes 1 on a single host)"
+    try:
+        evidence = several_tpu_workers()
+    except OSError as error:
+        raise ConfigError(
+            f"this is a TPU VM, JAX's cluster detection could not be imported ({cause}) and the "
+            f"metadata server did not answer ({error}), so its slice's hosts are unknown; {fix}"
+        ) from None
+    if evidence:
+        raise ConfigError(
+            f"this host is one of several TPU workers ({evidence}) but JAX's cluster detection "
+            f"could not be imported ({cause}); {fix}"
+        )
 
 
 def _connect(cluster: ClusterSpec) -> None:
