@@ -17,6 +17,8 @@ Batch:  512 rows of 2048 tokens (1M tokens) per update, as the one-slice config,
         runs follow the same loss curve; 4 micro-batches of 128 rows = 4 rows per chip (the
         one-slice config's per-chip load), 64 rows per host.
 Params: 1,107,363,840, as configs/llama_1b.py.
+Kernels: model.dtype and model.attention are tpu_v5e_16.py's, unmeasured on TPU as there:
+        tools/tpu/smoke.sh decides them (docs/tpu.md, "First hour on a TPU").
 Reaches: not measured yet (no loss, time, memory or throughput figure has been taken).
         Expect about twice the one-slice config's tokens/s, less the DCN all-reduce of 4.4 GB
         of float32 gradients per update.
