@@ -39,9 +39,13 @@ def get_config() -> ml_collections.ConfigDict:
     model.init_std = 0.02  # std of the normal initialiser
 
     config.mesh = mesh = ml_collections.ConfigDict()
+    # Sizes within one slice (all devices, unless several TPU slices are joined over DCN)
     mesh.data = -1  # pure data-parallel replicas; -1 = all remaining devices
     mesh.fsdp = 1  # data parallel that also shards parameters and optimizer state
     mesh.tensor = 1  # splits heads / mlp / vocab inside each layer
+    # Multi-slice: slices each axis spans (the mesh axis is slices x the size above)
+    mesh.dcn_data = 1  # slices holding replicas: one gradient all-reduce per step over DCN
+    mesh.dcn_fsdp = 1  # slices sharing the fsdp shards: weight gathers per layer over DCN
     # logical axis -> mesh axes; the only place that decides where parameters live
     config.sharding_rules = DEFAULT_RULES
 

@@ -8,6 +8,7 @@ The batch is split over (`data`, `fsdp`). Model code only names logical axes; th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -20,6 +21,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gptjax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# Multi-slice: how many slices (joined by the data-center network, DCN) an axis spans. Never
+# `tensor`: its collectives run inside every matmul, which only a slice's ICI links can afford.
+DCN_AXES = ("dcn_data", "dcn_fsdp")
 BATCH_AXES = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
@@ -44,38 +48,96 @@ DEFAULT_RULES: tuple = (
 
 
 def check_mesh_request(requested: Mapping[str, int]) -> dict[str, int]:
-    """The requested axis sizes (a missing axis is 1): each positive or -1, at most one -1."""
-    unknown = set(requested) - set(MESH_AXES)
+    """The requested sizes (a missing field is 1): per-slice axis sizes, each positive or -1
+    with at most one -1, and `dcn_*` slice counts, each positive."""
+    fields = (*MESH_AXES, *DCN_AXES)
+    unknown = set(requested) - set(fields)
     if unknown:
-        raise ConfigError(f"mesh: unknown axis {sorted(unknown)}; the axes are {MESH_AXES}")
-    sizes = {axis: int(requested.get(axis, 1)) for axis in MESH_AXES}
-    free = [axis for axis, size in sizes.items() if size == -1]
+        raise ConfigError(f"mesh: unknown axis {sorted(unknown)}; the fields are {fields}")
+    sizes = {field: int(requested.get(field, 1)) for field in fields}
+    free = [axis for axis in MESH_AXES if sizes[axis] == -1]
     if len(free) > 1:
         raise ConfigError(f"mesh: at most one axis may be -1, got {free}")
-    for axis, size in sizes.items():
-        if size == 0 or size < -1:
-            raise ConfigError(f"mesh.{axis} must be a positive integer or -1, got {size}")
+    for axis in MESH_AXES:
+        if sizes[axis] == 0 or sizes[axis] < -1:
+            raise ConfigError(f"mesh.{axis} must be a positive integer or -1, got {sizes[axis]}")
+    for field in DCN_AXES:
+        if sizes[field] < 1:
+            raise ConfigError(
+                f"mesh.{field} must be a positive integer (the slices that axis spans), "
+                f"got {sizes[field]}"
+            )
     return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshLayout:
+    """A mesh as requested: each axis's size within one slice (ICI) and the number of slices
+    it spans (DCN). The mesh's axis is their product, slice-major."""
+
+    ici: dict[str, int]
+    dcn: dict[str, int]  # every axis in MESH_AXES; `tensor` is always 1
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return {axis: self.ici[axis] * self.dcn[axis] for axis in MESH_AXES}
+
+    @property
+    def slices(self) -> int:
+        return math.prod(self.dcn.values())
+
+    def dcn_note(self) -> str:
+        """What a log line adds after the mesh's shape: its slices, when there are several."""
+        if self.slices == 1:
+            return ""
+        over = " ".join(f"{axis}={n}" for axis, n in self.dcn.items() if n > 1)
+        within = " ".join(f"{axis}={size}" for axis, size in self.ici.items())
+        return f" = {self.slices} slices over DCN ({over}) of {within} each"
+
+
+def resolve_mesh_layout(requested: Mapping[str, int], device_count: int) -> MeshLayout:
+    """Splits the devices into `dcn_data x dcn_fsdp` equal slices, then fills one `-1` axis
+    with each slice's remaining devices; the per-slice product must equal a slice's devices."""
+    sizes = check_mesh_request(requested)
+    dcn = {axis: sizes.get(f"dcn_{axis}", 1) for axis in MESH_AXES}
+    slices = math.prod(dcn.values())
+    if device_count % slices:
+        raise ConfigError(
+            f"mesh.dcn_data x mesh.dcn_fsdp = {slices} slices cannot split the {device_count} "
+            "devices evenly"
+        )
+    per_slice = device_count // slices
+    where = f"of each of the {slices} slices" if slices > 1 else "available"
+    ici = {axis: sizes[axis] for axis in MESH_AXES}
+    free = [axis for axis, size in ici.items() if size == -1]
+    fixed = math.prod(size for size in ici.values() if size != -1)
+    if free:
+        if per_slice % fixed:
+            raise ConfigError(
+                f"mesh: the fixed axes use {fixed} devices, which does not divide the "
+                f"{per_slice} devices {where}"
+            )
+        ici[free[0]] = per_slice // fixed
+    if math.prod(ici.values()) != per_slice:
+        raise ConfigError(
+            f"mesh {ici} needs {math.prod(ici.values())} devices but {per_slice} are {where}; "
+            "set one axis to -1 to use the rest"
+        )
+    return MeshLayout(ici, dcn)
 
 
 def resolve_mesh_shape(requested: Mapping[str, int], device_count: int) -> dict[str, int]:
-    """Fills one `-1` axis with the remaining devices; the product must equal the device count."""
-    sizes = check_mesh_request(requested)
-    free = [axis for axis, size in sizes.items() if size == -1]
-    fixed = math.prod(size for size in sizes.values() if size != -1)
-    if free:
-        if device_count % fixed:
-            raise ConfigError(
-                f"mesh: the fixed axes use {fixed} devices, which does not divide the "
-                f"{device_count} available devices"
-            )
-        sizes[free[0]] = device_count // fixed
-    if math.prod(sizes.values()) != device_count:
+    """The mesh's axis sizes (slices included) for `device_count` devices."""
+    return resolve_mesh_layout(requested, device_count).shape
+
+
+def check_slices_over_processes(slices: int, process_count: int) -> None:
+    """A slice is one or more whole hosts (processes), as many per slice."""
+    if slices > 1 and process_count > 1 and process_count % slices:
         raise ConfigError(
-            f"mesh {sizes} needs {math.prod(sizes.values())} devices but {device_count} are "
-            "available; set one axis to -1 to use the rest"
+            f"mesh.dcn_data x mesh.dcn_fsdp = {slices} slices cannot split the {process_count} "
+            f"processes evenly (each slice is whole hosts); use a divisor of {process_count}"
         )
-    return sizes
 
 
 def check_tensor_within_host(tensor: int, local_device_count: int, process_count: int) -> None:
@@ -100,18 +162,89 @@ def make_mesh(requested: Mapping[str, int], devices: Sequence[jax.Device] | None
     With several processes the devices are laid out process-major: each process holds a
     contiguous block of the (data, fsdp) rows and whole `tensor` groups, so tensor never
     crosses hosts and a process's batch rows are one contiguous slice of the global batch.
+    With several slices (`mesh.dcn_*`) each slice is laid out so, then placed slice-major.
     """
     devices = list(devices if devices is not None else jax.devices())
-    sizes = resolve_mesh_shape(requested, len(devices))
-    shape = tuple(sizes[axis] for axis in MESH_AXES)
+    layout = resolve_mesh_layout(requested, len(devices))
+    shape = tuple(layout.shape[axis] for axis in MESH_AXES)
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    slices = slice_groups(devices, layout.slices)
+    if len(slices) > 1:
+        return Mesh(multislice_devices(slices, layout), MESH_AXES, axis_types=auto)
     if len({d.process_index for d in devices}) > 1:
-        grid = process_major_devices(devices, sizes["tensor"])
+        grid = process_major_devices(devices, layout.shape["tensor"])
         return Mesh(grid.reshape(shape), MESH_AXES, axis_types=auto)
     if devices == list(jax.devices()):
         # make_mesh orders devices for the physical topology (ICI rings on TPU).
         return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def _grouped(devices: Sequence, key: Callable) -> list[list]:
+    groups: dict[int, list] = {}
+    for device in devices:
+        groups.setdefault(key(device), []).append(device)
+    return [groups[index] for index in sorted(groups)]
+
+
+def slice_groups(devices: Sequence, count: int) -> list[list]:
+    """The devices of each slice, in slice order.
+
+    TPU devices carry `slice_index` (a multislice job numbers its slices), and the request
+    must match it. Elsewhere (CPU processes all report slice 0; GPUs have no TPU slices)
+    `count` slices of consecutive processes stand in, so the same layout runs, and is
+    tested, everywhere.
+    """
+    if devices[0].platform == "tpu":
+        groups = _grouped(devices, lambda d: getattr(d, "slice_index", 0))  # none: one slice
+        if len(groups) != count:
+            raise ConfigError(
+                f"mesh.dcn_data x mesh.dcn_fsdp = {count} slice(s) but the devices form "
+                f"{len(groups)} TPU slice(s) (their slice_index); make the product {len(groups)}"
+            )
+        return groups
+    if count == 1:
+        return [list(devices)]
+    processes = _grouped(devices, lambda d: d.process_index)
+    if len(processes) % count:
+        raise ConfigError(
+            f"mesh.dcn_data x mesh.dcn_fsdp = {count} slices: without TPU slices, consecutive "
+            f"processes form them, and {len(processes)} process(es) cannot form {count}"
+        )
+    per = len(processes) // count
+    return [sum(processes[i * per : (i + 1) * per], []) for i in range(count)]
+
+
+def multislice_devices(slices: Sequence[Sequence], layout: MeshLayout) -> np.ndarray:
+    """The device grid of a multi-slice mesh: along each axis the slice index is the major
+    part (the layout of `mesh_utils.create_hybrid_device_mesh`), so each slice's devices are
+    one contiguous block and only the `dcn_*` axes' collectives cross the slower network.
+
+    Each slice's own grid is the one-slice layout (process-major over its hosts, else
+    ordered for its topology), so tensor groups stay within a host here too.
+    """
+    ici = tuple(layout.ici[axis] for axis in MESH_AXES)
+    dcn = tuple(layout.dcn[axis] for axis in MESH_AXES)
+    stacked = np.empty(dcn + ici, dtype=object)
+    for number, (index, devices) in enumerate(zip(np.ndindex(*dcn), slices, strict=True)):
+        if len(devices) != math.prod(ici):
+            raise ConfigError(
+                f"the slices differ in size: slice {number} has {len(devices)} devices, the "
+                f"mesh needs {math.prod(ici)} in each"
+            )
+        stacked[index] = _slice_grid(devices, ici)
+    # [dcn_data, dcn_fsdp, 1, data, fsdp, tensor] -> [dcn_data * data, dcn_fsdp * fsdp, tensor]
+    shape = tuple(d * i for d, i in zip(dcn, ici, strict=True))
+    return stacked.transpose(0, 3, 1, 4, 2, 5).reshape(shape)
+
+
+def _slice_grid(devices: Sequence, ici: tuple[int, ...]) -> np.ndarray:
+    if len({d.process_index for d in devices}) > 1:
+        return process_major_devices(devices, ici[-1]).reshape(ici)
+    try:
+        return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError, AttributeError):
+        return np.asarray(devices, dtype=object).reshape(ici)  # no topology known
 
 
 def process_major_devices(devices: Sequence, tensor: int) -> np.ndarray:

@@ -171,6 +171,40 @@ def test_two_processes_train_like_one_and_hand_their_checkpoint_to_one(one_proce
     assert _final_eval(workdir) == pytest.approx(_final_eval(one_process), rel=1e-5)
 
 
+@pytest.mark.slow
+def test_two_processes_as_two_slices_train_like_one(one_process, group, tmp_path):
+    """mesh.dcn_data=2 over loopback: CPU devices carry no slice_index, so each process is one
+    slice of data=4, the mesh is data=8 as the reference's, and the layout (slice-major, then
+    process-major) is the two-process one. Losses are asserted to rel 1e-5 (they came out
+    bit-identical here), not exactly: the gradient all-reduce across processes (gloo) need not
+    sum in the order one process's XLA does, so the last float bits may differ elsewhere."""
+    workdir = tmp_path / "slices"
+    for cached in ("tokenizer", "data"):  # the reference's tokenizer and token cache
+        shutil.copytree(one_process / cached, workdir / cached)
+    group.start_cluster(workdir, 2, "--config.mesh.dcn_data=2")
+    assert group.wait() == [0, 0], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
+    assert (
+        "mesh {'data': 8, 'fsdp': 1, 'tensor': 1} = 2 slices over DCN (data=2) of data=4 "
+        "fsdp=1 tensor=1 each"
+    ) in group.stdout(0)
+    reference = _losses(one_process)
+    assert sorted(_losses(workdir)) == list(range(1, STEPS + 1))
+    assert _losses(workdir) == pytest.approx(reference, rel=1e-5)
+    assert _final_eval(workdir) == pytest.approx(_final_eval(one_process), rel=1e-5)
+
+    # The two slices' checkpoint 4 restores onto one process's one-slice mesh of 8 devices.
+    shutil.rmtree(workdir / "checkpoints" / str(STEPS))
+    one = Group(tmp_path / "logs1")
+    try:
+        one.start(_command(workdir), devices=8)
+        codes = one.wait()
+    finally:
+        one.kill()
+    assert codes == [0], one.stderr(0)[-3000:]
+    assert "resuming from step 4" in one.stdout(0)
+    assert _losses(workdir) == pytest.approx(reference, rel=1e-5)
+
+
 def _wait_for_step(workdir, step, group, timeout=300):
     deadline = time.monotonic() + timeout
     path = Path(workdir) / "metrics.jsonl"

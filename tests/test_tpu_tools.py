@@ -26,7 +26,12 @@ SCRIPTS = sorted(TOOLS.glob("*.sh"))
 COMMANDS = [p for p in SCRIPTS if p.name not in ("common.sh", "worker_loop.sh")]
 # (config, devices JAX sees, processes = hosts): cloud.google.com/tpu/docs/v5e and /v5p,
 # Google's xpk system table; each config's docstring states the same numbers.
-SLICES = [("tpu_v4_8.py", 4, 1), ("tpu_v5e_16.py", 16, 4), ("tpu_v5p_32.py", 16, 4)]
+SLICES = [
+    ("tpu_v4_8.py", 4, 1),
+    ("tpu_v5e_16.py", 16, 4),
+    ("tpu_v5p_32.py", 16, 4),
+    ("tpu_2x_v5e_16.py", 32, 8),  # two slices over DCN
+]
 
 FAKE_GCLOUD = """#!{python}
 import json, os, shutil, subprocess, sys
@@ -228,6 +233,30 @@ def test_logs_dry_run_tails_worker_0_by_default(fake):
     assert "--worker=3 --command" in out and "tail -n 5 ~/gptjax-logs/train.log" in out
 
 
+def test_node_count_makes_and_addresses_every_slice_of_a_multislice_resource(fake):
+    env, tmp_path = fake
+    two = ["--dry-run", "--name", "gpt", "--type", "v5litepod-16", "--node-count", "2"]
+    create = tool("create.sh", *two, "--queued", "--spot", env=env)
+    assert create.returncode == 0, create.stderr
+    assert (
+        "+ gcloud compute tpus queued-resources create gpt --node-count 2 --node-prefix gpt "
+        "--zone us-west4-a --accelerator-type v5litepod-16 --runtime-version v2-alpha-tpuv5-lite "
+    ) in create.stdout
+    assert "2 x v5litepod-16 in us-west4-a: 8 host(s)" in create.stdout
+    install = tool("install.sh", *two, env=env).stdout
+    assert "gcloud compute tpus queued-resources scp " in install
+    assert install.count("--zone us-west4-a --node=all --worker=all") == 2  # scp, ssh
+    train = ["--config", "configs/tpu_2x_v5e_16.py", "--workdir", "/gcs/b/runs/x"]
+    for script, args in [("start.sh", train), ("stop.sh", []), ("status.sh", ["--queued"]),
+                         ("restart.sh", ["--queued", *train])]:  # fmt: skip
+        out = tool(script, *two, *args, env=env).stdout
+        assert "queued-resources ssh gpt --zone us-west4-a --node=all --worker=all" in out, script
+        assert "tpu-vm" not in out, script
+    logs = tool("logs.sh", *two, "--node", "1", env=env).stdout
+    assert "queued-resources ssh gpt --zone us-west4-a --node=1 --worker=0 --command" in logs
+    assert calls(tmp_path) == []
+
+
 def test_restart_dry_run_shows_delete_create_install_start_in_order(fake):
     env, tmp_path = fake
     result = tool(
@@ -269,6 +298,15 @@ def test_restart_dry_run_shows_delete_create_install_start_in_order(fake):
         ("install.sh", ["--name", "gpt", "--mount-bucket", "gs://b"], "without gs://"),
         ("delete.sh", ["--name", "gpt", "--spot"], "unknown flag: --spot"),
         ("restart.sh", ["--name", "gpt", "--config", "configs/tiny.py"], "missing --workdir"),
+        ("create.sh", ["--name", "gpt", "--node-count", "2"], "--node-count 2: a multislice TPU "
+         "is a queued resource; add --queued"),
+        ("status.sh", ["--name", "gpt", "--node-count", "2"], "add --queued"),
+        ("create.sh", ["--name", "gpt", "--queued", "--node-count", "0"], "--node-count 0: exp"),
+        ("start.sh", ["--name", "gpt", "--type", "v5litepod-8", "--node-count", "2", "--config",
+                      "configs/tiny.py", "--workdir", "/home/me/x"],
+         "2 x v5litepod-8 has 2 hosts that must share one workdir"),
+        ("logs.sh", ["--name", "gpt", "--node", "1"], "--node 1: expected a slice number in"),
+        ("logs.sh", ["--name", "gpt", "--node-count", "2", "--node", "all"], "needs --no-follow"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_with_one_line(fake, script, args, message):

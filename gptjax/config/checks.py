@@ -12,7 +12,12 @@ import ml_collections
 from gptjax.config.sections import RunConfig, TrainConfig, run_config
 from gptjax.objectives import objective_for
 from gptjax.schema import require
-from gptjax.sharding import check_tensor_within_host, data_parallel_size, resolve_mesh_shape
+from gptjax.sharding import (
+    check_slices_over_processes,
+    check_tensor_within_host,
+    data_parallel_size,
+    resolve_mesh_layout,
+)
 
 
 def validate_static(config: ml_collections.ConfigDict) -> RunConfig:
@@ -27,17 +32,27 @@ def validate(
     local_device_count: int | None = None,
 ) -> dict:
     """Checks every field that can be checked without compiling; returns derived values:
-    `model` (ModelConfig), `mesh_shape`, `micro_batch` (rows) and `run` (the typed RunConfig).
+    `model` (ModelConfig), `mesh_shape`, `mesh_layout` (with its slices), `micro_batch` (rows)
+    and `run` (the typed RunConfig).
 
     `process_count` and `local_device_count` (devices per process) are the real runtime's:
-    the global batch must split over the processes, and `mesh.tensor` must stay within one.
+    the global batch must split over the processes, `mesh.tensor` must stay within one, and
+    the slices (`mesh.dcn_*`) must be whole processes.
     """
     run = validate_static(config)
-    mesh_shape = resolve_mesh_shape(dataclasses.asdict(run.mesh), device_count)
+    layout = resolve_mesh_layout(dataclasses.asdict(run.mesh), device_count)
+    check_slices_over_processes(layout.slices, process_count)
+    mesh_shape = layout.shape
     local = device_count // process_count if local_device_count is None else local_device_count
     check_tensor_within_host(mesh_shape["tensor"], local, process_count)
     micro = check_across_sections(run, mesh_shape, process_count)
-    return {"model": run.model, "mesh_shape": mesh_shape, "micro_batch": micro, "run": run}
+    return {
+        "model": run.model,
+        "mesh_shape": mesh_shape,
+        "mesh_layout": layout,
+        "micro_batch": micro,
+        "run": run,
+    }
 
 
 def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_count: int) -> int:

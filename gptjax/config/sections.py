@@ -29,11 +29,14 @@ def _positive(section, prefix: str, names: tuple[str, ...]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Device mesh axis sizes; one may be -1 (all remaining devices). See gptjax.sharding."""
+    """Device mesh axis sizes within one slice; one may be -1 (all remaining devices of a
+    slice). `dcn_*`: how many slices (multi-slice TPU) that axis spans. See gptjax.sharding."""
 
     data: int = 1  # an axis a config leaves out is 1, as gptjax.sharding.make_mesh reads it
     fsdp: int = 1
     tensor: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
 
     def __post_init__(self):
         check_types(self, "mesh")

@@ -279,8 +279,10 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
+    layout = sharding.resolve_mesh_layout(config.mesh.to_dict(), jax.device_count())
     log(
-        f"model: {count_params(run.model_config):,} parameters · mesh {dict(run.mesh.shape)} · "
+        f"model: {count_params(run.model_config):,} parameters · mesh {dict(run.mesh.shape)}"
+        f"{layout.dcn_note()} · "
         f"{run.data.train_rows.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
         f"({peak_source})"
     )

@@ -67,6 +67,7 @@ class MemoryPlan:
     large_params: list[ParamRow]
     compiled: dict[str, int] | None = None
     note: str = ""
+    dcn_note: str = ""  # the slices, when the mesh spans several (see MeshLayout.dcn_note)
 
     @property
     def analytic_total(self) -> int:
@@ -149,7 +150,11 @@ def _large_params(params, share: float = 0.01, most: int = 12) -> list[ParamRow]
 
 
 def _mesh(mesh_shape: dict[str, int], device_count: int):
-    """A real mesh over the first `device_count` devices, else an abstract one (no compile)."""
+    """A real mesh over the first `device_count` devices, else an abstract one (no compile).
+
+    One slice of the whole shape even for a multi-slice config: which devices share a slice
+    changes the network a collective crosses, not the bytes each device holds.
+    """
     devices = jax.devices()
     if device_count <= len(devices):
         return sharding.make_mesh(mesh_shape, devices[:device_count])
@@ -220,6 +225,7 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
         activations={p: activation_bytes(model, rows, seq_len, tensor, p) for p in REMAT_POLICIES},
         param_count=sum(math.prod(x.shape) for x in jax.tree.leaves(target.params)),
         large_params=_large_params(target.params),
+        dcn_note=derived["mesh_layout"].dcn_note(),
     )
     if objective_for(config.phase).needs_reference:
         plan.note = (

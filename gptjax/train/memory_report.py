@@ -25,7 +25,8 @@ def _spec(spec) -> str:
 def report_lines(plan) -> list[str]:
     mesh = " ".join(f"{axis}={size}" for axis, size in plan.mesh_shape.items())
     lines = [
-        f"dry run: mesh {mesh} over {plan.device_count} {plan.platform} device(s) · "
+        f"dry run: mesh {mesh}{plan.dcn_note} over {plan.device_count} {plan.platform} "
+        "device(s) · "
         f"{plan.param_count:,} parameters · {plan.rows_per_device} row(s) x {plan.seq_len} tokens "
         f"per device per micro-batch · remat {plan.remat!r}",
         "per-device memory (analytic):",

@@ -25,6 +25,7 @@ RUNTIME_VERSION=""
 SERVICE_ACCOUNT=""
 SPOT=0
 QUEUED=0
+NODE_COUNT=1                        # TPU slices (nodes) of a multislice queued resource
 WAIT=1
 DRY_RUN=0
 GIT_URL=""
@@ -34,6 +35,7 @@ MOUNT_BUCKET=""
 CONFIG=""
 WORKDIR=""
 WORKER=0
+NODE=0
 TAIL_LINES=100
 FOLLOW=1
 FORCE=0
@@ -110,6 +112,8 @@ set_flag() {
     --config) CONFIG=$2 ;;
     --workdir) WORKDIR=$2 ;;
     --worker) WORKER=$2 ;;
+    --node) NODE=$2 ;;
+    --node-count) NODE_COUNT=$2 ;;
     --lines) TAIL_LINES=$2 ;;
     --no-follow) FOLLOW=0 ;;
     --force) FORCE=1 ;;
@@ -191,6 +195,16 @@ resolve_type_defaults() {
   [[ $ZONE =~ ^[a-z]+-[a-z]+[0-9]+-[a-z0-9]+$ ]] || die "--zone $ZONE: expected a zone such as us-west4-a"
 }
 
+# --node-count N: N slices joined over the data-center network (multislice), which only a
+# queued resource provisions; scripts that create or describe the TPU pass "queued" to
+# require --queued. gptjax's mesh.dcn_data x mesh.dcn_fsdp must equal N.
+check_node_count() {
+  [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] || die "--node-count $NODE_COUNT: expected a number of slices (1, 2, ...)"
+  if [[ ${1:-} == queued ]] && ((NODE_COUNT > 1 && !QUEUED)); then
+    die "--node-count $NODE_COUNT: a multislice TPU is a queued resource; add --queued"
+  fi
+}
+
 # Hosts (TPU VM workers) of a slice: 4 chips per host past one host's worth; v2-v4 and v5p
 # names count TensorCores (2 per chip), v5e and v6e names count chips (up to 8 on one host).
 hosts_for_type() {
@@ -202,8 +216,20 @@ hosts_for_type() {
   if ((chips <= 8)) && [[ $TYPE == v5litepod-* || $TYPE == v6e-* ]]; then echo 1; else echo $(((chips + 3) / 4)); fi
 }
 
-tpu_ssh() { # tpu_ssh WORKER REMOTE_COMMAND
-  gcloud_run compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" "--worker=$1" --command "$2"
+# SSH_TARGET: gcloud's words for worker $1 (a number or all) of node $2 (default all): the
+# nodes of a multislice TPU are reached through their queued resource (--node), a single TPU
+# VM by its name.
+ssh_target() {
+  if ((NODE_COUNT > 1)); then
+    SSH_TARGET=(compute tpus queued-resources ssh "$NAME" --zone "$ZONE" "--node=${2:-all}" "--worker=$1")
+  else
+    SSH_TARGET=(compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" "--worker=$1")
+  fi
+}
+
+tpu_ssh() { # tpu_ssh WORKER REMOTE_COMMAND [NODE]
+  ssh_target "$1" "${3:-all}"
+  gcloud_run "${SSH_TARGET[@]}" --command "$2"
 }
 
 # The TPU's state: READY/PREEMPTED/... for a TPU VM, ACTIVE/SUSPENDED/... for a queued
@@ -335,8 +361,9 @@ validate_train_flags() {
   [[ $WORKDIR == /* || $WORKDIR == gs://?* ]] ||
     die "--workdir $WORKDIR: give gs://BUCKET/... or an absolute path (the same on every worker)"
   if [[ $WORKDIR != gs://* && $WORKDIR != "$BUCKET_MOUNT_ROOT"/* ]]; then
-    (($(hosts_for_type) == 1)) ||
-      die "--workdir $WORKDIR is on each VM's own disk, but $TYPE has $(hosts_for_type) hosts that must share one workdir: use $BUCKET_MOUNT_ROOT/BUCKET/... (install with --mount-bucket)"
+    local hosts=$(($(hosts_for_type) * NODE_COUNT))
+    ((hosts == 1)) ||
+      die "--workdir $WORKDIR is on each VM's own disk, but $(describe_slices) has $hosts hosts that must share one workdir: use $BUCKET_MOUNT_ROOT/BUCKET/... (install with --mount-bucket)"
     echo "warning: --workdir $WORKDIR is on the VM's disk: its checkpoints are lost if the TPU is deleted" >&2
   fi
 }
@@ -363,7 +390,11 @@ install_on_workers() {
       git -C "$REPO_ROOT" ls-files -z --cached --others --exclude-standard |
         tar -C "$REPO_ROOT" --null -T - -czf "$tarball"
     fi
-    gcloud_run compute tpus tpu-vm scp "$tarball" "$NAME:$REMOTE_TARBALL" --zone "$ZONE" --worker=all
+    if ((NODE_COUNT > 1)); then
+      gcloud_run compute tpus queued-resources scp "$tarball" "$NAME:$REMOTE_TARBALL" --zone "$ZONE" --node=all --worker=all
+    else
+      gcloud_run compute tpus tpu-vm scp "$tarball" "$NAME:$REMOTE_TARBALL" --zone "$ZONE" --worker=all
+    fi
     ((DRY_RUN)) || rm -rf "$tmp"
   fi
   tpu_ssh all "$(lines_to_command remote_install)"
@@ -376,8 +407,11 @@ start_on_workers() {
 create_tpu() {
   local -a cmd
   if ((QUEUED)); then
-    cmd=(compute tpus queued-resources create "$NAME" --node-id "$NAME" --zone "$ZONE"
-      --accelerator-type "$TYPE" --runtime-version "$RUNTIME_VERSION")
+    cmd=(compute tpus queued-resources create "$NAME")
+    # Multislice: nodes NAME-0 .. NAME-(N-1), one slice of TYPE each; the runtime tells their
+    # hosts the slice count and coordinator (MEGASCALE_* in the VM metadata), which JAX reads.
+    if ((NODE_COUNT > 1)); then cmd+=(--node-count "$NODE_COUNT" --node-prefix "$NAME"); else cmd+=(--node-id "$NAME"); fi
+    cmd+=(--zone "$ZONE" --accelerator-type "$TYPE" --runtime-version "$RUNTIME_VERSION")
   else
     cmd=(compute tpus tpu-vm create "$NAME" --zone "$ZONE" --accelerator-type "$TYPE"
       --version "$RUNTIME_VERSION")
@@ -397,8 +431,17 @@ delete_tpu() { # quiet: for restart, whose TPU is already gone or broken
   fi
 }
 
+node_count_flag() { # " --node-count N" for the next command a script suggests, if N > 1
+  ((NODE_COUNT > 1)) && printf ' --node-count %s' "$NODE_COUNT"
+  return 0
+}
+
+describe_slices() { # v5litepod-16, or 2 x v5litepod-16
+  if ((NODE_COUNT > 1)); then echo "$NODE_COUNT x $TYPE"; else echo "$TYPE"; fi
+}
+
 describe_type() {
-  echo "$TYPE in $ZONE: $(hosts_for_type) host(s), runtime ${RUNTIME_VERSION:-?}$( ((SPOT)) && echo ', spot')$( ((QUEUED)) && echo ', queued resource')"
+  echo "$(describe_slices) in $ZONE: $(($(hosts_for_type) * NODE_COUNT)) host(s), runtime ${RUNTIME_VERSION:-?}$( ((SPOT)) && echo ', spot')$( ((QUEUED)) && echo ', queued resource')"
 }
 
 # Help text for the flags every script takes.
@@ -413,6 +456,9 @@ TPU:
                         v5p-*        us-east5-a     v2-alpha-tpuv5
                         v6e-*        us-east5-b     v2-alpha-tpuv6e
   --zone ZONE         override the zone (env TPU_ZONE)
+  --node-count N      N slices of TYPE in one multislice queued resource (default 1;
+                      needs --queued where the TPU is created); the config's
+                      mesh.dcn_data x mesh.dcn_fsdp must be N
   --project PROJECT   GCP project (default: gcloud's configured project; env TPU_PROJECT)
   --dry-run           print every command (gcloud, ssh) without running any; needs no gcloud
   --help              this text

@@ -26,12 +26,15 @@ EOF
 
 Example (a v5e-16 spot slice, queued until capacity frees up):
   tools/tpu/create.sh --name gpt --type v5litepod-16 --queued --spot
+Two v5e-16 slices joined over DCN (nodes gpt-0 and gpt-1; configs/tpu_2x_v5e_16.py):
+  tools/tpu/create.sh --name gpt --type v5litepod-16 --node-count 2 --queued --spot
 EOF
 }
 
-parse_flags "--name --type --zone --project --runtime-version --service-account --spot --queued --no-wait" "$@"
+parse_flags "--name --type --zone --project --node-count --runtime-version --service-account --spot --queued --no-wait" "$@"
 require_name
 resolve_type_defaults
+check_node_count queued
 [[ -n $RUNTIME_VERSION ]] || die "--type $TYPE has no default runtime version here: give --runtime-version"
 ((QUEUED || WAIT)) || die "--no-wait only applies with --queued"
 require_gcloud
@@ -39,4 +42,4 @@ require_gcloud
 echo "creating $NAME: $(describe_type)"
 create_tpu
 ((QUEUED && WAIT)) && wait_until_ready
-echo "next: tools/tpu/install.sh --name $NAME --type $TYPE --zone $ZONE [--mount-bucket BUCKET]"
+echo "next: tools/tpu/install.sh --name $NAME --type $TYPE --zone $ZONE$(node_count_flag) [--mount-bucket BUCKET]"

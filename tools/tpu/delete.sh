@@ -17,9 +17,10 @@ EOF2
   common_help
 }
 
-parse_flags "--name --type --zone --project --queued --yes" "$@"
+parse_flags "--name --type --zone --project --node-count --queued --yes" "$@"
 require_name
 resolve_type_defaults
+check_node_count queued
 require_gcloud
 
 quiet=()

@@ -23,12 +23,13 @@ EOF2
   common_help
 }
 
-parse_flags "--name --type --zone --project --git-url --git-ref --python --mount-bucket" "$@"
+parse_flags "--name --type --zone --project --node-count --git-url --git-ref --python --mount-bucket" "$@"
 require_name
 resolve_type_defaults
+check_node_count
 validate_install_flags
 require_gcloud
 
-echo "installing gptjax on every worker of $NAME ($(hosts_for_type) host(s) for $TYPE)"
+echo "installing gptjax on every worker of $NAME ($(($(hosts_for_type) * NODE_COUNT)) host(s) for $(describe_slices))"
 install_on_workers
-echo "next: tools/tpu/start.sh --name $NAME --type $TYPE --zone $ZONE --config CONFIG --workdir WORKDIR"
+echo "next: tools/tpu/start.sh --name $NAME --type $TYPE --zone $ZONE$(node_count_flag) --config CONFIG --workdir WORKDIR"

@@ -37,10 +37,11 @@ Example (the v5e-16 spot slice of docs/tpu.md):
 EOF2
 }
 
-parse_flags "--name --type --zone --project --runtime-version --service-account --spot --queued
-  --git-url --git-ref --python --mount-bucket --config --workdir --reinstall" "$@"
+parse_flags "--name --type --zone --project --node-count --runtime-version --service-account --spot
+  --queued --git-url --git-ref --python --mount-bucket --config --workdir --reinstall" "$@"
 require_name
 resolve_type_defaults
+check_node_count queued
 [[ -n $RUNTIME_VERSION ]] || die "--type $TYPE has no default runtime version here: give --runtime-version"
 validate_install_flags
 validate_train_flags
@@ -77,9 +78,10 @@ esac
 if ((!recreated)); then
   # The TPU survived: find the workers whose run stopped (a crash, or a preemption signal
   # that the VMs outlived). One stopped process stalls the others, so restart them all.
-  echo "+ $(join_quoted gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$(lines_to_command remote_status)")"
+  ssh_target all
+  ssh_cmd=("${SSH_TARGET[@]}" --command "$(lines_to_command remote_status)")
+  echo "+ $(join_quoted gcloud "${ssh_cmd[@]}")"
   if ((!DRY_RUN)); then
-    ssh_cmd=(compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$(lines_to_command remote_status)")
     [[ -n $PROJECT ]] && ssh_cmd+=(--project "$PROJECT")
     status=$("$GCLOUD" "${ssh_cmd[@]}")
     echo "$status"

@@ -14,6 +14,9 @@ Runs the same `gptjax train --config CONFIG --workdir WORKDIR ...` on every work
 ~/gptjax-logs/train.log on each worker (tools/tpu/logs.sh shows it). On a multi-host slice
 gptjax joins the workers into one JAX runtime by itself. After exit 75 (preempted,
 checkpoint committed) the run is started again; it resumes from WORKDIR's checkpoints.
+With --node-count N it runs on every worker of every slice (--node=all): the TPU runtime
+gives their hosts the slice count and coordinator (MEGASCALE_* in the VM metadata), so
+nothing more is set; the config's mesh.dcn_data x mesh.dcn_fsdp must be N.
 
   --config CONFIG     config file, relative to the repository root (configs/tpu_v5e_16.py)
   --workdir WORKDIR   where checkpoints and metrics go, the same path on every worker:
@@ -31,12 +34,13 @@ Example:
 EOF2
 }
 
-parse_flags "--name --type --zone --project --config --workdir" "$@"
+parse_flags "--name --type --zone --project --node-count --config --workdir" "$@"
 require_name
 resolve_type_defaults
+check_node_count
 validate_train_flags
 require_gcloud
 
 echo "starting on every worker of $NAME: gptjax train --config $CONFIG --workdir $WORKDIR"
 start_on_workers
-echo "watch: tools/tpu/logs.sh --name $NAME --type $TYPE --zone $ZONE"
+echo "watch: tools/tpu/logs.sh --name $NAME --type $TYPE --zone $ZONE$(node_count_flag)"

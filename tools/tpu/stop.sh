@@ -19,9 +19,10 @@ EOF2
   common_help
 }
 
-parse_flags "--name --type --zone --project --force" "$@"
+parse_flags "--name --type --zone --project --node-count --force" "$@"
 require_name
 resolve_type_defaults
+check_node_count
 require_gcloud
 
 tpu_ssh all "$(lines_to_command remote_stop)"
