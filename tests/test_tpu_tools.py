@@ -424,17 +424,44 @@ def test_restart_never_deletes_a_tpu_in_a_transient_state(fake, tmp_path):
     assert [c[3] for c in calls(fake_dir)] == ["describe"]
 
 
-def test_start_refuses_a_gs_workdir_this_gptjax_would_write_locally(fake):
-    """gptjax wraps --workdir in pathlib.Path: gs://b/x would become ./gs:/b/x on the VM."""
+def _worker_python(home, code: str) -> None:
+    """The worker's .venv/bin/python: this venv's, running `code` first when given."""
+    python = home / "gptjax" / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\n{code}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+
+
+def test_start_refuses_a_gs_workdir_a_worker_gptjax_would_write_locally(fake):
+    """An install older than gs:// support (its checkpoint_dir is pathlib's: gs://b/x becomes
+    ./gs:/b/x on the VM) is refused before anything starts."""
     env, fake_dir = fake
     home = worker_with_gptjax(fake_dir, ["0"])
-    (home / "gptjax" / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    old = home / "old"
+    (old / "gptjax").mkdir(parents=True)
+    (old / "gptjax" / "__init__.py").write_text("")
+    (old / "gptjax" / "checkpoint.py").write_text(
+        "from pathlib import Path\n"
+        "def checkpoint_dir(workdir):\n    return Path(workdir).absolute() / 'checkpoints'\n"
+    )
+    _worker_python(home, f"export PYTHONPATH={old}")
     result = tool("start.sh", "--name", "gpt", "--config", "configs/tiny.py",
                   "--workdir", "gs://b/runs/x", env=env)  # fmt: skip
     assert (
         result.returncode == 2 and "writes --workdir gs://... to a local directory" in result.stderr
     )
     assert not (home / "gptjax-logs" / "loop.pid").exists()
+
+
+def test_start_runs_a_gs_workdir_with_this_gptjax(fake):
+    env, fake_dir = fake
+    home = worker_with_gptjax(fake_dir, ["0"])
+    _worker_python(home, f"export PYTHONPATH={ROOT}")
+    result = tool("start.sh", "--name", "gpt", "--config", "configs/tiny.py",
+                  "--workdir", "gs://b/runs/x", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = home / "gptjax-logs"
+    wait_for(lambda: (state / "exit_code").exists() and not (state / "loop.pid").exists())
+    assert "--workdir gs://b/runs/x" in (state / "train.log").read_text()
 
 
 @pytest.mark.parametrize("name, devices, processes", SLICES)

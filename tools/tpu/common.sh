@@ -320,10 +320,10 @@ remote_start() { # starts `gptjax train` detached (nohup + setsid): ssh returns 
     echo "  echo \"$mount is not a mounted bucket on \$(hostname): run tools/tpu/install.sh --mount-bucket ${mount##*/}\" >&2; exit 2; }"
   fi
   if [[ $WORKDIR == gs://* ]]; then
-    # gptjax versions that wrap --workdir in pathlib.Path turn gs://b/x into ./gs:/b/x on the
-    # VM's disk (lost with the VM): refuse those instead of training into a local directory.
+    # gptjax before gs:// support wrapped --workdir in pathlib.Path, turning gs://b/x into
+    # ./gs:/b/x on the VM's disk (lost with the VM): refuse such an install, don't train into it.
     echo ".venv/bin/python -c 'import sys; from gptjax.checkpoint import checkpoint_dir; sys.exit(not str(checkpoint_dir(sys.argv[1])).startswith(\"gs://\"))' $(q "$WORKDIR") || {"
-    echo "  echo \"this gptjax writes --workdir gs://... to a local directory; install with --mount-bucket BUCKET and use --workdir $BUCKET_MOUNT_ROOT/BUCKET/...\" >&2; exit 2; }"
+    echo "  echo \"this gptjax writes --workdir gs://... to a local directory (an install older than gs:// support): run tools/tpu/install.sh again\" >&2; exit 2; }"
   fi
   echo "nohup setsid bash tools/tpu/worker_loop.sh $REMOTE_STATE -- $(join_quoted "${train[@]}") >>$REMOTE_STATE/train.log 2>&1 </dev/null &"
   echo "echo \"started on \$(hostname); log: $REMOTE_STATE/train.log\""
