@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from small_run import subprocess_env, train_command
 
-from gptjax.errors import ConfigError
+from gptjax.errors import ConfigError, DataError
 from gptjax.metrics import MetricsWriter, read_metrics
 from gptjax.paths import as_path, local_copy
 
@@ -93,6 +93,38 @@ def test_a_bucket_file_is_copied_once_to_the_local_cache(gcs, tmp_path, monkeypa
     assert copy.read_bytes() == data and str(copy).startswith(str(tmp_path))
     remote.write_bytes(b"changed")  # same key: the copy is reused, not fetched again
     assert local_copy(remote, "abc123", len(data)).read_bytes() == data
+
+
+def test_sources_and_conversations_read_from_a_bucket_with_recursive_globs(gcs):
+    import gzip
+
+    from gptjax.data.conversations import read_conversations
+    from gptjax.data.files import expand_files
+    from gptjax.data.sources import SourceStats, parse_sources
+
+    raw = as_path(f"gs://{BUCKET}/raw")
+    (raw / "a").mkdir(parents=True, exist_ok=True)
+    (raw / "a" / "one.txt").write_text("first document")
+    (raw / "b" / "c").mkdir(parents=True, exist_ok=True)
+    (raw / "b" / "c" / "two.txt.gz").write_bytes(gzip.compress(b"second document"))
+    (raw / "b" / "notes.md").write_text("not matched")
+    (raw / ".hidden.txt").write_text("glob skips hidden names")
+
+    found = expand_files(f"gs://{BUCKET}/raw/**/*.txt*", "--source")
+    assert [str(p) for p in found] == [f"{raw}/a/one.txt", f"{raw}/b/c/two.txt.gz"]
+    (source,) = parse_sources([f"text:gs://{BUCKET}/raw/**/*.txt*"])
+    assert list(source.documents(SourceStats())) == ["first document", "second document"]
+    with pytest.raises(DataError, match="no file matches"):
+        expand_files(f"gs://{BUCKET}/raw/**/*.json", "--source")
+
+    chat = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello there"},
+        ]
+    }
+    (raw / "chats.jsonl").write_text(json.dumps(chat) + "\n")
+    assert read_conversations([f"gs://{BUCKET}/raw/chats.jsonl"]) == [chat["messages"]]
 
 
 def _prepare(out: str, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -17,8 +17,6 @@ Policies, all reported by `PackedConversations.describe()`:
 """
 
 import dataclasses
-import glob
-import gzip
 import json
 import lzma
 import re
@@ -30,25 +28,13 @@ import numpy as np
 
 from gptjax.chat_template import check_messages, render
 from gptjax.data.corpus import builtin_docstrings, hash_units
+from gptjax.data.files import expand_files, open_compressed
 from gptjax.data.rows import FIELDS, ArrayRows
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import Tokenizer
 
 # Built-in answers outside this many characters are fragments or whole paragraphs.
 MIN_ANSWER_CHARS, MAX_ANSWER_CHARS = 20, 200
-
-
-def _files(pattern: str, what: str) -> list[Path]:
-    """Files a path or glob names, sorted; DataError if there are none."""
-    if glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(f"no file matches {pattern!r}; check the {what} path")
-        return files
-    path = Path(pattern)
-    if not path.is_file():
-        raise DataError(f"{what} file {path} not found; check the path")
-    return [path]
 
 
 def read_jsonl_records(paths: Sequence[str] | str, parse_line, what: str, kind: str) -> list:
@@ -61,7 +47,7 @@ def read_jsonl_records(paths: Sequence[str] | str, parse_line, what: str, kind: 
         raise ConfigError(f"no {what} file given; name at least one .jsonl path or glob")
     records = []
     for pattern in paths:
-        for path in _files(str(pattern), what):
+        for path in expand_files(str(pattern), what):
             before = len(records)
             for number, line in _lines(path):
                 records.append(parse_line(line, f"{path}:{number}"))
@@ -72,9 +58,8 @@ def read_jsonl_records(paths: Sequence[str] | str, parse_line, what: str, kind: 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each non-blank line; .xz/.lzma/.gz decompressed."""
-    opener = {".xz": lzma.open, ".lzma": lzma.open, ".gz": gzip.open}.get(path.suffix, open)
     try:
-        with opener(path, "rb") as f:
+        with open_compressed(path) as f:
             for number, raw in enumerate(f, start=1):
                 try:
                     line = raw.decode("utf-8")

@@ -27,11 +27,8 @@ sources, so repeats lie far apart. Validation documents are emitted once whateve
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import dataclasses
-import glob
-import gzip
 import json
 import lzma
 import math
@@ -41,7 +38,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gptjax.data.corpus import builtin_documents, hash_units
+from gptjax.data.files import expand_files, open_compressed
 from gptjax.errors import ConfigError, DataError
+from gptjax.paths import as_path, file_size
 
 ERROR_POLICIES = ("strict", "replace")
 TEXT_MODES = ("file", "blank_lines")
@@ -92,8 +91,8 @@ class _FileSource(Source):
     pattern: str = ""
 
     def check(self) -> None:
-        for path in expand_files(self.pattern):
-            if path.stat().st_size == 0:
+        for path in expand_files(self.pattern, "--source"):
+            if file_size(path) == 0:
                 raise DataError(f"{path} is empty; remove it from the source or add text")
 
 
@@ -103,8 +102,8 @@ class TextSource(_FileSource):
     sep: str = ""
 
     def _texts(self, stats: SourceStats) -> Iterator[str]:
-        for path in expand_files(self.pattern):
-            with _open(path) as f:
+        for path in expand_files(self.pattern, "--source"):
+            with open_compressed(path) as f:
                 if self.sep:
                     chunks = _split_on(f, self.sep.encode("utf-8"))
                 elif self.docs == "blank_lines":
@@ -124,8 +123,8 @@ class JsonlSource(_FileSource):
     field: str = "text"
 
     def _texts(self, stats: SourceStats) -> Iterator[str]:
-        for path in expand_files(self.pattern):
-            with _open(path) as f:
+        for path in expand_files(self.pattern, "--source"):
+            with open_compressed(path) as f:
                 empty = True
                 for lineno, line in enumerate(_guarded(_lines(f), path), start=1):
                     empty = False
@@ -158,11 +157,13 @@ class TfdsSource(Source):
     name: str = ""
     split: str = "train"
     field: str = "text"
-    data_dir: str = ""
+    data_dir: str = ""  # local or gs:// (tfds reads both)
 
     def check(self) -> None:
         from gptjax.data.tfds_source import tfds_builder  # imports TensorFlow; only when used
 
+        if self.data_dir:
+            as_path(self.data_dir, "tfds data_dir")  # an unsupported scheme is exit 2
         tfds_builder(self.name, self.data_dir or None)
 
     def _texts(self, stats: SourceStats) -> Iterator[str]:
@@ -246,32 +247,6 @@ def parse_sources(specs: Iterable[str], *, check: bool = True) -> list[Source]:
     for source in sources if check else []:
         source.check()
     return sources
-
-
-def expand_files(pattern: str) -> list[Path]:
-    """Files a path or glob names, sorted; DataError if there are none."""
-    if glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        if not files:
-            raise DataError(
-                f"no file matches {pattern!r}; check the path (quote the glob so gptjax, "
-                "not the shell, expands it)"
-            )
-        return files
-    path = Path(pattern)
-    if path.is_dir():
-        raise DataError(f"{path} is a directory; name its files, e.g. '{path}/*.txt'")
-    if not path.is_file():
-        raise DataError(f"{path} not found; check the path in --source")
-    return [path]
-
-
-def _open(path: Path) -> BinaryIO:
-    openers = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
-    try:
-        return openers.get(path.suffix, open)(path, "rb")
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _guarded(chunks: Iterable, path: Path) -> Iterator:
