@@ -6,12 +6,13 @@ Checkpoint listing needs JAX and Orbax, imported when the verb runs (`gptjax --h
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from gptjax.errors import CheckpointError
 from gptjax.metrics import METRICS_FILE, read_metrics
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 
 
 def add_parsers(verbs) -> None:
@@ -60,7 +61,7 @@ def _summary(metadata: dict) -> str:
     )
 
 
-def list_checkpoints(workdir: str | Path) -> list[str]:
+def list_checkpoints(workdir: PathLike) -> list[str]:
     from gptjax.checkpoint import Checkpointer, checkpoint_dir
 
     """One line per committed checkpoint: step, size, phase, model and mesh summary."""
@@ -77,7 +78,7 @@ def list_checkpoints(workdir: str | Path) -> list[str]:
     ]
 
 
-def checkpoint_tree(workdir: str | Path, step: int | None) -> list[str]:
+def checkpoint_tree(workdir: PathLike, step: int | None) -> list[str]:
     import jax
 
     from gptjax.checkpoint import Checkpointer, checkpoint_dir
@@ -126,7 +127,7 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return steps, values, nonfinite
 
 
-def plot_run(workdir: str | Path, out: str | Path | None = None) -> Path:
+def plot_run(workdir: PathLike, out: PathLike | None = None) -> epath.Path:
     """Draw loss, validation loss, learning rate and tokens/s against step; return the PNG path."""
     # A bare Figure on the Agg canvas, not pyplot: it needs no display (TPU VMs, CI) and
     # leaves the backend of a notebook or script that calls us untouched.
@@ -179,5 +180,6 @@ def plot_run(workdir: str | Path, out: str | Path | None = None) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(str(workdir))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with out.open("wb") as f:  # a file object: `out` may be in a bucket
+        fig.savefig(f, format="png", dpi=100)
     return out

@@ -21,10 +21,10 @@ import json
 import lzma
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from etils import epath
 
 from gptjax.chat_template import check_messages, render
 from gptjax.data.corpus import builtin_docstrings, hash_units
@@ -56,7 +56,7 @@ def read_jsonl_records(paths: Sequence[str] | str, parse_line, what: str, kind: 
     return records
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def _lines(path: epath.Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each non-blank line; .xz/.lzma/.gz decompressed."""
     try:
         with open_compressed(path) as f:

@@ -20,10 +20,10 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+from etils import epath
 
 from gptjax.data.shards import (
     FORMAT,
@@ -37,7 +37,7 @@ from gptjax.data.shards import (
 from gptjax.data.sources import Source, SourceStats, mixture
 from gptjax.errors import ConfigError, DataError
 from gptjax.metrics import ProgressBar
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import Tokenizer, train_tokenizer
 
 # 128M tokens: 256 MB shards at uint16, few enough files for a large corpus, small enough
@@ -141,7 +141,7 @@ def _check_fraction(validation_fraction: float) -> None:
 
 def train_tokenizer_on(
     sources: list[Source],
-    out_dir: str | Path,
+    out_dir: PathLike,
     *,
     vocab_size: int,
     model_type: str = "bpe",
@@ -154,7 +154,7 @@ def train_tokenizer_on(
     return train_tokenizer(docs, out_dir, vocab_size=vocab_size, model_type=model_type)
 
 
-def check_out_dir(out_dir: str | Path) -> Path:
+def check_out_dir(out_dir: PathLike) -> epath.Path:
     """`out_dir`, created; ConfigError if it already holds a prepared dataset."""
     out = as_path(out_dir, "--out")
     if (out / MANIFEST).exists():
@@ -168,7 +168,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
 
 def prepare(
     sources: list[Source],
-    out_dir: str | Path,
+    out_dir: PathLike,
     tokenizer: Tokenizer,
     *,
     validation_fraction: float = 0.05,
@@ -256,7 +256,7 @@ def _manifest(sources, stats, counts, writers, tokenizer, dtype, validation_frac
     }
 
 
-def _report(manifest: dict, out: Path, seconds: float, log) -> None:
+def _report(manifest: dict, out: epath.Path, seconds: float, log) -> None:
     train, valid = manifest["splits"]["train"], manifest["splits"]["valid"]
     mb = manifest["text_bytes"] / 1e6
     log(

@@ -18,12 +18,12 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from gptjax.errors import DataError
-from gptjax.paths import as_path, file_size, local_copy
+from gptjax.paths import PathLike, as_path, file_size, local_copy
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
@@ -80,7 +80,7 @@ class ShardedTokens:
 class ShardWriter:
     """Appends tokens to `{split}-NNNNN.bin` files of at most `shard_tokens` tokens each."""
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
+    def __init__(self, out_dir: epath.Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
         self.out_dir, self.split, self.dtype = out_dir, split, dtype
         self.shard_tokens = shard_tokens
         self.shards: list[dict] = []
@@ -134,7 +134,7 @@ class ShardWriter:
         return sum(s["tokens"] for s in self.shards)
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
+def write_manifest(out_dir: epath.Path, manifest: dict) -> epath.Path:
     """Written last and renamed into place: a directory with a manifest is complete."""
     tmp = out_dir / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -142,7 +142,7 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
     return out_dir / MANIFEST
 
 
-def read_manifest(prepared_dir: str | Path) -> dict:
+def read_manifest(prepared_dir: PathLike) -> dict:
     path = as_path(prepared_dir, "prepared directory") / MANIFEST
     if not path.is_file():
         raise DataError(
@@ -163,7 +163,7 @@ def read_manifest(prepared_dir: str | Path) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class ShardFile:
-    path: Path
+    path: epath.Path
     tokens: np.ndarray  # memory-mapped
     entry: dict  # its manifest entry: file, tokens, sha256, max_token_id
 
@@ -174,11 +174,11 @@ class Prepared:
     train: ShardedTokens
     valid: ShardedTokens
     manifest: dict
-    directory: Path
+    directory: epath.Path
     files: tuple[ShardFile, ...]  # every shard of both splits, in manifest order
 
 
-def _tokenizer(prepared_dir: Path, manifest: dict, tokenizer_path: str) -> Tokenizer:
+def _tokenizer(prepared_dir: epath.Path, manifest: dict, tokenizer_path: str) -> Tokenizer:
     tokenizer = load_tokenizer(tokenizer_path or prepared_dir / TOKENIZER_DIR)
     expected = manifest["tokenizer"]["sha256"]
     if tokenizer.sha256 != expected:
@@ -191,7 +191,7 @@ def _tokenizer(prepared_dir: Path, manifest: dict, tokenizer_path: str) -> Token
     return tokenizer
 
 
-def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
+def _open_shard(path: epath.Path, entry: dict, dtype: np.dtype) -> np.ndarray:
     if not path.is_file():
         raise DataError(
             f"shard {path} listed in the manifest is missing; restore it or re-run gptjax prepare"
@@ -211,7 +211,7 @@ def _open_shard(path: Path, entry: dict, dtype: np.dtype) -> np.ndarray:
     return np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
 
 
-def _verify_shard(path: Path, tokens: np.ndarray, entry: dict, vocab_size: int) -> None:
+def _verify_shard(path: epath.Path, tokens: np.ndarray, entry: dict, vocab_size: int) -> None:
     """sha256 against the manifest, then every id < vocab_size; DataError naming the file."""
     digest, bad = hashlib.sha256(), None
     for start in range(0, tokens.size, _VERIFY_CHUNK):
@@ -229,7 +229,7 @@ def _verify_shard(path: Path, tokens: np.ndarray, entry: dict, vocab_size: int) 
         _bad_id(path, int(tokens[bad]), bad, vocab_size)
 
 
-def _bad_id(path: Path, token: int, index, vocab_size: int) -> None:
+def _bad_id(path: epath.Path, token: int, index, vocab_size: int) -> None:
     raise DataError(
         f"shard {path} holds token id {token} (at token {index}) but the tokenizer has "
         f"{vocab_size} pieces: the shard was written with another tokenizer; re-run gptjax "
@@ -237,7 +237,7 @@ def _bad_id(path: Path, token: int, index, vocab_size: int) -> None:
     )
 
 
-def open_prepared(prepared_dir: str | Path, tokenizer_path: str = "") -> Prepared:
+def open_prepared(prepared_dir: PathLike, tokenizer_path: str = "") -> Prepared:
     """Tokenizer and memory-mapped splits of a prepared directory; reads no shard.
 
     Checked: manifest readable, tokenizer hash equal to the manifest's, every shard present at
@@ -291,7 +291,7 @@ def verify_shards(files: Sequence[ShardFile], vocab_size: int) -> str:
 
 
 def load_prepared(
-    prepared_dir: str | Path, tokenizer_path: str = "", *, verify: bool = True, log=print
+    prepared_dir: PathLike, tokenizer_path: str = "", *, verify: bool = True, log=print
 ) -> Prepared:
     """`open_prepared`, then with `verify` every shard's sha256 and ids (reads all shards
     once); without it, the manifest's largest ids. A training run verifies once per dataset

@@ -34,8 +34,9 @@ import lzma
 import math
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import BinaryIO
+
+from etils import epath
 
 from gptjax.data.corpus import builtin_documents, hash_units
 from gptjax.data.files import expand_files, open_compressed
@@ -249,7 +250,7 @@ def parse_sources(specs: Iterable[str], *, check: bool = True) -> list[Source]:
     return sources
 
 
-def _guarded(chunks: Iterable, path: Path) -> Iterator:
+def _guarded(chunks: Iterable, path: epath.Path) -> Iterator:
     """`chunks`, with a damaged compressed stream or read error turned into a DataError."""
     try:
         yield from chunks

@@ -7,18 +7,17 @@ biases Llama does not have) is an error naming the setting, never an approximati
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 # Tanh-approximated GELU under its Hugging Face names (model.py computes exactly this).
 _GPT2_GELU = ("gelu_new", "gelu_pytorch_tanh")
 
 
-def read_config(model_dir: str | Path) -> dict:
+def read_config(model_dir: PathLike) -> dict:
     path = as_path(model_dir, "model directory") / "config.json"
     if not path.is_file():
         raise ConfigError(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import ml_dtypes
 import numpy as np
+from etils import epath
 
 from gptjax.errors import ConfigError
 from gptjax.hf.config import family_of, hf_config
@@ -23,7 +23,7 @@ from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import write_safetensors
 from gptjax.hf.tokenizer import hf_tokenizer_files
 from gptjax.inference.load import load_model
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 # Parameters split over every device while exporting: no device holds a whole model.
@@ -33,7 +33,7 @@ DEFAULT_SHARD_BYTES = 5 * 2**30  # transformers' own default shard size (5 GB)
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
-    out: Path
+    out: epath.Path
     family: str
     files: list[str]
     tensors: int
@@ -74,15 +74,15 @@ def _tensor(layout: Layout, leaves: dict, name: str, templates: dict, dtype) -> 
     return np.ascontiguousarray(convert(*arrays)).astype(dtype, copy=False)
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: epath.Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty directory; choose a new one")
     out.mkdir(parents=True, exist_ok=True)
 
 
 def export_hf(
-    workdir: str | Path,
-    out: str | Path,
+    workdir: PathLike,
+    out: PathLike,
     *,
     step: int | None = None,
     dtype: str = "float32",

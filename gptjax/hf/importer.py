@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from flax.core import spmd as flax_spmd
 
@@ -31,7 +31,7 @@ from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import SafetensorsFile
 from gptjax.hf.tokenizer import read_hf_tokenizer
 from gptjax.model import ModelConfig, Transformer
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 from gptjax.steps import TrainState
 
 # Every device holds 1/n of each parameter while importing (ZeRO-style): the import of a
@@ -44,7 +44,7 @@ _EXAMPLE_CONFIG = {"gpt2": "gpt2_124m.py", "llama": "llama_1b.py"}
 class TensorStore:
     """The tensors of a model directory: sharded or single safetensors, or pytorch_model.bin."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: epath.Path):
         self.where: dict[str, object] = {}  # name -> SafetensorsFile or torch state dict
         index, single = model_dir / "model.safetensors.index.json", model_dir / "model.safetensors"
         files = sorted(model_dir.glob("*.safetensors"))
@@ -89,14 +89,14 @@ class TensorStore:
         return source[name].float().numpy()
 
 
-def _weight_map(index: Path) -> dict[str, str]:
+def _weight_map(index: epath.Path) -> dict[str, str]:
     try:
         return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"{index} is not a valid safetensors index: {error}") from None
 
 
-def _torch_load(path: Path) -> dict:
+def _torch_load(path: epath.Path) -> dict:
     try:
         import torch
     except ImportError:
@@ -115,7 +115,9 @@ def layout_for(family: str, cfg: ModelConfig, names: set[str]) -> Layout:
     return gpt2_layout(cfg, "" if "wte.weight" in names else "transformer.")
 
 
-def check_tensors(store: TensorStore, layout: Layout, hf_cfg: ModelConfig, where: Path) -> None:
+def check_tensors(
+    store: TensorStore, layout: Layout, hf_cfg: ModelConfig, where: epath.Path
+) -> None:
     """Every tensor the model needs is present with its shape, and no weight is left over."""
     names, N = store.names(), hf_cfg.num_layers
     for template, shape in layout.hf_shapes.items():
@@ -185,7 +187,7 @@ def _path_name(path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ImportResult:
-    workdir: Path
+    workdir: epath.Path
     family: str
     model_config: ModelConfig
     tokenizer_vocab: int
@@ -213,7 +215,7 @@ class ImportResult:
         ]
 
 
-def _check_vocab(tokenizer, hf_vocab: int, vocab_size: int | None, where: Path) -> int:
+def _check_vocab(tokenizer, hf_vocab: int, vocab_size: int | None, where: epath.Path) -> int:
     """The model's vocab_size: the Hugging Face one, or `vocab_size` rows when asked to grow."""
     if vocab_size is not None and vocab_size < hf_vocab:
         raise ConfigError(
@@ -233,8 +235,8 @@ def _check_vocab(tokenizer, hf_vocab: int, vocab_size: int | None, where: Path) 
 
 
 def import_hf(
-    model_dir: str | Path,
-    workdir: str | Path,
+    model_dir: PathLike,
+    workdir: PathLike,
     *,
     add_chat_tokens: bool = False,
     vocab_size: int | None = None,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
 from gptjax.errors import DataError
-from gptjax.paths import as_path, is_remote
+from gptjax.paths import PathLike, as_path, is_remote
 
 DTYPES = {
     "F64": np.dtype(np.float64),
@@ -40,7 +39,7 @@ _MAX_HEADER = 100_000_000
 class SafetensorsFile:
     """One .safetensors file: its tensor names, shapes and dtypes; `read(name)` maps the bytes."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: PathLike):
         self.path = as_path(path)
         try:
             with self.path.open("rb") as f:
@@ -103,7 +102,7 @@ def _header(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> 
 
 
 def write_safetensors(
-    path: str | Path, tensors: Iterable[tuple[str, np.ndarray]], metadata: dict[str, str]
+    path: PathLike, tensors: Iterable[tuple[str, np.ndarray]], metadata: dict[str, str]
 ) -> int:
     """Writes `tensors` (name, array) in the given order to `path`; returns the data bytes.
 

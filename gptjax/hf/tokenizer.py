@@ -17,10 +17,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from pathlib import Path
+
+from etils import epath
 
 from gptjax.errors import DataError
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import CHAT_TOKENS, Tokenizer
 from gptjax.tokenizer.hf_bundle import (
     FORMAT,
@@ -34,7 +35,7 @@ from gptjax.tokenizer.hf_bundle import (
 HF_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: epath.Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -52,7 +53,7 @@ def _declared(configs: Sequence[dict], key: str) -> str | None:
     return None
 
 
-def _special_ids(backend, configs: Sequence[dict], model_config: dict, where: Path) -> dict:
+def _special_ids(backend, configs: Sequence[dict], model_config: dict, where: epath.Path) -> dict:
     def resolve(name: str) -> int | None:
         piece = _declared(configs, f"{name}_token")
         if piece is not None:
@@ -81,7 +82,7 @@ def _special_ids(backend, configs: Sequence[dict], model_config: dict, where: Pa
 
 
 def read_hf_tokenizer(
-    model_dir: str | Path, model_config: dict, *, add_chat_tokens: bool = False
+    model_dir: PathLike, model_config: dict, *, add_chat_tokens: bool = False
 ) -> HFTokenizer:
     """The tokenizer of a Hugging Face model directory: tokenizer.json, else tokenizer.model."""
     model_dir = as_path(model_dir, "model directory")

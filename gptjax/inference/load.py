@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from pathlib import Path
 
 import jax
+from etils import epath
 from flax import nnx
 from flax.core import spmd as flax_spmd
 
@@ -22,7 +22,7 @@ from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
-from gptjax.paths import as_path
+from gptjax.paths import PathLike, as_path
 from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
@@ -31,7 +31,7 @@ DEFAULT_MESH = {"data": -1, "fsdp": 1, "tensor": 1}
 
 @dataclasses.dataclass
 class LoadedModel:
-    workdir: Path
+    workdir: epath.Path
     step: int
     phase: str  # "pretrain", "sft" or "dpo": chat models are sft/dpo
     model_config: ModelConfig
@@ -82,7 +82,7 @@ def _rules_from_json(rules: list) -> tuple:
     )
 
 
-def load_model(path: str | Path, *, step: int | None = None, mesh: dict | None = None):
+def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = None):
     """The parameters of checkpoint `step` (default: the latest) of a workdir, sharded.
 
     `path` is a workdir or WORKDIR/checkpoints/STEP.

@@ -9,11 +9,11 @@ import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import sentencepiece as spm
 
 from gptjax.errors import ConfigError, DataError
+from gptjax.paths import PathLike
 from gptjax.tokenizer.base import (
     BOS_ID,
     BOS_PIECE,
@@ -67,7 +67,7 @@ def _spm_message(error: Exception) -> str:
 
 def train_tokenizer(
     documents: Iterable[str],
-    out_dir: str | Path,
+    out_dir: PathLike,
     *,
     vocab_size: int,
     model_type: str = "bpe",

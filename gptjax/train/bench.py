@@ -19,10 +19,10 @@ import resource
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
@@ -31,6 +31,7 @@ from gptjax.errors import ConfigError
 from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import objective_for
+from gptjax.paths import as_path
 from gptjax.steps import jit_train_step, state_and_step
 from gptjax.train.peak import total_peak_flops
 
@@ -80,7 +81,7 @@ class TrainBench:
         return tuple(self.config.sharding_rules)
 
 
-def build_bench(config, *, data: str = "synthetic", workdir: Path | None = None, log=print):
+def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None = None, log=print):
     """Validates `config`, builds its sharded state and compiles its train step.
 
     data="config" prepares the config's own data (tokenizer, cache) in `workdir`;
@@ -146,7 +147,7 @@ def synthetic_batches(config, vocab_size: int, distinct: int = 4) -> Iterator[di
         index += 1
 
 
-def _config_batches(config, model_config, workdir: Path | None, log) -> Iterator[dict]:
+def _config_batches(config, model_config, workdir: epath.Path | None, log) -> Iterator[dict]:
     from gptjax.data.run_data import prepare_run_data
     from gptjax.data.shard_verify import verify_once
     from gptjax.train.loop import train_batches
@@ -234,7 +235,7 @@ def run_bench(
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     with tempfile.TemporaryDirectory() as scratch:
         bench = build_bench(
-            config, data=data, workdir=Path(workdir) if workdir else Path(scratch), log=log
+            config, data=data, workdir=as_path(workdir or scratch, "--workdir"), log=log
         )
         log(f"compiled in {bench.compile_sec:.1f}s; {warmup} warm-up steps, then {steps} timed")
         times = []

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
+from etils import epath
 
 from gptjax.checkpoint import Checkpointer, check_architecture, package_versions, resolve_init_from
 from gptjax.errors import DataError
@@ -23,7 +23,7 @@ from gptjax.train import multihost
 class StartPoint:
     kind: str  # "resume", "init_from" or "fresh"
     step: int | None = None
-    source: Path | None = None  # the workdir whose checkpoint is read
+    source: epath.Path | None = None  # the workdir whose checkpoint is read
 
     def describe(self) -> str:
         if self.kind == "resume":
@@ -33,7 +33,7 @@ class StartPoint:
         return "starting from a fresh initialisation"
 
 
-def find_start(config, workdir: Path, checkpointer: Checkpointer) -> StartPoint:
+def find_start(config, workdir: epath.Path, checkpointer: Checkpointer) -> StartPoint:
     steps = checkpointer.steps()
     if steps:
         wanted = config.checkpoint.resume_step
@@ -48,7 +48,7 @@ def find_start(config, workdir: Path, checkpointer: Checkpointer) -> StartPoint:
     return StartPoint("fresh")
 
 
-def install_start_tokenizer(start: StartPoint, workdir: Path) -> None:
+def install_start_tokenizer(start: StartPoint, workdir: epath.Path) -> None:
     """A run started from a checkpoint uses that checkpoint's tokenizer (ids must mean the same).
 
     Writes it into WORKDIR/tokenizer when the workdir has none yet; `check_tokenizer` refuses a
