@@ -162,6 +162,7 @@ def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
 
 
 STEPS = 16
+SAMPLING = ["--config.sample.max_new_tokens=4"]  # samples.jsonl at the final evaluation
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -195,7 +196,7 @@ def _cli(*args: str, timeout=600) -> subprocess.CompletedProcess:
 def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path):
     local = tmp_path / "local"
     reference = subprocess.run(
-        train_command(local, STEPS),
+        train_command(local, STEPS, *SAMPLING),
         cwd=ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=900,
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -203,7 +204,7 @@ def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path
     workdir = f"gs://{BUCKET}/runs/tiny"
     started = time.monotonic()
     process = subprocess.Popen(
-        train_command(workdir, STEPS), cwd=ROOT, stdout=subprocess.PIPE,
+        train_command(workdir, STEPS, *SAMPLING), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env=subprocess_env(),
     )  # fmt: skip
     _wait_for_step(workdir, 5, process)  # metrics.jsonl is in the bucket while it runs
@@ -215,11 +216,22 @@ def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path
     assert f"runs/tiny/checkpoints/{stopped_at}/" in "\n".join(gcs.object_names(BUCKET, "runs/"))
     assert not Path(ROOT, "gs:").exists()
 
-    resumed = _cli(*train_command(workdir, STEPS)[3:])
+    resumed = _cli(*train_command(workdir, STEPS, *SAMPLING)[3:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from step {stopped_at}" in resumed.stdout
     assert _losses(workdir) == _losses(str(local))  # bitwise, as on local disk
     print(f"gs:// train+resume took {time.monotonic() - started:.1f}s")
+
+    names = gcs.object_names(BUCKET, "runs/tiny/")
+    assert {"runs/tiny/samples.jsonl", "runs/tiny/tokenizer/tokenizer.model"} <= set(names)
+    assert any(name.startswith("runs/tiny/tensorboard/") for name in names)
+    listing = _cli("checkpoints", workdir)
+    assert listing.returncode == 0 and f"{STEPS}" in listing.stdout, listing.stderr[-3000:]
+    plotted = _cli("plot", workdir)
+    assert plotted.returncode == 0, plotted.stderr[-3000:]
+    assert object_bytes(gcs, f"{workdir}/curves.png").startswith(b"\x89PNG")
+    scored = _cli("eval", workdir, "--max-batches", "2", "--max-generate", "2")
+    assert scored.returncode == 0, scored.stderr[-3000:]
 
     prompt = ["--prompt", "The", "--temperature", "0", "--max-new-tokens", "8"]
     from_bucket = _cli("sample", workdir, *prompt)
