@@ -28,9 +28,11 @@ from gcs_emulator import emulator_env  # noqa: E402  (tools/ is not a package)
 BUCKET = "gptjax-test"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
-    """The emulator for the whole session: TF's GCS client reads its settings once a process."""
+    """The emulator for this module (TF's GCS client reads its settings once a process, so
+    one emulator serves every test here); the environment is restored after the module, so
+    no later test runs with its proxy settings."""
     with emulator_env(tmp_path_factory.mktemp("gcs")) as emulator:
         emulator.create_bucket(BUCKET)
         yield emulator
