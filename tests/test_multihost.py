@@ -158,15 +158,7 @@ def test_two_processes_train_like_one_and_hand_their_checkpoint_to_one(one_proce
     assert _final_eval(workdir) == pytest.approx(_final_eval(one_process), rel=1e-5)
 
     # One process with 8 devices continues the two processes' checkpoint 4.
-    shutil.rmtree(workdir / "checkpoints" / str(STEPS))
-    second = Group(tmp_path / "logs1")
-    try:
-        second.start(_command(workdir), devices=8)
-        codes = second.wait()
-    finally:
-        second.kill()
-    assert codes == [0], second.stderr(0)[-3000:]
-    assert "resuming from step 4" in second.stdout(0)
+    _resume_step_4_on_one_process(workdir, tmp_path / "logs1")
     assert _losses(workdir) == pytest.approx(reference, rel=1e-5)  # steps 5-8 re-logged
     assert _final_eval(workdir) == pytest.approx(_final_eval(one_process), rel=1e-5)
 
@@ -193,8 +185,14 @@ def test_two_processes_as_two_slices_train_like_one(one_process, group, tmp_path
     assert _final_eval(workdir) == pytest.approx(_final_eval(one_process), rel=1e-5)
 
     # The two slices' checkpoint 4 restores onto one process's one-slice mesh of 8 devices.
+    _resume_step_4_on_one_process(workdir, tmp_path / "logs1")
+    assert _losses(workdir) == pytest.approx(reference, rel=1e-5)
+
+
+def _resume_step_4_on_one_process(workdir, logs):
+    """Drops the final checkpoint; one process with 8 devices resumes checkpoint 4 to the end."""
     shutil.rmtree(workdir / "checkpoints" / str(STEPS))
-    one = Group(tmp_path / "logs1")
+    one = Group(logs)
     try:
         one.start(_command(workdir), devices=8)
         codes = one.wait()
@@ -202,7 +200,6 @@ def test_two_processes_as_two_slices_train_like_one(one_process, group, tmp_path
         one.kill()
     assert codes == [0], one.stderr(0)[-3000:]
     assert "resuming from step 4" in one.stdout(0)
-    assert _losses(workdir) == pytest.approx(reference, rel=1e-5)
 
 
 def _wait_for_step(workdir, step, group, timeout=300):
