@@ -55,23 +55,36 @@ def cache_dir() -> epath.Path:
     return epath.Path(os.environ.get("GPTJAX_CACHE_DIR") or "~/.cache/gptjax").expanduser()
 
 
-def local_copy(path: epath.Path, key: str, size: int) -> epath.Path:
+def is_cached(path: epath.Path, key: str, size: int) -> bool:
+    """Whether `local_copy` would return without fetching anything."""
+    return not is_remote(path) or _cached(path, key, size) is not None
+
+
+def _cached(path: epath.Path, key: str, size: int) -> epath.Path | None:
+    copy = cache_dir() / "files" / f"{key}{path.suffix}"
+    return copy if copy.is_file() and file_size(copy) == size else None
+
+
+def local_copy(path: epath.Path, key: str, size: int, progress=None) -> epath.Path:
     """`path` itself when local; else a copy on this host's disk, fetched once per `key`.
 
     `key` names the content (the manifest's sha256 of a shard), so a copy is reused across
     runs and restarts while a changed file gets a new one; the copy is written to a temporary
-    name and renamed, so a killed download is never taken for a whole file.
+    name and renamed, so a killed download is never taken for a whole file. `progress(n)` is
+    called with each block's bytes.
     """
     if not is_remote(path):
         return path
+    if (cached := _cached(path, key, size)) is not None:
+        return cached
     copy = cache_dir() / "files" / f"{key}{path.suffix}"
-    if copy.is_file() and file_size(copy) == size:
-        return copy
     copy.parent.mkdir(parents=True, exist_ok=True)
     tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
     with path.open("rb") as source, tmp.open("wb") as sink:
         while block := source.read(64 << 20):
             sink.write(block)
+            if progress is not None:
+                progress(len(block))
     tmp.replace(copy)
     return copy
 

@@ -160,6 +160,7 @@ def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert list((tmp_path / "cache" / "files").glob("*.bin"))  # shards read from local copies
+    assert "fetch shards" in trained.stderr  # the download shows a byte progress bar
     assert gcs.object_names(BUCKET, "runs/from-prepared/checkpoints/4/")
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from etils import epath
 
 from gptjax.errors import DataError
-from gptjax.paths import PathLike, as_path, file_size, local_copy
+from gptjax.metrics import ProgressBar
+from gptjax.paths import PathLike, as_path, file_size, is_cached, local_copy
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
@@ -191,7 +192,7 @@ def _tokenizer(prepared_dir: epath.Path, manifest: dict, tokenizer_path: str) ->
     return tokenizer
 
 
-def _open_shard(path: epath.Path, entry: dict, dtype: np.dtype) -> np.ndarray:
+def _open_shard(path: epath.Path, entry: dict, dtype: np.dtype, progress=None) -> np.ndarray:
     if not path.is_file():
         raise DataError(
             f"shard {path} listed in the manifest is missing; restore it or re-run gptjax prepare"
@@ -207,7 +208,7 @@ def _open_shard(path: epath.Path, entry: dict, dtype: np.dtype) -> np.ndarray:
     if not expected:
         return np.zeros(0, dtype)
     # Rows are read at random offsets: a shard in a bucket is copied to this host's disk once.
-    local = local_copy(path, entry["sha256"], expected)
+    local = local_copy(path, entry["sha256"], expected, progress)
     return np.memmap(local, dtype=dtype, mode="r").view(np.ndarray)
 
 
@@ -248,21 +249,46 @@ def open_prepared(prepared_dir: PathLike, tokenizer_path: str = "") -> Prepared:
     tokenizer = _tokenizer(prepared_dir, manifest, tokenizer_path)
     dtype = np.dtype(manifest["dtype"])
     splits, files = {}, []
-    for split in SPLITS:
-        arrays = []
-        for entry in manifest["splits"][split]["shards"]:
-            path = prepared_dir / entry["file"]
-            arrays.append(_open_shard(path, entry, dtype))
-            files.append(ShardFile(path, arrays[-1], entry))
-        splits[split] = ShardedTokens(arrays)
-        if splits[split].size < 2:
-            raise DataError(
-                f"{prepared_dir} has no {split} tokens; re-run gptjax prepare with more text"
-                + (" or a larger --validation-fraction" if split == "valid" else "")
-            )
+    with _fetch_progress(prepared_dir, manifest, dtype) as progress:
+        for split in SPLITS:
+            arrays = []
+            for entry in manifest["splits"][split]["shards"]:
+                path = prepared_dir / entry["file"]
+                arrays.append(_open_shard(path, entry, dtype, progress))
+                files.append(ShardFile(path, arrays[-1], entry))
+            splits[split] = ShardedTokens(arrays)
+            if splits[split].size < 2:
+                raise DataError(
+                    f"{prepared_dir} has no {split} tokens; re-run gptjax prepare with more "
+                    "text" + (" or a larger --validation-fraction" if split == "valid" else "")
+                )
     return Prepared(
         tokenizer, splits["train"], splits["valid"], manifest, prepared_dir, tuple(files)
     )
+
+
+@contextlib.contextmanager
+def _fetch_progress(prepared_dir: epath.Path, manifest: dict, dtype: np.dtype):
+    """`progress(bytes)` for the shard downloads: a byte bar when a bucket dataset has shards
+    not yet in this host's cache (copying a corpus takes minutes), else silent."""
+    missing = 0
+    for split in SPLITS:
+        for entry in manifest["splits"][split]["shards"]:
+            size = entry["tokens"] * dtype.itemsize
+            if not is_cached(prepared_dir / entry["file"], entry["sha256"], size):
+                missing += size
+    bar = ProgressBar(missing, desc="fetch shards", unit="B", unit_scale=True, enabled=missing > 0)
+    done = 0
+
+    def progress(size: int) -> None:
+        nonlocal done
+        done += size
+        bar.update(done)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def check_manifest_ids(prepared: Prepared) -> None:
