@@ -20,6 +20,7 @@ from gptjax.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 24
+FINETUNE_STEPS = 96
 
 
 def command(workdir, steps=STEPS, *extra):
@@ -129,15 +130,16 @@ def test_kill_9_at_random_points_then_resume_finishes_like_an_undisturbed_run(
 def test_init_from_finetune_killed_then_resumed_continues_the_finetune(uninterrupted, tmp_path):
     finetune = tmp_path / "sft"
     extra = ["--config.phase=sft", f"--config.init_from={uninterrupted}"]
-    # SIGTERM early, with most of the run left: a step of this small model can take 0.1 s, and
-    # the signal must land before the run ends by itself (16 steps with the signal at step 6
-    # once finished first, exit 0).
-    process = start(finetune, *extra)
+    # SIGTERM early, with most of the run left: the preemption notice reaches the loop through
+    # JAX's preemption sync, which on a loaded 2-core machine took seconds, while a step of this
+    # small model takes 0.1-0.3 s (24 steps with the signal at step 4 once finished first, exit
+    # 0). FINETUNE_STEPS leaves it tens of seconds.
+    process = start(finetune, *extra, steps=FINETUNE_STEPS)
     wait_for_step(finetune, 4, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr[-3000:]
-    resumed = run(finetune, *extra)
+    resumed = run(finetune, *extra, steps=FINETUNE_STEPS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from step" in resumed.stdout and str(finetune) in resumed.stdout
     listing = subprocess.run(
@@ -145,7 +147,7 @@ def test_init_from_finetune_killed_then_resumed_continues_the_finetune(uninterru
         cwd=ROOT, capture_output=True, text=True, env=subprocess_env(),
     )  # fmt: skip
     assert listing.returncode == 0 and "sft" in listing.stdout
-    assert f"step {STEPS:>8}" in listing.stdout
+    assert f"step {FINETUNE_STEPS:>8}" in listing.stdout
     # The finetune began from the pretrained weights, not from scratch.
     assert losses(finetune)[1] < losses(uninterrupted)[1] - 0.5
 
