@@ -272,6 +272,44 @@ def test_an_sft_run_on_two_processes_installs_the_tokenizer_once_and_samples(
     assert saves > {4, STEPS}  # and time-based ones between, at steps all processes agreed on
 
 
+_FAILS_ON_ONE = """
+import sys, jax
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from gptjax.errors import DataError, GptjaxError
+from gptjax.train import multihost
+run = {"every": multihost.on_every_process, "primary": multihost.primary_only}[sys.argv[3]]
+failing = int(sys.argv[4])
+
+def step():
+    if jax.process_index() == failing:
+        raise DataError(f"damaged on process {failing}")
+    return "done"
+
+try:
+    print(run(step, "opening the data"))
+except GptjaxError as error:
+    print(error)
+    sys.exit(error.exit_code)
+"""
+
+
+@pytest.mark.parametrize("mode, failing", [("every", 1), ("every", 0), ("primary", 0)])
+def test_a_failure_on_one_process_stops_every_process_with_its_exit_code(
+    group, tmp_path, mode, failing
+):
+    """No process is left waiting in the next collective for one that failed."""
+    address = f"127.0.0.1:{_free_port()}"
+    for index in (0, 1):
+        group.start([sys.executable, "-c", _FAILS_ON_ONE, address, str(index), mode,
+                     str(failing)], devices=1)  # fmt: skip
+    assert group.wait(timeout=120) == [65, 65], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
+    other = 1 - failing
+    assert f"damaged on process {failing}" in group.stdout(failing)
+    assert f"process {failing} failed while opening the data (exit 65)" in group.stdout(other), (
+        group.stdout(other)
+    )
+
+
 def test_processes_started_with_different_configs_are_refused_on_every_process(group, tmp_path):
     group.start_cluster(tmp_path / "run", per_process={1: ["--config.optim.peak_lr=0.001"]})
     assert group.wait(timeout=300) == [2, 2], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]

@@ -179,18 +179,12 @@ def measure_variants(args, overrides, result, save) -> None:
 
 def metrics_steps(workdir: Path) -> int:
     """The highest step with a loss in workdir/metrics.jsonl (0 when none yet)."""
+    from gptjax.metrics import read_metrics  # drops the line being written right now
+
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         return 0
-    steps = [0]
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the line being written right now
-            continue
-        if "loss" in record:
-            steps.append(record["step"])
-    return max(steps)
+    return max((r["step"] for r in read_metrics(path) if "loss" in r), default=0)
 
 
 def interrupt_at(command, platform, workdir: Path, step: int, log: Path, timeout: int) -> dict:

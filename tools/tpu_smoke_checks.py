@@ -162,22 +162,20 @@ def resume_check(stage: dict | None) -> dict:
     return check
 
 
+def _choose(check: dict, candidate: str, baseline: str, unknown: str) -> tuple[str, str]:
+    """`candidate` if it passed its check and is faster, else `baseline`; and why."""
+    if not check["passed"]:
+        return baseline, f"{candidate} failed its check: " + check.get("reason", unknown)
+    choice = candidate if check["speedup"] > 1 else baseline
+    return choice, f"{candidate} runs at {check['speedup']:.2f}x {baseline} and agrees"
+
+
 def verdict(checks: dict, platform: str) -> dict:
     """What the configs should use, decided by bfloat16 runs (the TPU configs' dtype)."""
     attention, dtype = checks["attention_bfloat16"], checks["dtype_xla"]
     out = {"decided_on": platform}
-    if attention["passed"]:
-        out["attention"] = "splash" if attention["speedup"] > 1 else "xla"
-        out["attention_why"] = f"splash runs at {attention['speedup']:.2f}x xla and agrees"
-    else:
-        out["attention"] = "xla"
-        out["attention_why"] = "splash failed its check: " + attention.get("reason", "see it")
-    if dtype["passed"]:
-        out["dtype"] = "bfloat16" if dtype["speedup"] > 1 else "float32"
-        out["dtype_why"] = f"bfloat16 runs at {dtype['speedup']:.2f}x float32 and agrees"
-    else:
-        out["dtype"] = "float32"
-        out["dtype_why"] = "bfloat16 failed its check: " + dtype.get("reason", "losses differ")
+    out["attention"], out["attention_why"] = _choose(attention, "splash", "xla", "see it")
+    out["dtype"], out["dtype_why"] = _choose(dtype, "bfloat16", "float32", "losses differ")
     if platform != "tpu":
         out["note"] = f"measured on {platform}: not a TPU decision"
     return out

@@ -52,6 +52,7 @@ class Run:
 
     config: object
     mesh: jax.sharding.Mesh
+    mesh_layout: sharding.MeshLayout  # the mesh as requested: per-slice sizes and slices
     graphdef: object
     state: TrainState
     shardings: TrainState
@@ -95,10 +96,16 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     if objective.needs_reference:
         reference_point(start, checkpointer)  # refuses a DPO run with nothing to start from
     resume.install_start_tokenizer(start, workdir)  # process 0 writes, the others wait
-    data = multihost.primary_first(  # writes tokenizer and caches once into a shared workdir
-        lambda: prepare_run_data(config.data, model_config.vocab_size, workdir, log),
-        "preparing the data",
-    )
+
+    def prepare() -> RunData:
+        return prepare_run_data(config.data, model_config.vocab_size, workdir, log)
+
+    if config.data.source == "prepared":
+        # Writes nothing, so every host opens it at once (each copying a bucket's shards to
+        # its own disk in parallel, not waiting for process 0's copy first).
+        data = multihost.on_every_process(prepare, "opening the prepared data")
+    else:  # trains a tokenizer and writes caches into a shared workdir: once, by process 0
+        data = multihost.primary_first(prepare, "preparing the data")
     if data.prepared is not None:  # every process: the shards are hashed once, split across them
         verify_once(
             data.prepared,
@@ -138,6 +145,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     return Run(
         config=config,
         mesh=mesh,
+        mesh_layout=derived["mesh_layout"],
         graphdef=graphdef,
         state=state,
         shardings=shardings,
@@ -279,10 +287,9 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
-    layout = sharding.resolve_mesh_layout(config.mesh.to_dict(), jax.device_count())
     log(
         f"model: {count_params(run.model_config):,} parameters · mesh {dict(run.mesh.shape)}"
-        f"{layout.dcn_note()} · "
+        f"{run.mesh_layout.dcn_note()} · "
         f"{run.data.train_rows.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
         f"({peak_source})"
     )

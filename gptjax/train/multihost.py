@@ -102,24 +102,37 @@ def primary_only(fn, what: str):
     """
     if jax.process_count() == 1:
         return fn()
-    result, failed = None, 0
-    if is_primary():
+    return _agree_on_failure(fn, is_primary(), what)
+
+
+def on_every_process(fn, what: str):
+    """`fn()` on every process at once; if any fails, every process stops (the failed one with
+    its own error, the others naming it) instead of waiting for it in the next collective."""
+    if jax.process_count() == 1:
+        return fn()
+    return _agree_on_failure(fn, True, what)
+
+
+def _agree_on_failure(fn, runs_here: bool, what: str):
+    result, failed, raised = None, 0, None
+    if runs_here:
         try:
             result = fn()
         except GptjaxError as error:
             failed, raised = error.exit_code, error
         except Exception as error:  # still tell the others, then fail as usual
             failed, raised = 1, error
-    code = int(multihost_utils.broadcast_one_to_all(np.int32(failed)))
-    if is_primary():
-        if failed:
-            raise raised
-        return result
-    if code:
-        error = GptjaxError(f"process 0 failed while {what} (exit {code}); its error says why")
-        error.exit_code = code
-        raise error
-    return None
+    codes = multihost_utils.process_allgather(np.int32(failed))  # one small collective
+    if raised is not None:
+        raise raised
+    for index, code in enumerate(codes.tolist()):
+        if code:
+            error = GptjaxError(
+                f"process {index} failed while {what} (exit {code}); its error says why"
+            )
+            error.exit_code = code
+            raise error
+    return result
 
 
 def primary_first(fn, what: str):
