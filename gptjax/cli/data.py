@@ -106,7 +106,11 @@ def _add_prepare_parser(verbs) -> None:
         "--config.data.prepared_dir=DIR.",
     )
     _add_source_args(prepare)
-    prepare.add_argument("--out", required=True, help="new directory for the shards")
+    prepare.add_argument(
+        "--out",
+        required=True,
+        help="a new or empty directory for the shards; left as it was if prepare fails",
+    )
     prepare.add_argument("--tokenizer", help="existing tokenizer dir (else give --vocab-size)")
     prepare.add_argument("--vocab-size", type=int, help="train a tokenizer of this many pieces")
     prepare.add_argument(
