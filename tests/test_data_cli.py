@@ -149,10 +149,10 @@ def test_one_file_is_refused_before_tokenizing_with_advice_that_works(tmp_path, 
 def test_a_failure_while_tokenizing_leaves_out_as_it_was(corpus, prepared, tmp_path, capsys):
     texts = Path(shutil.copytree(corpus, tmp_path / "texts"))
     (texts / "zzz.txt").write_bytes(b"caf\xe9")  # read last: after shards were written
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "folders" / "out"
     argv = ["prepare", "--source", f"text:{texts}/*.txt", "--out", out, "--shard-tokens", 2000]
     _refused(capsys, *argv, "--tokenizer", prepared / "tokenizer", match="zzz.txt: byte 3")
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the folders made for it
 
 
 def test_prepare_one_file_with_a_validation_tail(tmp_path, capsys):
@@ -222,11 +222,13 @@ def test_prepare_with_a_validation_source(corpus, tmp_path, capsys):
         (["--validation-tail", 0.1, "--validation-source", "builtin"], "give one of them"),
         (["--validation-tail", 1.5], "--validation-tail=1.5 must be in (0, 1)"),
         (["--validation-source", "builtin,weight=2"], "weight= applies to training text"),
+        (["--validation-source", "text:{path},docs=chunks:9"], "which a --source reads too"),
         (["--tokenizer-type", "char", "--validation-tail", 0.1], "cannot be made"),
     ],
 )
 def test_prepare_flags_that_cannot_work_exit_2_and_leave_no_out(tmp_path, capsys, extra, match):
     path, out = _one_file(tmp_path, chars=3000), tmp_path / "out"
+    extra = [str(arg).format(path=path) for arg in extra]
     argv = ["prepare", "--source", f"text:{path}", "--vocab-size", 400, "--out", out, *extra]
     _refused(capsys, *argv, match=match, code=2)
     assert not out.exists()

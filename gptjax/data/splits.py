@@ -128,6 +128,25 @@ def split_from_flags(
     return DEFAULT_SPLIT if fraction is None else HashSplit(fraction)
 
 
+def check_disjoint(train: list, valid: list) -> None:
+    """Refuses a --validation-source that reads what a --source reads (a file, or the same
+    builtin/tfds spec): its text would be trained on."""
+
+    def reads(source) -> set[str]:
+        from gptjax.data.files import expand_files
+
+        pattern = getattr(source, "pattern", "")
+        return {str(p) for p in expand_files(pattern, "--source")} if pattern else {source.spec}
+
+    trained = set().union(*map(reads, train))
+    for source in valid:
+        if shared := sorted(reads(source) & trained):
+            raise ConfigError(
+                f"--validation-source {source.spec!r} reads {shared[0]}, which a --source reads "
+                "too: validation text must not be trained on; name text of its own"
+            )
+
+
 def survey(sources: list, split: Split, *, need_valid: bool = True) -> Split:
     """Reads the sources (documents only, no tokenizer) and stops with a DataError when the
     split leaves train or valid empty (valid may be, without `need_valid`: training a
