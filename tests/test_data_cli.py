@@ -339,3 +339,26 @@ def test_prepare_a_mixture_with_tfds_then_train_on_it(corpus, local_tfds, tmp_pa
     evals = [r["eval/loss"] for r in records if "eval/loss" in r]
     assert train[-1] < train[0] - 1.0 and evals[-1] < evals[0]
     assert not (workdir / "tokenizer").exists()  # the prepared dir's tokenizer was used
+
+
+@pytest.mark.slow
+def test_one_file_char_level_with_a_tail_then_train_on_it(tmp_path):
+    """Issue 17 end to end: one file, nanoGPT's split, a char tokenizer; training takes the
+    prepared tokenizer's size (data.vocab_size stays at the template's 2048, unused)."""
+    path, data = _one_file(tmp_path), tmp_path / "data"
+    text = path.read_text()
+    vocab = _char_vocab(text[: int(len(text) * 0.9)])
+    prepared = _gptjax(
+        "prepare", "--source", f"text:{path}", "--validation-tail", 0.1,
+        "--tokenizer-type", "char", "--vocab-size", vocab, "--out", data, "--workers", 1,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    model_vocab = prepared.stdout.split("--config.model.vocab_size=")[1].split()[0]
+    workdir = tmp_path / "run"
+    result = _gptjax(
+        "train", "--config", TINY, "--workdir", workdir, "--config.data.source=prepared",
+        f"--config.data.prepared_dir={data}", f"--config.model.vocab_size={model_vocab}", *SHORT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evals = [r["eval/loss"] for r in read_metrics(workdir / "metrics.jsonl") if "eval/loss" in r]
+    assert evals[-1] < evals[0]
