@@ -166,6 +166,7 @@ def test_non_utf8_is_refused_or_replaced_and_counted(tmp_path):
         ("text:a.txt,docs=chunks", "docs=chunks: needs a whole number"),
         ("text:a.txt,docs=chunks:0", "docs=chunks:0 needs a whole number"),
         ("text:a.txt,docs=chunks:1e3", "docs=chunks:1e3 needs a whole number"),
+        ("text:a.txt,docs=chunks:\u00b2", "needs a whole number"),  # str.isdigit() says yes
         ("text:a.txt,docs=file:3", "docs=file:3 must be"),
         ("text:a.txt,sep=", "sep"),
     ],

@@ -52,8 +52,8 @@ from gptjax.errors import ConfigError, DataError
 from gptjax.paths import as_path, file_size
 
 ERROR_POLICIES = ("strict", "replace")
-TEXT_MODES = ("file", "chunks:N", "blank_lines")
-_READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator
+TEXT_MODES = ("file", "chunks", "blank_lines")  # docs=chunks:N
+_READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator or into chunks
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -269,7 +269,7 @@ def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSo
     docs = options.get("docs", "file")
     mode, _, size = docs.partition(":")
     chunk_chars = _chunk_chars(spec, size) if mode == "chunks" else 0
-    if mode not in ("file", "chunks", "blank_lines") or (size and mode != "chunks"):
+    if mode not in TEXT_MODES or (size and mode != "chunks"):
         raise ConfigError(
             f"--source {spec!r}: docs={docs} must be file, chunks:N (N characters) or blank_lines"
         )
@@ -280,7 +280,7 @@ def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSo
 
 
 def _chunk_chars(spec: str, size: str) -> int:
-    if not size.isdigit() or int(size) < 1:
+    if not (size.isascii() and size.isdigit()) or int(size) < 1:
         raise ConfigError(
             f"--source {spec!r}: docs=chunks:{size} needs a whole number of characters > 0, "
             "e.g. docs=chunks:65536"
