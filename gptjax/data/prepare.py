@@ -312,7 +312,7 @@ def _manifest(sources, stats, counts, writers, tokenizer, dtype, split: Split) -
             "documents": docs,
             "tokens": writer.tokens,
             # The text the split's tokens encode (UTF-8 of the decoded text; a weight of 2
-            # counts it twice): bits per byte = nats per token * tokens / bytes / ln 2.
+            # counts it twice): what bits per byte and per character are measured against.
             "text_bytes": sum(c[f"{name}_text_bytes"] for c in counts),
             "text_chars": sum(c[f"{name}_text_chars"] for c in counts),
             "shards": shards,
