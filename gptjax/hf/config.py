@@ -25,9 +25,15 @@ def read_config(model_dir: PathLike) -> dict:
             "e.g. one saved by save_pretrained or `huggingface-cli download gpt2 --local-dir DIR`"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path} is not readable JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path} holds a JSON {type(config).__name__}, not the object of settings a "
+            "Hugging Face config.json is"
+        )
+    return config
 
 
 def _require(hf: dict, key: str, where: str):
