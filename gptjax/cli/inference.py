@@ -237,7 +237,7 @@ def _heldout_conversations(specs: list[str], fraction: float, split: bool) -> li
     if "builtin" in specs:
         conversations += split_conversations(builtin_conversations(), fraction)[1]
     if files:
-        from_files = read_conversations(files)
+        from_files = read_conversations(files, log=lambda line: print(line, file=sys.stderr))
         conversations += split_conversations(from_files, fraction)[1] if split else from_files
     return conversations
 

@@ -84,12 +84,24 @@ class TensorStore:
             return source.shape(name)
         return tuple(source[name].shape)
 
-    def read(self, name: str) -> np.ndarray:
-        """float32 values (bfloat16/float16 upcast exactly)."""
+    def read(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """float32 values (bfloat16/float16 upcast exactly), of `rows` of the first axis."""
         source = self.where[name]
         if isinstance(source, SafetensorsFile):
-            return np.asarray(source.read(name), np.float32)
-        return source[name].float().numpy()
+            return np.asarray(source.read(name)[rows], np.float32)
+        return source[name][rows].float().numpy()
+
+    def equal(self, a: str, b: str) -> bool:
+        """Whether tensors `a` and `b` hold the same values (read a block of rows at a time,
+        so two embedding-sized tensors are never in memory together)."""
+        if self.shape(a) != self.shape(b):
+            return False
+        rows, block = self.shape(a)[0], 4096  # an embedding and a head: [V, D]
+        for start in range(0, rows, block):
+            part = slice(start, start + block)
+            if not np.array_equal(self.read(a, part), self.read(b, part)):
+                return False
+        return True
 
 
 def _weight_map(index: epath.Path) -> dict:
@@ -145,6 +157,22 @@ def _torch_load(path: epath.Path) -> dict:
             f"{path} holds a {type(state).__name__}, not a state dict of name -> tensor"
         )
     return state
+
+
+def tie_as_transformers(
+    store: TensorStore, family: str, cfg: ModelConfig, where: epath.Path, log
+) -> ModelConfig:
+    """`cfg` untied when config.json ties the head to the embedding but the weights hold a
+    different lm_head.weight: transformers (5.x) then loads the two apart, and so does gptjax,
+    with a note. An lm_head.weight equal to the embedding (older saves) stays tied."""
+    head, embed = "lm_head.weight", layout_for(family, cfg, store.names()).to_gptjax["embed_VD"]
+    if not cfg.tie_embeddings or head not in store.names() or store.equal(head, embed[0][0]):
+        return cfg
+    log(
+        f"note: {where}/config.json sets tie_word_embeddings=true but {head} differs from "
+        f"{embed[0][0]}: imported untied, as transformers loads it (tie_embeddings=False)"
+    )
+    return dataclasses.replace(cfg, tie_embeddings=False)
 
 
 def layout_for(family: str, cfg: ModelConfig, names: set[str]) -> Layout:
@@ -289,6 +317,7 @@ def import_hf(
     hf = read_config(model_dir)
     family, hf_cfg = model_config_from_hf(hf, str(model_dir / "config.json"))
     store = TensorStore(model_dir)
+    hf_cfg = tie_as_transformers(store, family, hf_cfg, model_dir, log)
     layout = layout_for(family, hf_cfg, store.names())
     check_tensors(store, layout, hf_cfg, model_dir)
     tokenizer = read_hf_tokenizer(model_dir, hf, add_chat_tokens=add_chat_tokens)
