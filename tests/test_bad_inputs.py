@@ -194,6 +194,32 @@ def test_import_hf_refuses_a_bad_pytorch_file_in_one_line_in_process(case, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+LLAMA_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 64,
+    "hidden_size": 8,
+    "intermediate_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 16,
+}
+CONFIG_CASES = {  # config.json -> the message (exit 2): each a traceback once
+    "rope_scaling text": (LLAMA_CONFIG | {"rope_scaling": "linear"}, "`rope_scaling` is 'linear'"),
+    "rope_parameters a list": (LLAMA_CONFIG | {"rope_parameters": [1]}, "`rope_parameters` is"),
+    "epsilon text": (GPT2_CONFIG | {"layer_norm_epsilon": "x"}, "`layer_norm_epsilon` is 'x'"),
+    "model_type a list": (GPT2_CONFIG | {"model_type": ["gpt2"]}, "model_type ['gpt2'] is not"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_import_hf_refuses_config_values_of_the_wrong_type(case, tmp_path, capsys):
+    config, message = CONFIG_CASES[case]
+    model = _model_dir(tmp_path, config)
+    assert cli.main(["import-hf", str(model), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
 def test_sample_refuses_a_binary_prompts_file_in_one_line(tmp_path):
     prompts = tmp_path / "prompts.bin"
     prompts.write_bytes(b"a prompt\n\x89PNG\r\n\x1a\n\x00\x00\xff")
