@@ -480,3 +480,28 @@ def test_completion_text_of_a_chat_answer_and_of_a_continuation(imported):
     gpt2 = load_tokenizer(imported["gpt2"].workdir / "tokenizer")
     prompt, new = [gpt2.bos_id, *gpt2.encode("def f(x):")], gpt2.encode(" return x")
     assert completion_text(gpt2, prompt, new, chat=False) == " return x"
+
+
+TOKENIZER_ERRORS = {  # file -> (content, message); each was a traceback once
+    "tokenizer_config.json a list": ("tokenizer_config.json", "[1]", "holds a JSON list"),
+    "tokenizer.json not JSON": (
+        "tokenizer.json",
+        "{bad",
+        "tokenizer.json is not a Hugging Face tokenizer.json: key must be a string",
+    ),
+    "tokenizer.json a list": ("tokenizer.json", "[1, 2]", "invalid type: sequence"),
+    "tokenizer.json binary": ("tokenizer.json", b"\xff\xfe\x00", "is not readable text"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKENIZER_ERRORS))
+def test_a_damaged_tokenizer_file_exits_65_in_one_line(case, hf_dirs, tmp_path, capsys):
+    name, content, message = TOKENIZER_ERRORS[case]
+    source = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], source)
+    path = source / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert main(["import-hf", str(source), "--workdir", str(tmp_path / "run")]) == 65
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
