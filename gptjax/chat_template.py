@@ -129,6 +129,22 @@ def prompt_ids(tokenizer, prompts, *, chat: bool) -> tuple[list[list[int]], tupl
     return [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts], (tokenizer.eos_id,)
 
 
+def completion_text(tokenizer, prompt: list[int], new: list[int], *, chat: bool) -> str:
+    """The text of the `new` ids generated after the `prompt` ids (from `prompt_ids`).
+
+    A continuation is decode(prompt + new) minus decode(prompt): a sentencepiece tokenizer
+    that encodes text with a leading "▁" (Llama-2's) drops the space of the first piece of
+    whatever it decodes, so decode(new) alone would glue "▁return" onto the prompt. A chat
+    answer is a message of its own, encoded alone the same way, so decode(new) is its text.
+    """
+    if chat:
+        return tokenizer.decode(new)
+    head, whole = tokenizer.decode(prompt), tokenizer.decode([*prompt, *new])
+    # A tokenizer whose decoding of the prompt is not a prefix of the whole (none known)
+    # falls back to the new ids alone rather than cutting the text at a wrong place.
+    return whole[len(head) :] if whole.startswith(head) else tokenizer.decode(new)
+
+
 def format_completion(prompt: str, completion: str, *, chat: bool) -> str:
     """How `gptjax sample` and the training log show a sample: a chat answer under its
     question, a continuation right after its prompt."""

@@ -13,7 +13,7 @@ import os
 
 from etils import epath
 
-from gptjax.errors import ConfigError
+from gptjax.errors import ConfigError, DataError
 
 SUPPORTED_SCHEMES = ("gs",)
 
@@ -33,6 +33,23 @@ def as_path(value: PathLike, what: str = "path") -> epath.Path:
         if not rest.split("/")[0]:
             raise ConfigError(f"{what} {text!r} names no bucket; give gs://BUCKET/PATH")
     return epath.Path(text)
+
+
+def inside(folder: epath.Path, name: object, what: str) -> epath.Path:
+    """`folder / name` for a file name read from a file (an index, a manifest); DataError
+    (exit 65) for a name that could leave `folder`: not text, empty, absolute, a URL, or
+    with a `..` component.
+
+    The check is on the name's text, so it holds for gs:// folders alike, and a symlink
+    inside the folder (Hugging Face's cache links snapshots to blobs elsewhere) still works.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{what}: file name {name!r} is not a file name")
+    if name.startswith("/") or "://" in name or ".." in name.split("/"):
+        raise DataError(
+            f"{what}: file name {name!r} leaves its folder {folder}; only names inside it are read"
+        )
+    return folder / name
 
 
 def is_remote(path: PathLike) -> bool:

@@ -84,6 +84,15 @@ def test_data_vocab_size_is_checked_only_where_a_tokenizer_is_trained_with_it(
     assert "data.vocab_size=2048" in _refusal("model.vocab_size=347")
 
 
+def test_pretraining_on_conversations_is_refused_and_sft_on_them_accepted():
+    conversations = ["data.source=conversations", "data.conversations=builtin"]
+    message = _refusal("phase=pretrain", *conversations)
+    assert message.startswith('phase="pretrain" with data.source="conversations"')
+    assert 'set phase="sft"' in message
+    validate(_tiny("phase=sft", *conversations), device_count=8)
+    validate(_tiny("phase=sft"), device_count=8)  # finetuning on text stays allowed
+
+
 def test_mesh_larger_than_the_devices_says_how_many_it_needs():
     message = _refusal("mesh.data=16")
     assert "16 devices" in message and "8 are available" in message

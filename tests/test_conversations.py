@@ -13,6 +13,7 @@ from gptjax.data.conversations import (
     builtin_conversations,
     pack_conversations,
     read_conversations,
+    role_order_problem,
     split_conversations,
 )
 from gptjax.errors import ConfigError, DataError
@@ -95,6 +96,35 @@ def test_read_names_file_and_line_of_a_bad_line(tmp_path, bad, match):
     with pytest.raises(DataError, match=match) as e:
         read_conversations([path])
     assert str(e.value).startswith(f"{path}:3: ") and "\n" not in str(e.value)
+
+
+def test_read_notes_conversations_whose_turns_do_not_alternate(tmp_path):
+    assistant_first = [{"role": "assistant", "content": "Hi, ask me."}, *_qa("x?", "y")]
+    two_questions = [{"role": "system", "content": "S"}, *_qa("a", "b"), *_qa("c", "d")]
+    two_questions.insert(2, {"role": "user", "content": "and e?"})
+    lines = [{"messages": _qa("fine", "yes")}, {"messages": two_questions}]
+    path = _write(tmp_path / "chat.jsonl", [*lines, {"messages": assistant_first}])
+    notes = []
+    got = read_conversations([path], log=notes.append)
+    assert got[1] == two_questions and got[2] == assistant_first  # kept as given
+    assert notes == [
+        f"note: 2 of 3 conversations do not alternate user and assistant turns (first: "
+        f"{path}:2: message 2 is 'user' after 'user'); they are trained as given"
+    ]
+    assert read_conversations([path], log=notes.append)[2:] == [assistant_first]
+    ordered = [{"role": "system", "content": "S"}, *_qa("a", "b"), *_qa("c", "d")]
+    read_conversations([_write(tmp_path / "ordered.jsonl", [{"messages": ordered}])], notes.append)
+    assert len(notes) == 2  # nothing to note about an ordered file
+
+
+def test_role_order_problem_names_the_first_out_of_place_message():
+    assert role_order_problem(_qa("a", "b") + _qa("c", "d")) is None
+    assert role_order_problem([{"role": "system", "content": "S"}, *_qa("a", "b")]) is None
+    assert role_order_problem(_qa("a", "b")[:1]) is None  # no answer yet: in order
+    first = [{"role": "assistant", "content": "Hello"}, *_qa("a", "b")]
+    assert role_order_problem(first) == "message 0 is 'assistant', before any user turn"
+    twice = [*_qa("a", "b"), {"role": "assistant", "content": "more"}]
+    assert role_order_problem(twice) == "message 2 is 'assistant' after 'assistant'"
 
 
 def test_read_missing_files(tmp_path):

@@ -97,6 +97,23 @@ def test_a_bucket_file_is_copied_once_to_the_local_cache(gcs, tmp_path, monkeypa
     assert local_copy(remote, "abc123", len(data)).read_bytes() == data
 
 
+def test_safetensors_offsets_and_file_names_are_checked_in_a_bucket(gcs):
+    from gptjax.data.shards import FORMAT, read_manifest
+    from gptjax.hf.safetensors_io import SafetensorsFile, write_safetensors
+
+    url = f"gs://{BUCKET}/checks/model.safetensors"
+    write_safetensors(url, [("a", np.arange(4, dtype=np.float32))], {})
+    assert SafetensorsFile(url).read("a").tolist() == [0, 1, 2, 3]
+    as_path(url).write_bytes(object_bytes(gcs, url)[:-4])
+    with pytest.raises(DataError, match="lists 16 bytes of tensors but the file holds 12"):
+        SafetensorsFile(url)
+    shard = {"file": "../other/train-00000.bin", "tokens": 1, "sha256": "0" * 64}
+    manifest = {"format": FORMAT, "splits": {"train": {"shards": [shard]}, "valid": {"shards": []}}}
+    as_path(f"gs://{BUCKET}/checks/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=f"leaves its folder gs://{BUCKET}/checks;"):
+        read_manifest(f"gs://{BUCKET}/checks")
+
+
 def test_sources_and_conversations_read_from_a_bucket_with_recursive_globs(gcs):
     import gzip
 

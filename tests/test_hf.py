@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from gptjax import sharding
-from gptjax.chat_template import render
+from gptjax.chat_template import completion_text, render
 from gptjax.checkpoint import Checkpointer
 from gptjax.cli import main
 from gptjax.data.corpus import builtin_documents
@@ -422,6 +422,86 @@ def test_unsupported_models_exit_2_naming_the_cause_and_write_nothing(
     shutil.copytree(hf_dirs[family], source)
     edit(source)
     assert main(["import-hf", str(source), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("head", ["different", "equal"])
+def test_a_tied_config_with_a_stored_head_imports_as_transformers_loads_it(head, hf_dirs, tmp_path):
+    """tie_word_embeddings=true, and the file also holds lm_head.weight: transformers 5 keeps
+    a different head apart from the embedding (untied), an equal one tied."""
+    source = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], source)
+    reader = SafetensorsFile(source / "model.safetensors")
+    tensors = [(name, np.array(reader.read(name))) for name in reader.entries]
+    embed = dict(tensors)["transformer.wte.weight"]
+    stored = embed + 0.5 if head == "different" else embed
+    write_safetensors(source / "model.safetensors", [*tensors, ("lm_head.weight", stored)], {})
+    notes = []
+    result = import_hf(source, tmp_path / "run", log=notes.append)
+    loaded = AutoModelForCausalLM.from_pretrained(source)
+    tied = loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+    assert tied == (head == "equal")  # what the installed transformers does, checked here
+    assert result.model_config.tie_embeddings == tied
+    untied_notes = [n for n in notes if n.startswith("note:") and "imported untied" in n]
+    assert len(untied_notes) == (0 if tied else 1), notes
+    ids = _ids(result.tokenizer_vocab)
+    difference = np.abs(_gptjax_logits(result.workdir, ids) - _transformers_logits(source, ids))
+    assert float(difference.max()) < TOLERANCE
+
+
+def test_sample_continues_a_llama_prompt_with_the_space_its_first_piece_holds(
+    imported, tmp_path, capsys, monkeypatch
+):
+    """Llama-2's sentencepiece encodes " return" as "▁return", whose space decoding drops at
+    the start of a text: `sample` must print decode(prompt + new) minus decode(prompt)."""
+    tok = load_tokenizer(imported["llama"].workdir / "tokenizer")
+    new = tok.encode("return x")  # ["▁return", "▁x"]: decoded alone, "return x"
+    assert tok.decode(new) == "return x"
+
+    def generate(graphdef, params, prompts, **settings):
+        return [list(new) for _ in prompts]
+
+    # (`gptjax.generate` names the function too: the package exports it.)
+    monkeypatch.setattr(sys.modules["gptjax.generate"], "generate", generate)
+    workdir = str(imported["llama"].workdir)
+    assert main(["sample", workdir, "--prompt", "def f(x):", "--template", "raw"]) == 0
+    assert capsys.readouterr().out == "---\ndef f(x): return x\n"
+
+
+def test_completion_text_of_a_chat_answer_and_of_a_continuation(imported):
+    """A chat answer is a message of its own, encoded alone: its first piece's space is no
+    part of it. A byte-level BPE (GPT-2) keeps spaces in its pieces either way."""
+    tok = load_tokenizer(imported["llama"].workdir / "tokenizer")
+    prompt, new = [tok.bos_id, *tok.encode("def f(x):")], tok.encode("return x")
+    assert completion_text(tok, prompt, new, chat=False) == " return x"
+    assert completion_text(tok, prompt, new, chat=True) == "return x"
+    gpt2 = load_tokenizer(imported["gpt2"].workdir / "tokenizer")
+    prompt, new = [gpt2.bos_id, *gpt2.encode("def f(x):")], gpt2.encode(" return x")
+    assert completion_text(gpt2, prompt, new, chat=False) == " return x"
+
+
+TOKENIZER_ERRORS = {  # file -> (content, message); each was a traceback once
+    "tokenizer_config.json a list": ("tokenizer_config.json", "[1]", "holds a JSON list"),
+    "tokenizer.json not JSON": (
+        "tokenizer.json",
+        "{bad",
+        "tokenizer.json is not a Hugging Face tokenizer.json: key must be a string",
+    ),
+    "tokenizer.json a list": ("tokenizer.json", "[1, 2]", "invalid type: sequence"),
+    "tokenizer.json binary": ("tokenizer.json", b"\xff\xfe\x00", "is not readable text"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKENIZER_ERRORS))
+def test_a_damaged_tokenizer_file_exits_65_in_one_line(case, hf_dirs, tmp_path, capsys):
+    name, content, message = TOKENIZER_ERRORS[case]
+    source = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], source)
+    path = source / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert main(["import-hf", str(source), "--workdir", str(tmp_path / "run")]) == 65
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()

@@ -134,8 +134,30 @@ def _load(path: str, args):
     return loaded
 
 
+def _prompt_lines(path) -> list[str]:
+    """The non-empty lines of a --prompts-file; DataError for a file that is not UTF-8 text."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"--prompts-file {path} cannot be read: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"--prompts-file {path}:{line}: not UTF-8 text ({error.reason} at byte "
+            f"{error.start}); give a text file with one prompt per line"
+        ) from None
+    if "\0" in text:  # UTF-8 decodes NUL bytes, but no prompt holds one: a binary file
+        raise DataError(
+            f"--prompts-file {path} holds NUL bytes, so it is not a text file; give a text "
+            "file with one prompt per line"
+        )
+    return [line for line in text.splitlines() if line]
+
+
 def _sample(args) -> None:
-    from gptjax.chat_template import format_completion, prompt_ids
+    from gptjax.chat_template import completion_text, format_completion, prompt_ids
     from gptjax.generate import generate
 
     _check_sampling(args)
@@ -144,7 +166,7 @@ def _sample(args) -> None:
         path = as_path(args.prompts_file, "--prompts-file")
         if not path.is_file():
             raise DataError(f"--prompts-file {path} does not exist")
-        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+        prompts += _prompt_lines(path)
     if not prompts:
         raise ConfigError("give at least one --prompt TEXT or a --prompts-file")
     loaded = _load(args.workdir, args)
@@ -163,8 +185,8 @@ def _sample(args) -> None:
             seed=args.seed,
             stop_ids=stops,
         )
-    for prompt, out in zip(prompts, outputs, strict=True):
-        print(format_completion(prompt, tok.decode(out), chat=chat))
+    for prompt, asked, out in zip(prompts, ids, outputs, strict=True):
+        print(format_completion(prompt, completion_text(tok, asked, out, chat=chat), chat=chat))
 
 
 def _chat(args) -> None:
@@ -215,7 +237,7 @@ def _heldout_conversations(specs: list[str], fraction: float, split: bool) -> li
     if "builtin" in specs:
         conversations += split_conversations(builtin_conversations(), fraction)[1]
     if files:
-        from_files = read_conversations(files)
+        from_files = read_conversations(files, log=lambda line: print(line, file=sys.stderr))
         conversations += split_conversations(from_files, fraction)[1] if split else from_files
     return conversations
 

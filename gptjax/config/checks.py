@@ -100,6 +100,14 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         f'phase="dpo" trains on data.source="preferences" and only it does; got phase '
         f"{run.phase!r} with data.source={data.source!r}",
     )
+    # Conversations are rendered with the chat template and train the answers only, which is
+    # SFT; under phase="pretrain" the checkpoint would be sampled as a text model.
+    require(
+        not (run.phase == "pretrain" and data.source == "conversations"),
+        'phase="pretrain" with data.source="conversations": conversations train a chat model '
+        '(answers only, through the chat template); set phase="sft", or pretrain on '
+        'data.source="builtin" or "prepared" text',
+    )
     return micro
 
 

@@ -103,14 +103,45 @@ def _conversation(line: str, where: str) -> list[dict]:
     return check_messages(messages, where)
 
 
-def read_conversations(paths: Sequence[str]) -> list[list[dict]]:
+def read_conversations(paths: Sequence[str], log=print) -> list[list[dict]]:
     """Conversations from JSONL files (paths or globs; .xz/.gz read as such), in order.
 
     Each non-blank line is {"messages": [{"role", "content"}, ...]} or {"prompt", "response"}
     with an optional "system"; other keys ("source", ...) are ignored. A bad line is a
-    DataError naming file:line.
+    DataError naming file:line. Conversations whose turns do not alternate user, assistant,
+    ... are kept as given (an assistant's greeting first, a question in two messages: a user
+    may mean them) and counted in one note passed to `log`.
     """
-    return read_jsonl_records(paths, _conversation, "conversations", "conversations")
+    unordered: list[str] = []
+
+    def parse(line: str, where: str) -> list[dict]:
+        messages = _conversation(line, where)
+        if problem := role_order_problem(messages):
+            unordered.append(f"{where}: {problem}")
+        return messages
+
+    conversations = read_jsonl_records(paths, parse, "conversations", "conversations")
+    if unordered:
+        log(
+            f"note: {len(unordered):,} of {len(conversations):,} conversations do not "
+            f"alternate user and assistant turns (first: {unordered[0]}); they are trained "
+            "as given"
+        )
+    return conversations
+
+
+def role_order_problem(messages: list[dict]) -> str | None:
+    """How `messages` (after an optional system message) break the order user, assistant,
+    user, ...; None when they keep it."""
+    turns = [m["role"] for m in messages if m["role"] != "system"]
+    for i, role in enumerate(turns):
+        expected = ("user", "assistant")[i % 2]
+        if role != expected:
+            number = i + len(messages) - len(turns)  # as the file counts, system included
+            if i == 0:
+                return f"message {number} is {role!r}, before any user turn"
+            return f"message {number} is {role!r} after {turns[i - 1]!r}"
+    return None
 
 
 def _first_sentence(doc: str) -> str | None:

@@ -154,7 +154,7 @@ def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log)
     builtin, files = _split_specs(data_config.conversations)
     conversations = builtin_conversations() if builtin else []
     if files:
-        conversations += read_conversations(files)
+        conversations += read_conversations(files, log=log)
     train, valid = split_conversations(conversations, data_config.validation_fraction)
     if not train or not valid:
         raise DataError(

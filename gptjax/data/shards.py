@@ -24,7 +24,7 @@ from etils import epath
 
 from gptjax.errors import DataError
 from gptjax.metrics import ProgressBar
-from gptjax.paths import PathLike, as_path, file_size, is_cached, local_copy
+from gptjax.paths import PathLike, as_path, file_size, inside, is_cached, local_copy
 from gptjax.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "gptjax-prepared-v1"
@@ -150,15 +150,19 @@ def read_manifest(prepared_dir: PathLike) -> dict:
             f"{path} not found: {prepared_dir} is not a prepared dataset; create it with "
             "`gptjax prepare --source ... --out DIR` (an interrupted prepare leaves no manifest)"
         )
+    shard_names = []
     try:
         manifest = json.loads(path.read_text())
         if manifest["format"] != FORMAT:
             raise ValueError(f"format {manifest['format']!r}, expected {FORMAT!r}")
         for split in SPLITS:
             for shard in manifest["splits"][split]["shards"]:
-                int(shard["tokens"]), str(shard["sha256"]), str(shard["file"])
+                int(shard["tokens"]), str(shard["sha256"])
+                shard_names.append(shard["file"])
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path} is corrupt ({e!r}); re-run gptjax prepare") from None
+    for name in shard_names:  # joined to the directory later: none may lead out of it
+        inside(path.parent, name, str(path))
     return manifest
 
 

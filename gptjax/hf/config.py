@@ -25,15 +25,37 @@ def read_config(model_dir: PathLike) -> dict:
             "e.g. one saved by save_pretrained or `huggingface-cli download gpt2 --local-dir DIR`"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path} is not readable JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path} holds a JSON {type(config).__name__}, not the object of settings a "
+            "Hugging Face config.json is"
+        )
+    return config
 
 
 def _require(hf: dict, key: str, where: str):
     if not isinstance(hf.get(key), int | float) or isinstance(hf.get(key), bool):
         raise ConfigError(f"{where}: `{key}` is missing or not a number")
     return hf[key]
+
+
+def _float(hf: dict, key: str, default: float, where: str) -> float:
+    """An optional number (float() would take "1e-5" text, or raise a traceback on "x")."""
+    value = hf.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"{where}: `{key}` is {value!r}, not a number")
+    return float(value)
+
+
+def _object(hf: dict, key: str, where: str) -> dict:
+    """An optional nested object (rope settings): {} when absent or null."""
+    value = hf.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: `{key}` is {value!r}, not an object")
+    return value
 
 
 def _unsupported(where: str, setting: str, value, supported: str) -> ConfigError:
@@ -47,8 +69,8 @@ def _rope_theta(hf: dict, where: str) -> float:
 
     transformers 5 writes `rope_parameters`; earlier versions `rope_theta` + `rope_scaling`.
     """
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
+    params = _object(hf, "rope_parameters", where)
+    scaling = _object(hf, "rope_scaling", where)
     for setting, source in (("rope_parameters", params), ("rope_scaling", scaling)):
         kind = source.get("rope_type", source.get("type", "default"))
         if kind != "default":
@@ -56,7 +78,9 @@ def _rope_theta(hf: dict, where: str) -> float:
     factor = hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
     if factor != 1.0:
         raise _unsupported(where, "partial_rotary_factor", factor, "1.0")
-    return float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+    if "rope_theta" in params:
+        return _float(params, "rope_theta", 10_000.0, f"{where}: rope_parameters")
+    return _float(hf, "rope_theta", 10_000.0, where)
 
 
 def _gpt2(hf: dict, where: str) -> ModelConfig:
@@ -79,9 +103,9 @@ def _gpt2(hf: dict, where: str) -> ModelConfig:
         embed_dim=D,
         mlp_dim=hf.get("n_inner") or 4 * D,
         max_seq_len=_require(hf, "n_positions", where),
-        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        norm_eps=_float(hf, "layer_norm_epsilon", 1e-5, where),
         tie_embeddings=hf.get("tie_word_embeddings", True),
-        init_std=float(hf.get("initializer_range", 0.02)),
+        init_std=_float(hf, "initializer_range", 0.02, where),
     )
 
 
@@ -103,17 +127,17 @@ def _llama(hf: dict, where: str) -> ModelConfig:
         embed_dim=D,
         mlp_dim=_require(hf, "intermediate_size", where),
         max_seq_len=_require(hf, "max_position_embeddings", where),
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_eps=_float(hf, "rms_norm_eps", 1e-6, where),
         rope_theta=_rope_theta(hf, where),
         tie_embeddings=hf.get("tie_word_embeddings", False),
-        init_std=float(hf.get("initializer_range", 0.02)),
+        init_std=_float(hf, "initializer_range", 0.02, where),
     )
 
 
 def model_config_from_hf(hf: dict, where: str = "config.json") -> tuple[str, ModelConfig]:
     """(family, ModelConfig) of a Hugging Face config; ConfigError (exit 2) when unsupported."""
     model_type = hf.get("model_type")
-    if model_type not in ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
         raise ConfigError(
             f"{where}: model_type {model_type!r} is not supported; gptjax imports "
             + ", ".join(f"{t!r} ({a})" for t, a in ARCHITECTURES.items())

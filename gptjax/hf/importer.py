@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +26,13 @@ from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
 from gptjax.checkpoint import RUNTIME_FIELDS, Checkpointer, checkpoint_dir, package_versions
-from gptjax.errors import ConfigError
+from gptjax.errors import ConfigError, DataError
 from gptjax.hf.config import model_config_from_hf, read_config
 from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import SafetensorsFile
 from gptjax.hf.tokenizer import read_hf_tokenizer
 from gptjax.model import ModelConfig, Transformer
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike, as_path, inside
 from gptjax.steps import TrainState
 
 # Every device holds 1/n of each parameter while importing (ZeRO-style): the import of a
@@ -39,6 +40,7 @@ from gptjax.steps import TrainState
 IMPORT_MESH = {"data": 1, "fsdp": -1, "tensor": 1}
 # A config whose model section has the family's shape, to finetune an import with.
 _EXAMPLE_CONFIG = {"gpt2": "gpt2_124m.py", "llama": "llama_1b.py"}
+_ZIP_MAGIC = b"PK\x03\x04"  # how every file torch.save writes (since torch 1.6) begins
 
 
 class TensorStore:
@@ -49,7 +51,8 @@ class TensorStore:
         index, single = model_dir / "model.safetensors.index.json", model_dir / "model.safetensors"
         files = sorted(model_dir.glob("*.safetensors"))
         if index.is_file():
-            files = sorted({model_dir / f for f in _weight_map(index).values()})
+            names = set(_weight_map(index).values())
+            files = sorted(inside(model_dir, name, str(index)) for name in names)
         elif single.is_file():  # other .safetensors beside it (adapters, ...) are not the model
             files = [single]
         if files:
@@ -81,22 +84,43 @@ class TensorStore:
             return source.shape(name)
         return tuple(source[name].shape)
 
-    def read(self, name: str) -> np.ndarray:
-        """float32 values (bfloat16/float16 upcast exactly)."""
+    def read(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """float32 values (bfloat16/float16 upcast exactly), of `rows` of the first axis."""
         source = self.where[name]
         if isinstance(source, SafetensorsFile):
-            return np.asarray(source.read(name), np.float32)
-        return source[name].float().numpy()
+            return np.asarray(source.read(name)[rows], np.float32)
+        return source[name][rows].float().numpy()
+
+    def equal(self, a: str, b: str) -> bool:
+        """Whether tensors `a` and `b` hold the same values (read a block of rows at a time,
+        so two embedding-sized tensors are never in memory together)."""
+        if self.shape(a) != self.shape(b):
+            return False
+        rows, block = self.shape(a)[0], 4096  # an embedding and a head: [V, D]
+        for start in range(0, rows, block):
+            part = slice(start, start + block)
+            if not np.array_equal(self.read(a, part), self.read(b, part)):
+                return False
+        return True
 
 
-def _weight_map(index: epath.Path) -> dict[str, str]:
+def _weight_map(index: epath.Path) -> dict:
+    """tensor name -> file name, as the index lists them (`inside` checks the file names)."""
     try:
-        return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError) as error:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
         raise ConfigError(f"{index} is not a valid safetensors index: {error}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise ConfigError(
+            f"{index} is not a valid safetensors index: it needs a weight_map object of "
+            "tensor name -> file name"
+        )
+    return weight_map
 
 
 def _torch_load(path: epath.Path) -> dict:
+    """The state dict of a pytorch_model.bin; DataError (exit 65) for anything else."""
     try:
         import torch
     except ImportError:
@@ -104,8 +128,51 @@ def _torch_load(path: epath.Path) -> dict:
             f"{path} is a PyTorch checkpoint, which needs torch installed to read; install "
             "torch, or convert the model to safetensors"
         ) from None
-    # mmap: tensors stay on disk until read; weights_only: never run pickled code.
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != _ZIP_MAGIC:  # torch's own error would ask for the zip format to use mmap
+        raise DataError(
+            f"{path} is not a PyTorch checkpoint of torch.save's zip format (torch >= 1.6): "
+            "the file is damaged, or in the legacy format; convert the model to safetensors"
+        )
+    try:
+        # mmap: tensors stay on disk until read; weights_only: never run pickled code.
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: not here.
+        raise DataError(
+            f"{path} holds objects other than tensors, or its pickle is damaged; gptjax reads "
+            "tensors only and never runs code from a checkpoint: convert the model to "
+            "safetensors"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as error:
+        # The first sentence: torch goes on about how files get corrupted.
+        reason = str(error).split(". ")[0].splitlines()[0]
+        raise DataError(f"{path} is damaged or truncated ({reason})") from None
+    tensors = isinstance(state, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    )
+    if not tensors:
+        raise DataError(
+            f"{path} holds a {type(state).__name__}, not a state dict of name -> tensor"
+        )
+    return state
+
+
+def tie_as_transformers(
+    store: TensorStore, family: str, cfg: ModelConfig, where: epath.Path, log
+) -> ModelConfig:
+    """`cfg` untied when config.json ties the head to the embedding but the weights hold a
+    different lm_head.weight: transformers (5.x) then loads the two apart, and so does gptjax,
+    with a note. An lm_head.weight equal to the embedding (older saves) stays tied."""
+    head, embed = "lm_head.weight", layout_for(family, cfg, store.names()).to_gptjax["embed_VD"]
+    if not cfg.tie_embeddings or head not in store.names() or store.equal(head, embed[0][0]):
+        return cfg
+    log(
+        f"note: {where}/config.json sets tie_word_embeddings=true but {head} differs from "
+        f"{embed[0][0]}: imported untied, as transformers loads it (tie_embeddings=False)"
+    )
+    return dataclasses.replace(cfg, tie_embeddings=False)
 
 
 def layout_for(family: str, cfg: ModelConfig, names: set[str]) -> Layout:
@@ -250,6 +317,7 @@ def import_hf(
     hf = read_config(model_dir)
     family, hf_cfg = model_config_from_hf(hf, str(model_dir / "config.json"))
     store = TensorStore(model_dir)
+    hf_cfg = tie_as_transformers(store, family, hf_cfg, model_dir, log)
     layout = layout_for(family, hf_cfg, store.names())
     check_tensors(store, layout, hf_cfg, model_dir)
     tokenizer = read_hf_tokenizer(model_dir, hf, add_chat_tokens=add_chat_tokens)

@@ -10,14 +10,16 @@ so importing a model never holds more than one tensor in host memory; bfloat16 c
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterable
 
 import ml_dtypes
 import numpy as np
+from etils import epath
 
 from gptjax.errors import DataError
-from gptjax.paths import PathLike, as_path, is_remote
+from gptjax.paths import PathLike, as_path, file_size, is_remote
 
 DTYPES = {
     "F64": np.dtype(np.float64),
@@ -47,17 +49,22 @@ class SafetensorsFile:
                 if length > _MAX_HEADER:
                     raise ValueError(f"header length {length}")
                 header = json.loads(f.read(length))
+            size = file_size(self.path)
         except (OSError, ValueError, struct.error) as error:
             raise DataError(f"{self.path} is not a readable safetensors file: {error}") from None
+        if not isinstance(header, dict):
+            raise DataError(
+                f"{self.path} is not a safetensors file: its header is a JSON "
+                f"{type(header).__name__}, not an object of tensor name -> entry"
+            )
         self.metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict):
+            raise DataError(f"{self.path}: __metadata__ is not an object of text -> text")
         self.offset = 8 + length
         self.entries = header
         for name, entry in header.items():
-            if entry.get("dtype") not in DTYPES:
-                raise DataError(
-                    f"{self.path}: tensor {name} has dtype {entry.get('dtype')!r}, which gptjax "
-                    f"does not read (supported: {', '.join(DTYPES)})"
-                )
+            _check_entry(self.path, name, entry)
+        _check_layout(self.path, header, size - self.offset)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.entries[name]["shape"])
@@ -66,11 +73,8 @@ class SafetensorsFile:
         """The tensor as a read-only memory-mapped array (no copy until it is used)."""
         entry = self.entries[name]
         dtype, shape = DTYPES[entry["dtype"]], tuple(entry["shape"])
-        begin, end = entry["data_offsets"]
-        count = int(np.prod(shape, dtype=np.int64))
-        if end - begin != count * dtype.itemsize:
-            raise DataError(f"{self.path}: tensor {name} has {end - begin} bytes for {shape}")
-        if count == 0:
+        begin, end = entry["data_offsets"]  # checked against the dtype, shape and file
+        if begin == end:
             return np.zeros(shape, dtype)
         try:
             if is_remote(self.path):  # a bucket object: one ranged read, no memory map
@@ -84,6 +88,60 @@ class SafetensorsFile:
                 f"{self.path}: tensor {name} is truncated or unreadable: {error}"
             ) from None
         return array
+
+
+def _check_entry(path: epath.Path, name: str, entry: object) -> None:
+    """One header entry: a known dtype, a shape of sizes, offsets spanning its bytes."""
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: tensor {name}'s header entry is not an object")
+    if entry.get("dtype") not in DTYPES:
+        raise DataError(
+            f"{path}: tensor {name} has dtype {entry.get('dtype')!r}, which gptjax "
+            f"does not read (supported: {', '.join(DTYPES)})"
+        )
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(_is_size(n) for n in shape)):
+        raise DataError(f"{path}: tensor {name} has shape {shape!r}, not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_size, offsets))):
+        raise DataError(
+            f"{path}: tensor {name} has data_offsets {offsets!r}, not [begin, end] in bytes"
+        )
+    nbytes = math.prod(shape) * DTYPES[entry["dtype"]].itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise DataError(
+            f"{path}: tensor {name} has data_offsets {offsets} ({offsets[1] - offsets[0]} "
+            f"bytes), but {entry['dtype']} {tuple(shape)} takes {nbytes}"
+        )
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_layout(path: epath.Path, entries: dict, data_bytes: int) -> None:
+    """The tensors' bytes tile the data exactly, as the `safetensors` library demands: sorted
+    by offset, each starts where the previous ends (no tensor reads another's bytes, no
+    gap), and the last ends at the end of the file (a shorter file is truncated)."""
+    end, previous = 0, None
+    for name, entry in sorted(entries.items(), key=lambda item: item[1]["data_offsets"]):
+        begin = entry["data_offsets"][0]
+        if begin != end:
+            what = (
+                f"overlaps tensor {previous}"
+                if begin < end
+                else f"leaves a gap of {begin - end} bytes after {previous or 'the header'}"
+            )
+            raise DataError(
+                f"{path}: tensor {name} starts at byte {begin}, which {what}; the file is "
+                "damaged (the safetensors library refuses it too)"
+            )
+        end, previous = entry["data_offsets"][1], name
+    if end != data_bytes:
+        state = "truncated" if data_bytes < end else "longer than its header says"
+        raise DataError(
+            f"{path}: the header lists {end:,} bytes of tensors but the file holds {data_bytes:,}: "
+            f"{state}"
+        )
 
 
 def _header(tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> bytes:

@@ -37,9 +37,26 @@ HF_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 def _read_json(path: epath.Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"{path} is not readable JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object of settings")
+    return data
+
+
+def _tokenizers_backend(path: epath.Path) -> TokenizersBackend:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not readable text: {error}") from None
+    try:
+        return TokenizersBackend(text)
+    except DataError:
+        raise
+    except Exception as error:  # the tokenizers library raises a bare Exception for bad JSON
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path} is not a Hugging Face tokenizer.json: {reason}") from None
 
 
 def _declared(configs: Sequence[dict], key: str) -> str | None:
@@ -90,8 +107,8 @@ def read_hf_tokenizer(
     configs = [_read_json(model_dir / name) for name in present]
     files = {name: (model_dir / name).read_text("utf-8") for name in present}
     if (model_dir / HF_JSON).is_file():
-        kind, model = "tokenizers", (model_dir / HF_JSON).read_text("utf-8")
-        backend = TokenizersBackend(model)
+        backend = _tokenizers_backend(model_dir / HF_JSON)
+        kind, model = "tokenizers", backend.text
     elif (model_dir / HF_SPM).is_file():
         proto = (model_dir / HF_SPM).read_bytes()
         kind, model = "sentencepiece", base64.b64encode(proto).decode("ascii")

@@ -17,7 +17,7 @@ from etils import epath
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
-from gptjax.chat_template import format_completion, prompt_ids
+from gptjax.chat_template import completion_text, format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
@@ -244,8 +244,8 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
             stop_ids=stops,
         )
     return [
-        format_completion(p, tok.decode(out), chat=chat)
-        for p, out in zip(prompts, outputs, strict=True)
+        format_completion(p, completion_text(tok, i, out, chat=chat), chat=chat)
+        for p, i, out in zip(prompts, ids, outputs, strict=True)
     ]
 
 
