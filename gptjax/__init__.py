@@ -1,8 +1,10 @@
 """gptjax: train GPT-style chat models in JAX (pretrain, SFT, DPO) and sample from them.
 
-Public names only; importing gptjax does no heavy work (TensorFlow is imported by the data
-pipeline, not here).
+Public names only. The model and generation names are imported on first use (PEP 562), so
+`import gptjax.data.prepare` in a tokenizing worker process does not pay for jax and flax.
 """
+
+import importlib
 
 from gptjax.errors import (
     CheckpointError,
@@ -12,8 +14,30 @@ from gptjax.errors import (
     NonFiniteError,
     Preempted,
 )
-from gptjax.generate import generate, generate_stream
-from gptjax.model import KVCache, ModelConfig, Transformer, count_params, flops_per_token
+
+# Public name -> the module that defines it, imported when the name is first used.
+_LAZY = {
+    "generate": "gptjax.generate",
+    "generate_stream": "gptjax.generate",
+    "KVCache": "gptjax.model",
+    "ModelConfig": "gptjax.model",
+    "Transformer": "gptjax.model",
+    "count_params": "gptjax.model",
+    "flops_per_token": "gptjax.model",
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gptjax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(__all__)
+
 
 __all__ = [
     "CheckpointError",
