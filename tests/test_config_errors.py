@@ -71,6 +71,19 @@ def test_bad_value_is_refused_naming_the_field(overrides, names):
     assert names in _refusal(*overrides)
 
 
+@pytest.mark.parametrize(
+    "uses_its_own_tokenizer",
+    [["data.source=prepared", "data.prepared_dir=data/mine"], ["data.tokenizer=tok/"]],
+)
+def test_data_vocab_size_is_checked_only_where_a_tokenizer_is_trained_with_it(
+    uses_its_own_tokenizer,
+):
+    # A prepared 347-piece char tokenizer: data.vocab_size (2048) sizes nothing here; the
+    # tokenizer's own size is checked against the model when it is loaded.
+    validate(_tiny(*uses_its_own_tokenizer, "model.vocab_size=347"), device_count=8)
+    assert "data.vocab_size=2048" in _refusal("model.vocab_size=347")
+
+
 def test_mesh_larger_than_the_devices_says_how_many_it_needs():
     message = _refusal("mesh.data=16")
     assert "16 devices" in message and "8 are available" in message

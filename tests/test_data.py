@@ -132,6 +132,18 @@ def test_tokenizer_bad_arguments(docs, tmp_path):
         train_tokenizer(["tiny corpus"], tmp_path, vocab_size=5000)
 
 
+def test_char_tokenizer_has_one_piece_per_character_or_is_refused(tmp_path):
+    text = "abc ab\nca é\n"  # 5 distinct characters besides the newline: a b c space é
+    exact = 264 + 5  # 4 specials, 4 chat symbols, 256 bytes, then the characters
+    tok = train_tokenizer([text], tmp_path, vocab_size=exact, model_type="char")
+    assert tok.vocab_size == exact and len(tok.encode(text)) == len(text)
+    # Larger was silently capped, smaller sent the rarest characters to byte fallback.
+    with pytest.raises(ConfigError, match=f"vocab_size={exact + 1} cannot be made.* use {exact}$"):
+        train_tokenizer([text], tmp_path, vocab_size=exact + 1, model_type="char")
+    with pytest.raises(ConfigError, match=f"would encode 1 characters .*'é'.* use {exact}$"):
+        train_tokenizer([text], tmp_path, vocab_size=exact - 1, model_type="char")
+
+
 def test_tokenizer_load_missing_or_corrupt(tok, tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_tokenizer(tmp_path / "nowhere")

@@ -62,10 +62,11 @@ def test_an_unknown_phase_is_refused_by_name(phase):
 @pytest.mark.parametrize("phase, marker_bytes", [("pretrain", 7), ("sft", 0)])
 def test_the_tokenizer_binds_what_its_ids_spell(phase, marker_bytes, tmp_path):
     """Pretraining text holds a chat marker only as typed text; SFT rows hold it as structure."""
-    from gptjax.data.corpus import builtin_documents
-    from gptjax.tokenizer import train_tokenizer
+    from test_text_lengths import char_tokenizer
 
-    tok = train_tokenizer(builtin_documents()[:50], tmp_path, vocab_size=300, model_type="char")
+    from gptjax.data.corpus import builtin_documents
+
+    tok = char_tokenizer(builtin_documents()[:50], tmp_path)
     objective = objective_for(phase).for_tokenizer(tok)
     assert objective.loss.func is lm_objective
     lengths = objective.loss.keywords["lengths"]

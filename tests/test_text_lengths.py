@@ -14,6 +14,7 @@ from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.steps import average_sums, text_sums
 from gptjax.tokenizer import train_tokenizer
 from gptjax.tokenizer.hf_bundle import FORMAT, HFTokenizer
+from gptjax.tokenizer.sentencepiece_model import char_vocab_size
 from gptjax.tokenizer.text_lengths import TextLengths, text_lengths
 
 # Spaces in a row, a newline, characters of 2, 3 and 4 UTF-8 bytes (the arrow and the emoji
@@ -69,16 +70,20 @@ def _llama_style(tmp_path) -> HFTokenizer:
     )
 
 
-def _gptjax(model_type: str, vocab_size: int):
-    def build(tmp_path):
-        return train_tokenizer(DOCS, tmp_path, vocab_size=vocab_size, model_type=model_type)
+def char_tokenizer(docs, tmp_path):
+    """A char tokenizer of exactly the pieces `docs` need (the non-blank lines' characters)."""
+    lines = [line for doc in docs for line in doc.split("\n") if line.strip()]
+    size = char_vocab_size(len(set("".join(lines))))
+    return train_tokenizer(docs, tmp_path, vocab_size=size, model_type="char")
 
-    return build
+
+def _bpe(tmp_path):
+    return train_tokenizer(DOCS, tmp_path, vocab_size=600, model_type="bpe")
 
 
 KINDS = {
-    "char": _gptjax("char", 400),
-    "bpe": _gptjax("bpe", 600),
+    "char": lambda tmp_path: char_tokenizer(DOCS, tmp_path),
+    "bpe": _bpe,
     "gpt2-byte-level": _gpt2_style,
     "llama-sentencepiece": _llama_style,
 }
@@ -107,7 +112,7 @@ def test_a_dummy_prefix_tokenizer_spells_one_space_more_per_text(tmp_path):
 
 
 def test_char_table_by_hand(tmp_path):
-    tok = train_tokenizer(DOCS, tmp_path, vocab_size=400, model_type="char")
+    tok = char_tokenizer(DOCS, tmp_path)
     text = text_lengths(tok, markers_are_text=True)
     chat = text_lengths(tok, markers_are_text=False)
     expected = {  # piece: (bytes, chars)
@@ -177,7 +182,7 @@ def test_no_scored_text_gives_nan_not_a_division_by_zero():
 
 def test_packed_rows_score_every_byte_of_the_documents_once(tmp_path):
     """Through the real rows: bos targets are not scored, eos targets spell nothing."""
-    tok = train_tokenizer(DOCS, tmp_path, vocab_size=600, model_type="bpe")
+    tok = _bpe(tmp_path)
     docs = [TEXT, *builtin_documents()[200:203]]
     stream = encode_documents(docs, tok)
     seq_len = 64

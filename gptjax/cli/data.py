@@ -14,20 +14,69 @@ def add_parsers(verbs) -> None:
 
 
 _SOURCE_HELP = (
-    "builtin | text:GLOB[,docs=file|blank_lines][,sep=STR] | jsonl:GLOB[,field=text] | "
-    "tfds:NAME[,split=train][,field=text][,data_dir=DIR], each with optional ,weight=W "
-    "and ,errors=strict|replace; repeat for a mixture"
+    "builtin | text:GLOB[,docs=file|chunks:N|blank_lines][,sep=STR] | jsonl:GLOB[,field=text] "
+    "| tfds:NAME[,split=train][,field=text][,data_dir=DIR], each with optional ,weight=W "
+    "and ,errors=strict|replace; repeat for a mixture. A text file is one document "
+    "(docs=file), contiguous documents of N characters (docs=chunks:65536: one big file, "
+    "every character kept), or one document per paragraph (docs=blank_lines drops the blank "
+    "lines)"
+)
+_CHAR_HELP = (
+    "bpe | unigram | char. A char tokenizer has one piece per distinct character of the "
+    "training text (the newline excepted: it is a byte piece) after 264 reserved ones (4 "
+    "specials, 4 chat symbols, 256 bytes for unseen text), so its --vocab-size is exactly 264 + "
+    "that count: a 5 MB English novel with 83 characters needs 347. Another size is refused "
+    "with the one that fits"
 )
 
 
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", action="append", required=True, help=_SOURCE_HELP)
-    parser.add_argument(
+    split = parser.add_argument_group(
+        "validation split (give at most one; default --validation-fraction 0.05)"
+    )
+    split.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.05,
-        help="documents held out for validation, chosen by a hash of their text (0.05)",
+        metavar="F",
+        help="hold out whole documents, chosen by a hash of their text (0.05); needs many "
+        "documents: cut one big file with docs=chunks:N",
     )
+    split.add_argument(
+        "--validation-tail",
+        type=float,
+        metavar="F",
+        help="hold out the last F of each source's text, cut at a character (nanoGPT's split: "
+        "train gets the first int(n * (1 - F)) of n characters)",
+    )
+    split.add_argument(
+        "--validation-source",
+        action="append",
+        metavar="SPEC",
+        help="hold out this source's documents (same syntax as --source; repeat for several); "
+        "the --source documents all train",
+    )
+
+
+def _sources_and_split(args) -> tuple[list, object]:
+    """The training sources, then any validation sources, and the split the flags name."""
+    from gptjax.data.sources import parse_sources
+    from gptjax.data.splits import split_from_flags
+
+    sources = parse_sources(args.source, check=False)
+    split = split_from_flags(
+        args.validation_fraction, args.validation_tail, args.validation_source, sources
+    )
+    valid = parse_sources(args.validation_source, check=False) if args.validation_source else []
+    for source in valid:
+        if source.weight != 1:
+            raise ConfigError(
+                f"--validation-source {source.spec!r}: weight= applies to training text; "
+                "validation text is read once"
+            )
+    for source in sources + valid:
+        source.check()
+    return sources + valid, split
 
 
 def _add_tokenizer_parser(verbs) -> None:
@@ -38,7 +87,7 @@ def _add_tokenizer_parser(verbs) -> None:
     _add_source_args(train)
     train.add_argument("--out", required=True, help="directory for tokenizer.model/.json")
     train.add_argument("--vocab-size", type=int, required=True, help="pieces, e.g. 32768")
-    train.add_argument("--type", default="bpe", choices=("bpe", "unigram", "char"))
+    train.add_argument("--type", default="bpe", choices=("bpe", "unigram", "char"), help=_CHAR_HELP)
     encode = actions.add_parser("encode", help="print the token ids of text (args or stdin)")
     encode.add_argument("--tokenizer", required=True, help="tokenizer dir or .model file")
     encode.add_argument("--pieces", action="store_true", help="print pieces, not ids")
@@ -60,9 +109,15 @@ def _add_prepare_parser(verbs) -> None:
     prepare.add_argument("--out", required=True, help="new directory for the shards")
     prepare.add_argument("--tokenizer", help="existing tokenizer dir (else give --vocab-size)")
     prepare.add_argument("--vocab-size", type=int, help="train a tokenizer of this many pieces")
-    prepare.add_argument("--tokenizer-type", default="bpe", choices=("bpe", "unigram", "char"))
-    prepare.add_argument("--workers", type=int, help="tokenizing processes (default: all cores)")
-    prepare.add_argument("--shard-tokens", type=int, help="tokens per shard (default 2**27)")
+    prepare.add_argument(
+        "--tokenizer-type", default="bpe", choices=("bpe", "unigram", "char"), help=_CHAR_HELP
+    )
+    prepare.add_argument(
+        "--workers", type=int, help="tokenizing processes, at least 1 (default: all cores)"
+    )
+    prepare.add_argument(
+        "--shard-tokens", type=int, help="tokens per shard, at least 1 (default 2**27)"
+    )
     prepare.set_defaults(run=_prepare)
 
 
@@ -71,14 +126,15 @@ def _tokenizer(args) -> None:
 
     if args.action == "train":
         from gptjax.data.prepare import train_tokenizer_on
-        from gptjax.data.sources import parse_sources
+        from gptjax.data.splits import survey
 
+        sources, split = _sources_and_split(args)
         tokenizer = train_tokenizer_on(
-            parse_sources(args.source),
+            sources,
             args.out,
             vocab_size=args.vocab_size,
             model_type=args.type,
-            validation_fraction=args.validation_fraction,
+            split=survey(sources, split, need_valid=False),
         )
         print(f"tokenizer: {tokenizer.vocab_size} pieces, sha256 {tokenizer.sha256} in {args.out}")
         return
@@ -103,39 +159,29 @@ def _tokenizer(args) -> None:
 
 
 def _prepare(args) -> None:
-    from gptjax.data.prepare import check_out_dir, prepare, train_tokenizer_on
-    from gptjax.data.shards import TOKENIZER_DIR
-    from gptjax.data.sources import parse_sources
+    from gptjax.data.prepare import NewTokenizer, check_out_dir, prepare
     from gptjax.tokenizer import load_tokenizer
 
-    sources = parse_sources(args.source)
-    if bool(args.tokenizer) == bool(args.vocab_size):
+    if (args.tokenizer is None) == (args.vocab_size is None):
         raise ConfigError(
             "give either --tokenizer DIR (an existing tokenizer) or --vocab-size N (train one "
             "on these sources), not both or neither"
         )
-    out = check_out_dir(args.out)
+    for flag, value in (("--workers", args.workers), ("--shard-tokens", args.shard_tokens)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}={value} must be at least 1 (leave it out for the default)")
+    out = check_out_dir(args.out)  # before reading anything: a bad --out is a usage error
+    sources, split = _sources_and_split(args)
     if args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer)
     else:
-        print(f"training a {args.tokenizer_type} tokenizer of {args.vocab_size} pieces ...")
-        tokenizer = train_tokenizer_on(
-            sources,
-            out / TOKENIZER_DIR,
-            vocab_size=args.vocab_size,
-            model_type=args.tokenizer_type,
-            validation_fraction=args.validation_fraction,
-        )
-    options = {"shard_tokens": args.shard_tokens} if args.shard_tokens else {}
-    prepare(
-        sources,
-        out,
-        tokenizer,
-        validation_fraction=args.validation_fraction,
-        workers=args.workers,
-        **options,
-    )
+        tokenizer = NewTokenizer(args.vocab_size, args.tokenizer_type)
+    options = {} if args.shard_tokens is None else {"shard_tokens": args.shard_tokens}
+    manifest = prepare(sources, out, tokenizer, split=split, workers=args.workers, **options)
+    vocab = manifest["tokenizer"]["vocab_size"]
     print(
-        f"train on it: gptjax train --config CONFIG --workdir WORKDIR "
-        f"--config.data.source=prepared --config.data.prepared_dir={out}"
+        f"train on it (a {vocab}-piece tokenizer; model.vocab_size must be at least {vocab}, a "
+        f"multiple of 128 is fastest): gptjax train --config CONFIG --workdir WORKDIR "
+        f"--config.data.source=prepared --config.data.prepared_dir={out} "
+        f"--config.model.vocab_size={-(-vocab // 128) * 128}"
     )

@@ -76,8 +76,12 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
             "model.attention='splash' cannot express DPO's shared-prompt mask; use 'xla' or "
             "'dot_product' for phase=dpo",
         )
+    # data.vocab_size sizes the tokenizer a run trains for itself; prepared data brings its own
+    # tokenizer (and data.tokenizer names one), whose size is checked against the model when
+    # it is loaded (gptjax.tokenizer.check_vocab).
+    trains_tokenizer = data.source != "prepared" and not data.tokenizer
     require(
-        data.vocab_size <= model.vocab_size,
+        not trains_tokenizer or data.vocab_size <= model.vocab_size,
         f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="
         f"{model.vocab_size}; raise model.vocab_size (a multiple of 128 is fastest)",
     )

@@ -6,6 +6,10 @@ written back in submission order, so the shards are byte-identical whatever the 
 workers. At most `2 * workers + 2` batches are in flight: memory stays flat for a corpus of
 any size. The output format is described in gptjax.data.shards.
 
+Before a tokenizer is trained or a token written, the split is surveyed (gptjax.data.splits):
+one that cannot work stops there. On any failure `--out` is left as it was (absent, or an
+empty directory): what was written is removed, in a bucket too.
+
 TensorFlow is not imported here (workers start fast); only a tfds source imports it.
 Workers are started with "spawn", so a script that calls `prepare(..., workers>1)` needs the
 usual `if __name__ == "__main__":` guard (the `gptjax prepare` command has it).
@@ -14,6 +18,8 @@ usual `if __name__ == "__main__":` guard (the `gptjax prepare` command has it).
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -35,6 +41,7 @@ from gptjax.data.shards import (
     write_manifest,
 )
 from gptjax.data.sources import Source, SourceStats, mixture
+from gptjax.data.splits import DEFAULT_SPLIT, HashSplit, Split, survey
 from gptjax.errors import ConfigError, DataError
 from gptjax.metrics import ProgressBar
 from gptjax.paths import PathLike, as_path
@@ -111,32 +118,41 @@ class _Encoder:
             self.pool.shutdown(cancel_futures=True)
 
 
-def _batches(documents: Iterator[tuple[int, bool, str]]):
-    """(source index, split, texts, text bytes): batches of one source and split each.
+@dataclasses.dataclass
+class _Batch:
+    texts: list[str] = dataclasses.field(default_factory=list)
+    bytes: int = 0  # UTF-8 bytes of the texts
+    chars: int = 0  # their characters
+
+
+def _batches(documents: Iterator[tuple[int, bool, str]]) -> Iterator[tuple[int, str, _Batch]]:
+    """(source index, split, batch): batches of one source and split each.
 
     Each split keeps its own batch, so the few validation documents do not cut the training
     batches short; documents keep their order within each split.
     """
-    pending: dict[tuple[int, str], list] = {}  # key -> [texts, utf-8 bytes]
+    pending: dict[tuple[int, str], _Batch] = {}
     for index, is_valid, text in documents:
         key = (index, SPLITS[1] if is_valid else SPLITS[0])
         if pending and key[0] != next(iter(pending))[0]:  # a new source: flush the last one's
-            yield from ((*k, texts, size) for k, (texts, size) in pending.items())
+            yield from ((*k, batch) for k, batch in pending.items())
             pending = {}
-        batch = pending.setdefault(key, [[], 0])
-        batch[0].append(text)
-        batch[1] += len(text.encode("utf-8"))
-        if batch[1] >= _BATCH_BYTES:
-            yield *key, *batch
+        batch = pending.setdefault(key, _Batch())
+        batch.texts.append(text)
+        batch.bytes += len(text.encode("utf-8"))
+        batch.chars += len(text)
+        if batch.bytes >= _BATCH_BYTES:
+            yield *key, batch
             del pending[key]
-    yield from ((*k, texts, size) for k, (texts, size) in pending.items())
+    yield from ((*k, batch) for k, batch in pending.items())
 
 
-def _check_fraction(validation_fraction: float) -> None:
-    if not 0 < validation_fraction < 1:
-        raise ConfigError(
-            f"--validation-fraction={validation_fraction} must be in (0, 1), e.g. 0.05"
-        )
+@dataclasses.dataclass(frozen=True)
+class NewTokenizer:
+    """A tokenizer for `prepare` to train on the training side of its sources."""
+
+    vocab_size: int
+    model_type: str = "bpe"
 
 
 def train_tokenizer_on(
@@ -145,45 +161,94 @@ def train_tokenizer_on(
     *,
     vocab_size: int,
     model_type: str = "bpe",
-    validation_fraction: float = 0.05,
+    split: Split = DEFAULT_SPLIT,
 ) -> Tokenizer:
-    """A tokenizer trained on the training side of `sources` (validation documents unseen)."""
-    _check_fraction(validation_fraction)
+    """A tokenizer trained on the training side of `sources` (validation text unseen).
+
+    A tail split must have been through `splits.survey` (it sets where to cut).
+    """
     stats = [SourceStats() for _ in sources]
-    docs = (t for _, valid, t in mixture(sources, validation_fraction, stats) if not valid)
+    docs = (t for _, valid, t in mixture(sources, split, stats) if not valid)
     return train_tokenizer(docs, out_dir, vocab_size=vocab_size, model_type=model_type)
 
 
 def check_out_dir(out_dir: PathLike) -> epath.Path:
-    """`out_dir`, created; ConfigError if it already holds a prepared dataset."""
+    """`out_dir` as a path; ConfigError unless it is absent or an empty directory."""
     out = as_path(out_dir, "--out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; name a new directory for the prepared data")
     if (out / MANIFEST).exists():
         raise ConfigError(
             f"--out {out} already holds a prepared dataset ({MANIFEST}); choose a new "
             "directory or delete that one"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    held = sorted(child.name for child in out.iterdir()) if out.exists() else []
+    if held:
+        raise ConfigError(
+            f"--out {out} is not empty (holds {', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}); name a new or empty directory (files left "
+            "by a prepare that was killed can be deleted)"
+        )
     return out
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: epath.Path) -> Iterator[None]:
+    """Runs the body with `out` created; on any failure removes what it wrote, leaving `out`
+    as it was (absent or empty). The manifest is written last, so until then nothing here is
+    taken for a dataset."""
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            out.rmtree(missing_ok=True)
+        else:
+            for child in out.iterdir():
+                child.rmtree() if child.is_dir() else child.unlink()
+        raise
 
 
 def prepare(
     sources: list[Source],
     out_dir: PathLike,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | NewTokenizer,
     *,
-    validation_fraction: float = 0.05,
+    split: Split = DEFAULT_SPLIT,
     workers: int | None = None,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     log=print,
     progress: bool = True,
 ) -> dict:
-    """Writes `out_dir` (shards, tokenizer/, manifest.json), returns the manifest."""
-    _check_fraction(validation_fraction)
+    """Writes `out_dir` (shards, tokenizer/, manifest.json), returns the manifest.
+
+    `tokenizer` is an existing one or a `NewTokenizer` to train (on the training text only).
+    With a `SourceSplit`, `sources` ends with the validation sources.
+    """
     if shard_tokens < 1:
-        raise ConfigError(f"--shard-tokens={shard_tokens} must be positive")
+        raise ConfigError(f"--shard-tokens={shard_tokens} must be a positive number of tokens")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers={workers} must be at least 1 (default: all cores)")
     workers = workers or os.cpu_count() or 1
     out = check_out_dir(out_dir)
-    tokenizer.save(out / TOKENIZER_DIR)
+    split = survey(sources, split)
+    with _removed_on_failure(out):
+        if isinstance(tokenizer, NewTokenizer):
+            log(f"training a {tokenizer.model_type} tokenizer of {tokenizer.vocab_size} pieces ...")
+            tokenizer = train_tokenizer_on(
+                sources,
+                out / TOKENIZER_DIR,
+                vocab_size=tokenizer.vocab_size,
+                model_type=tokenizer.model_type,
+                split=split,
+            )
+        else:
+            tokenizer.save(out / TOKENIZER_DIR)
+        return _tokenize(sources, out, tokenizer, split, workers, shard_tokens, log, progress)
+
+
+def _tokenize(sources, out, tokenizer, split, workers, shard_tokens, log, progress) -> dict:
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, shard_tokens) for split in SPLITS}
     stats = [SourceStats() for _ in sources]
@@ -192,16 +257,22 @@ def prepare(
     encoder, start = _Encoder(tokenizer, workers, dtype), time.perf_counter()
 
     def write(results) -> None:
-        for tokens, (i, split, docs, nbytes) in results:
-            writers[split].write(tokens)
+        for tokens, (i, name, batch) in results:
+            writers[name].write(tokens)
             counts[i].update(
-                {f"{split}_documents": docs, f"{split}_tokens": tokens.size, "bytes": nbytes}
+                {
+                    f"{name}_documents": len(batch.texts),
+                    f"{name}_tokens": tokens.size,
+                    f"{name}_text_bytes": batch.bytes,
+                    f"{name}_text_chars": batch.chars,
+                    "bytes": batch.bytes,
+                }
             )
             bar.update(sum(c["bytes"] for c in counts))
 
     try:
-        for index, split, texts, nbytes in _batches(mixture(sources, validation_fraction, stats)):
-            write(encoder.submit(texts, (index, split, len(texts), nbytes)))
+        for index, name, batch in _batches(mixture(sources, split, stats)):
+            write(encoder.submit(batch.texts, (index, name, batch)))
         write(encoder.drain())
     except BaseException:
         for writer in writers.values():
@@ -211,7 +282,7 @@ def prepare(
         encoder.close()
         bar.close()
     seconds = time.perf_counter() - start
-    manifest = _manifest(sources, stats, counts, writers, tokenizer, dtype, validation_fraction)
+    manifest = _manifest(sources, stats, counts, writers, tokenizer, dtype, split)
     manifest["text_bytes"] = sum(c["bytes"] for c in counts)
     manifest["seconds"] = round(seconds, 3)
     write_manifest(out, manifest)
@@ -219,38 +290,47 @@ def prepare(
     return manifest
 
 
-def _manifest(sources, stats, counts, writers, tokenizer, dtype, validation_fraction) -> dict:
+_SPLIT_COUNTS = ("documents", "tokens", "text_bytes", "text_chars")
+
+
+def _manifest(sources, stats, counts, writers, tokenizer, dtype, split: Split) -> dict:
     splits = {}
-    for split, writer in writers.items():
+    for name, writer in writers.items():
         shards = writer.close()
-        docs = sum(c[f"{split}_documents"] for c in counts)
-        if not docs:
+        docs = sum(c[f"{name}_documents"] for c in counts)
+        if not docs:  # the survey catches this before tokenizing; a backstop
             raise DataError(
-                f"no document landed in the {split} split of {', '.join(s.spec for s in sources)}"
-                + (
-                    "; raise --validation-fraction or add documents"
-                    if split == "valid"
-                    else "; the sources hold no text"
-                )
+                f"no document landed in the {name} split of {', '.join(s.spec for s in sources)}"
             )
-        splits[split] = {"documents": docs, "tokens": writer.tokens, "shards": shards}
+        splits[name] = {
+            "documents": docs,
+            "tokens": writer.tokens,
+            # The text the split's tokens encode (UTF-8 of the decoded text; a weight of 2
+            # counts it twice): bits per byte = nats per token * tokens / bytes / ln 2.
+            "text_bytes": sum(c[f"{name}_text_bytes"] for c in counts),
+            "text_chars": sum(c[f"{name}_text_chars"] for c in counts),
+            "shards": shards,
+        }
+    first_valid = getattr(split, "first_valid", len(sources))
     return {
         "format": FORMAT,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "dtype": dtype.str,
-        "validation_fraction": validation_fraction,
+        **({"validation_fraction": split.fraction} if isinstance(split, HashSplit) else {}),
+        "validation": split.describe(),
         "sources": [
             {
                 "spec": source.spec,
+                "role": "valid" if index >= first_valid else "train",
                 "weight": source.weight,
                 "errors": source.errors,
                 "documents_read": stat.documents,
                 "replaced_invalid_utf8": stat.replaced,
                 "skipped_empty_documents": stat.skipped_empty,
                 "text_bytes": count["bytes"],
-                **{f"{s}_{k}": count[f"{s}_{k}"] for s in SPLITS for k in ("documents", "tokens")},
+                **{f"{s}_{k}": count[f"{s}_{k}"] for s in SPLITS for k in _SPLIT_COUNTS},
             }
-            for source, stat, count in zip(sources, stats, counts, strict=True)
+            for index, (source, stat, count) in enumerate(zip(sources, stats, counts, strict=True))
         ],
         "splits": splits,
     }

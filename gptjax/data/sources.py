@@ -4,25 +4,31 @@
 repeat it for a mixture):
 
     builtin                                          the corpus of gptjax.data.corpus
-    text:GLOB[,docs=file|blank_lines][,sep=STRING]   plain text, .gz/.xz/.bz2 read as such
+    text:GLOB[,docs=file|chunks:N|blank_lines][,sep=STRING]
+                                                     plain text, .gz/.xz/.bz2 read as such
     jsonl:GLOB[,field=text]                          one JSON object per line
     tfds:NAME[,split=train][,field=text][,data_dir=DIR]
 
 each optionally followed by `,weight=W` and `,errors=strict|replace`. A text file is one
-document (`docs=file`, the default), or documents separated by blank lines
-(`docs=blank_lines`), or by an exact string (`sep=\\n\\n\\n`, backslash escapes decoded).
-Files are read in sorted path order and streamed: at most one document (one file with
-docs=file) is in memory at a time.
+document (`docs=file`, the default), or contiguous documents of N characters each
+(`docs=chunks:N`; the last of a file is shorter; concatenated they are the file, byte for
+byte, blank and whitespace-only stretches included), or documents separated by blank lines
+(`docs=blank_lines`: the blank lines are dropped and each paragraph is a document of its own),
+or by an exact string (`sep=\\n\\n\\n`, backslash escapes decoded). Files are read in
+sorted path order and streamed: at most one document (one file with docs=file) is in memory at
+a time.
 
 Non-UTF-8 policy: `errors=strict` (the default) stops at the first invalid byte with a
 DataError naming the file and byte offset; `errors=replace` decodes each invalid sequence as
 U+FFFD and counts it (prepare reports the count and writes it into the manifest).
-Whitespace-only documents are skipped and counted, never silently.
+Whitespace-only documents are skipped and counted, never silently (chunks keep them: they
+are a stretch of the file).
 
 Mixture weights: a source of weight W contributes each of its training documents floor(W)
 times, plus once more for a fraction frac(W) of them picked by a hash of the text (weight 2 =
 two epochs of that source, 0.5 = half of it). Copies are emitted in separate passes over the
 sources, so repeats lie far apart. Validation documents are emitted once whatever the weight.
+Which documents are validation is the split's business (gptjax.data.splits).
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ from typing import BinaryIO
 from etils import epath
 
 from gptjax.data.corpus import builtin_documents, hash_units
-from gptjax.data.files import expand_files, open_compressed
+from gptjax.data.files import expand_files, open_compressed, utf8_blocks
+from gptjax.data.splits import HashSplit, Split
 from gptjax.errors import ConfigError, DataError
 from gptjax.paths import as_path, file_size
 
 ERROR_POLICIES = ("strict", "replace")
-TEXT_MODES = ("file", "blank_lines")
+TEXT_MODES = ("file", "chunks:N", "blank_lines")
 _READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -66,9 +73,12 @@ class Source:
     weight: float = 1.0
     errors: str = "strict"
 
+    # Whether a whitespace-only document is a stretch of contiguous text to keep (chunks).
+    keeps_whitespace = False
+
     def documents(self, stats: SourceStats) -> Iterator[str]:
         for text in self._texts(stats):
-            if text.strip():
+            if text.strip() or (text and self.keeps_whitespace):
                 stats.documents += 1
                 yield text
             else:
@@ -101,10 +111,18 @@ class _FileSource(Source):
 class TextSource(_FileSource):
     docs: str = "file"
     sep: str = ""
+    chunk_chars: int = 0  # docs=chunks:N
+
+    @property
+    def keeps_whitespace(self) -> bool:
+        return self.chunk_chars > 0
 
     def _texts(self, stats: SourceStats) -> Iterator[str]:
         for path in expand_files(self.pattern, "--source"):
             with open_compressed(path) as f:
+                if self.chunk_chars:
+                    yield from self._chunks(f, path, stats)
+                    continue
                 if self.sep:
                     chunks = _split_on(f, self.sep.encode("utf-8"))
                 elif self.docs == "blank_lines":
@@ -117,6 +135,38 @@ class TextSource(_FileSource):
                     yield _decode(data, path, offset, self.errors, stats)
                 if empty:
                     raise DataError(f"{path} is empty; remove it from the source or add text")
+
+    def _chunks(self, f: BinaryIO, path: epath.Path, stats: SourceStats) -> Iterator[str]:
+        """The file's text in pieces of `chunk_chars` characters (the last shorter), decoded
+        from blocks that end between characters, so no character is cut or lost."""
+        texts = (
+            _decode(data, path, offset, self.errors, stats)
+            for offset, data in _guarded(utf8_blocks(f, _READ_CHUNK), path)
+        )
+        empty = True
+        for piece in _pieces(texts, self.chunk_chars):
+            empty = False
+            yield piece
+        if empty:
+            raise DataError(f"{path} is empty; remove it from the source or add text")
+
+
+def _pieces(texts: Iterable[str], size: int) -> Iterator[str]:
+    """The concatenation of `texts` cut every `size` characters (the last piece shorter)."""
+    carry = ""
+    for text in texts:
+        if carry:
+            fill = size - len(carry)
+            carry, text = carry + text[:fill], text[fill:]
+            if len(carry) < size:
+                continue
+            yield carry
+        whole = len(text) - len(text) % size
+        for start in range(0, whole, size):
+            yield text[start : start + size]
+        carry = text[whole:]
+    if carry:
+        yield carry
 
 
 @dataclasses.dataclass
@@ -232,12 +282,25 @@ def _common_options(spec: str, options: dict) -> dict:
 
 def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSource:
     docs = options.get("docs", "file")
-    if docs not in TEXT_MODES:
-        raise ConfigError(f"--source {spec!r}: docs={docs} must be file or blank_lines")
+    mode, _, size = docs.partition(":")
+    chunk_chars = _chunk_chars(spec, size) if mode == "chunks" else 0
+    if mode not in ("file", "chunks", "blank_lines") or (size and mode != "chunks"):
+        raise ConfigError(
+            f"--source {spec!r}: docs={docs} must be file, chunks:N (N characters) or blank_lines"
+        )
     sep = codecs.decode(options["sep"], "unicode_escape") if "sep" in options else ""
     if "sep" in options and (not sep or "docs" in options):
         raise ConfigError(f"--source {spec!r}: sep= must be non-empty and not combined with docs=")
-    return TextSource(spec, pattern=pattern, docs=docs, sep=sep, **common)
+    return TextSource(spec, pattern=pattern, docs=mode, sep=sep, chunk_chars=chunk_chars, **common)
+
+
+def _chunk_chars(spec: str, size: str) -> int:
+    if not size.isdigit() or int(size) < 1:
+        raise ConfigError(
+            f"--source {spec!r}: docs=chunks:{size} needs a whole number of characters > 0, "
+            "e.g. docs=chunks:65536"
+        )
+    return int(size)
 
 
 def parse_sources(specs: Iterable[str], *, check: bool = True) -> list[Source]:
@@ -330,14 +393,16 @@ def _surrogates(text: str, where: str, errors: str, stats: SourceStats) -> str:
 
 
 def mixture(
-    sources: list[Source], validation_fraction: float, stats: list[SourceStats]
+    sources: list[Source], split: Split | float, stats: list[SourceStats]
 ) -> Iterator[tuple[int, bool, str]]:
     """(source index, is_validation, text) for every document emitted, in a fixed order.
 
-    A document is held out for validation iff the first hash unit of its text is below
-    `validation_fraction` (as `corpus.split_documents`), so training and validation never share
-    a document. Weights repeat or subsample the training documents (module docstring).
+    `split` (gptjax.data.splits; a float is the hash split's fraction) says which documents,
+    or which part of one, are validation; training and validation never share text. Weights
+    repeat or subsample the training documents (module docstring).
     """
+    if not isinstance(split, Split):
+        split = HashSplit(split)
     passes = max(math.ceil(s.weight) for s in sources)
     for copy in range(passes):
         for index, source in enumerate(sources):
@@ -347,10 +412,11 @@ def mixture(
             keep = source.weight - math.floor(source.weight)
             # Later passes re-read the source; only the first one counts what it finds.
             seen = stats[index] if copy == 0 else SourceStats()
-            for text in source.documents(seen):
-                split_u, sample_u = hash_units(text)
-                if split_u < validation_fraction:
-                    if copy == 0:
-                        yield index, True, text
-                elif full or sample_u < keep:
-                    yield index, False, text
+            sides = split.sides(index)  # a fresh one per pass: the tail split counts characters
+            for document in source.documents(seen):
+                for is_valid, text in sides(document):
+                    if is_valid:
+                        if copy == 0:
+                            yield index, True, text
+                    elif full or hash_units(text)[1] < keep:
+                        yield index, False, text

@@ -41,6 +41,10 @@ SEED = 0
 TRAIN_THREADS = 4
 
 
+# sentencepiece writes a space as this meta symbol, so the two are one piece.
+_SPACE_PIECE = "\u2581"
+
+
 def _training_sentences(documents: Iterable[str]) -> Iterator[str]:
     """Non-blank lines of every document, each chopped to at most MAX_SENTENCE_BYTES bytes.
 
@@ -74,7 +78,10 @@ def train_tokenizer(
 ) -> "SentencePieceTokenizer":
     """Train on `documents`, write `out_dir/tokenizer.model` + `tokenizer.json`, return it.
 
-    Deterministic: the same documents and arguments give the same model bytes.
+    Deterministic: the same documents and arguments give the same model bytes. A `char`
+    model holds RESERVED_PIECES + one piece per distinct character of the training text
+    (the newline excepted: it is the byte piece <0x0A>); any other `vocab_size` is refused
+    (ConfigError naming the size that keeps every character), never capped or byte-filled.
     """
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"tokenizer model_type={model_type!r} must be one of {MODEL_TYPES}")
@@ -86,9 +93,13 @@ def train_tokenizer(
     # Sentencepiece's shuffle and sampling draw from a process-global generator.
     spm.set_random_generator_seed(SEED)
     writer = io.BytesIO()
+    characters: set[str] = set()
+    sentences = _training_sentences(documents)
+    if model_type == "char":
+        sentences = _noting_characters(sentences, characters)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_training_sentences(documents),
+            sentence_iterator=sentences,
             model_writer=writer,
             vocab_size=vocab_size,
             model_type=model_type,
@@ -122,11 +133,46 @@ def train_tokenizer(
             raise ConfigError(f"tokenizer vocab_size={vocab_size}: {msg}") from None
         raise DataError(f"tokenizer training failed (is the corpus empty?): {msg}") from None
     tokenizer = SentencePieceTokenizer.parse(writer.getvalue(), name="<trained>")
+    if model_type == "char":
+        _check_char_vocab(tokenizer, vocab_size, characters)
     tokenizer.save(out_dir, model_type=model_type)
     return tokenizer
 
 
-_SPACE = "\u2581"  # sentencepiece's space symbol ▁
+def _noting_characters(sentences: Iterator[str], characters: set[str]) -> Iterator[str]:
+    for sentence in sentences:
+        characters.update(sentence)
+        yield sentence
+
+
+def char_vocab_size(distinct_characters: int) -> int:
+    """The pieces of a char tokenizer for text of this many distinct characters (newline
+    excepted): the reserved ones (4 specials, the chat symbols, 256 bytes), then one each."""
+    return RESERVED_PIECES + distinct_characters
+
+
+def _check_char_vocab(
+    tokenizer: "SentencePieceTokenizer", vocab_size: int, characters: set[str]
+) -> None:
+    """Refuses a char vocabulary that differs from the text's: smaller sends the rarest
+    characters to byte fallback (several tokens each), larger cannot be made (sentencepiece
+    would silently stop at the characters it has)."""
+    pieces = {c.replace(" ", _SPACE_PIECE) for c in characters}
+    needed = char_vocab_size(len(pieces))
+    what = (
+        f"the training text holds {len(pieces)} distinct characters besides the newline, so a "
+        f"char tokenizer has {RESERVED_PIECES} reserved pieces (4 specials, "
+        f"{len(CHAT_TOKENS)} chat symbols, 256 bytes) + {len(pieces)} = {needed}"
+    )
+    if vocab_size > needed:
+        raise ConfigError(f"tokenizer vocab_size={vocab_size} cannot be made: {what}; use {needed}")
+    missing = sorted(p for p in pieces if tokenizer._sp.piece_to_id(p) == tokenizer.unk_id)
+    if missing:
+        shown = "".join(missing[:10]).replace(_SPACE_PIECE, " ")
+        raise ConfigError(
+            f"tokenizer vocab_size={vocab_size} would encode {len(missing)} characters (e.g. "
+            f"{shown!r}) as bytes, several tokens each: {what}; use {needed}"
+        )
 
 
 def sentencepiece_token_bytes(sp: spm.SentencePieceProcessor) -> list[bytes]:
@@ -140,7 +186,7 @@ def sentencepiece_token_bytes(sp: spm.SentencePieceProcessor) -> list[bytes]:
         elif sp.is_byte(i):
             out.append(bytes([int(piece[3:5], 16)]))
         else:
-            out.append(piece.replace(_SPACE, " ").encode("utf-8"))
+            out.append(piece.replace(_SPACE_PIECE, " ").encode("utf-8"))
     return out
 
 
