@@ -1,13 +1,15 @@
 """nanoGPT's "baby GPT" (config/train_shakespeare_char.py) on a text file you bring, char-level.
 
-Run:    gptjax prepare --source 'text:train.txt,sep=\\n\\n\\n' --tokenizer-type char \\
-            --vocab-size 384 --validation-fraction 0.05 --out data/char
-        gptjax train --config configs/char_baby.py --workdir runs/char_baby \\
+Run:    gptjax prepare --source 'text:input.txt,docs=chunks:65536' --validation-tail 0.1 \
+            --tokenizer-type char --vocab-size 343 --out data/char
+        gptjax train --config configs/char_baby.py --workdir runs/char_baby \
             --config.data.prepared_dir=data/char
-        gptjax eval runs/char_baby --text text:valid.txt --json eval.json
-(train.txt / valid.txt: the first 90% and the last 10% of your file's characters, the split
-nanoGPT's prepare.py makes; `--vocab-size` is a ceiling: a char tokenizer keeps 264 reserved
-pieces plus one per distinct character of the training text.)
+        gptjax eval runs/char_baby --text 'text:valid.txt,docs=chunks:65536' --json eval.json
+`--validation-tail 0.1` holds out the last 10% of the file's characters, nanoGPT's split; the
+run evaluates on exactly that. A char tokenizer has 264 reserved pieces plus one per distinct
+character of the training text: `prepare` refuses another --vocab-size and names the right
+one (343 for 79 characters); model.vocab_size (384) must be at least that. valid.txt (the
+same last 10%, as a file) is only needed to evaluate with `gptjax eval` beside other models.
 
 The shape and schedule are nanoGPT's: 6 layers, 6 heads, 384 wide, context 256, dropout 0.2,
 no biases, tied embeddings, batch 64, AdamW lr 1e-3 with 100 warmup steps and cosine decay to

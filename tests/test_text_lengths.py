@@ -193,3 +193,29 @@ def test_packed_rows_score_every_byte_of_the_documents_once(tmp_path):
     sums = text_sums(batch, text_lengths(tok, markers_are_text=True))
     assert float(sums["bytes"]) == sum(len(d.encode()) for d in docs)
     assert float(sums["chars"]) == sum(len(d) for d in docs)
+
+
+def test_the_valid_rows_spell_the_bytes_the_prepared_manifest_counted(tmp_path):
+    """Cross-check with `gptjax prepare`'s own count of the text (manifest `text_bytes`): the
+    validation rows plus the few tokens after the last full row spell exactly that text."""
+    from gptjax import cli
+    from gptjax.data.shards import open_prepared
+
+    corpus = tmp_path / "book.txt"
+    corpus.write_text("\n\n".join([*builtin_documents()[:30], TEXT]), encoding="utf-8")
+    out = tmp_path / "prepared"
+    code = cli.main(
+        ["prepare", "--source", f"text:{corpus},docs=chunks:4000", "--validation-tail", "0.2"]
+        + ["--vocab-size", "600", "--workers", "1", "--out", str(out)]
+    )
+    assert code == 0
+    prepared = open_prepared(out)
+    tok, stream = prepared.tokenizer, prepared.valid.read(0, prepared.valid.size)
+    lengths = text_lengths(tok, markers_are_text=True)
+    seq_len = 64
+    rows = TokenRows(prepared.valid, seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id)
+    sums = text_sums(rows.take(np.arange(rows.num_rows)), lengths)
+    after_the_rows = stream[rows.num_rows * seq_len + 1 :]
+    valid = prepared.manifest["splits"]["valid"]
+    assert float(sums["bytes"]) + lengths.bytes[after_the_rows].sum() == valid["text_bytes"]
+    assert float(sums["chars"]) + lengths.chars[after_the_rows].sum() == valid["text_chars"]

@@ -155,16 +155,27 @@ def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> R
     )
 
 
+_SPLIT_WORDS = {
+    "hash": lambda v: f"documents chosen by a hash of their text, fraction {v['fraction']}",
+    "tail": lambda v: f"the last {v['fraction']} of each source's text",
+    "source": lambda v: f"the text of {', '.join(v['sources'])}",
+}
+
+
 def _prepared_valid_source(prepared_dir: str, manifest: dict) -> str:
-    """The prepared valid split in words: whatever made it (a hash split, a separate source,
-    the tail of the text), `gptjax prepare` wrote it there, and training reads nothing else."""
+    """The prepared valid split in words: `gptjax prepare` chose it (a hash split, the tail
+    of the text, separate sources) and training reads nothing else."""
     valid = manifest["splits"]["valid"]
     counts = f"{valid['documents']:,} documents, {valid['tokens']:,} tokens"
-    if "bytes" in valid:
-        counts += f", {valid['bytes']:,} bytes"
-    how = {k: v for k, v in manifest.items() if k.startswith("validation") and v is not None}
-    chosen = ", ".join(f"{k}={v}" for k, v in sorted(how.items()))
-    return f"the valid split of {prepared_dir} ({counts}; {chosen or 'as prepared'})"
+    if "text_bytes" in valid:
+        counts += f", {valid['text_bytes']:,} bytes of text"
+    # Directories prepared before the split was recorded hold only the hash fraction.
+    validation = manifest.get("validation") or {
+        "method": "hash",
+        "fraction": manifest.get("validation_fraction"),
+    }
+    words = _SPLIT_WORDS.get(validation["method"], lambda v: str(v))(validation)
+    return f"the valid split of {prepared_dir}: {words} ({counts})"
 
 
 def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
