@@ -219,3 +219,20 @@ def test_the_valid_rows_spell_the_bytes_the_prepared_manifest_counted(tmp_path):
     valid = prepared.manifest["splits"]["valid"]
     assert float(sums["bytes"]) + lengths.bytes[after_the_rows].sum() == valid["text_bytes"]
     assert float(sums["chars"]) + lengths.chars[after_the_rows].sum() == valid["text_chars"]
+
+
+def test_a_tokenizer_whose_pieces_are_not_its_text_is_refused_in_one_line():
+    from gptjax.errors import DataError
+    from gptjax.tokenizer import Tokenizer
+
+    class WordPieceLike(Tokenizer):  # "a" encodes to a piece "##a" that is not its text
+        bos_id, eos_id, pad_id = 0, 0, 0
+
+        def token_bytes(self):
+            return [b"", b"##a"]
+
+        def encode(self, text):
+            return [1]
+
+    with pytest.raises(DataError, match=r"spells 'a' in 3 bytes; its pieces cannot be counted"):
+        text_lengths(WordPieceLike(b"model"), markers_are_text=True)
