@@ -26,14 +26,14 @@ def _main(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _refused(capsys, *argv, match: str) -> str:
-    """Runs the CLI in-process; asserts exit 65 and one error line containing `match`.
+def _refused(capsys, *argv, match: str, code: int = 65) -> str:
+    """Runs the CLI in-process; asserts exit `code` and one error line containing `match`.
 
     (A progress bar line may precede it on stderr; the message itself is one line.)
     """
-    code, _, err = _main(capsys, *argv)
+    exit_code, _, err = _main(capsys, *argv)
     errors = [line for line in err.splitlines() if line.startswith("gptjax: error:")]
-    assert code == 65 and len(errors) == 1, err
+    assert exit_code == code and len(errors) == 1, err
     assert match in errors[0] and err.strip().endswith(errors[0]), err
     return errors[0]
 
@@ -109,8 +109,138 @@ def test_prepare_refuses_bad_files(prepared, tmp_path, capsys, files, spec, matc
     tok = prepared / "tokenizer"
     argv = ["prepare", "--source", spec.format(d=tmp_path), "--out", tmp_path / "o"]
     _refused(capsys, *argv, "--tokenizer", tok, "--workers", 1, match=match)
-    out = tmp_path / "o"
-    assert not (out / "manifest.json").exists() and not list(out.glob(".*.tmp"))
+    assert not (tmp_path / "o").exists()
+
+
+def _one_file(tmp_path: Path, chars: int = 60_000) -> Path:
+    """One text file, as a user has it: real prose, ASCII, blank lines, no document marks."""
+    text = "\n\n".join(builtin_documents()[:60]).encode("ascii", "ignore").decode()[:chars]
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    return path
+
+
+def _char_vocab(text: str) -> int:
+    """The size of a char tokenizer of `text`: 264 reserved pieces + its characters."""
+    return 264 + len(set(text) - {"\n"})
+
+
+def _split_text(out: Path, split: str) -> str:
+    """The text a split's shards hold (a char tokenizer: decoding gives it back exactly)."""
+    from gptjax.data.shards import load_prepared
+
+    data = load_prepared(out, log=lambda _: None)
+    stream = getattr(data, split)
+    return data.tokenizer.decode(stream.read(0, stream.size))
+
+
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_one_file_is_refused_before_tokenizing_with_advice_that_works(tmp_path, capsys, out_exists):
+    path, out = _one_file(tmp_path), tmp_path / "out"
+    if out_exists:
+        out.mkdir()
+    argv = ["prepare", "--source", f"text:{path}", "--vocab-size", 300, "--out", out]
+    err = _refused(capsys, *argv, "--tokenizer-type", "char", match="1 document(s)")
+    assert "docs=chunks:65536" in err and "--validation-tail" in err
+    assert "--validation-source" in err and "raise --validation-fraction" not in err
+    assert out.exists() == out_exists and not (out_exists and any(out.iterdir()))
+
+
+def test_a_failure_while_tokenizing_leaves_out_as_it_was(corpus, prepared, tmp_path, capsys):
+    texts = Path(shutil.copytree(corpus, tmp_path / "texts"))
+    (texts / "zzz.txt").write_bytes(b"caf\xe9")  # read last: after shards were written
+    out = tmp_path / "new" / "folders" / "out"
+    argv = ["prepare", "--source", f"text:{texts}/*.txt", "--out", out, "--shard-tokens", 2000]
+    _refused(capsys, *argv, "--tokenizer", prepared / "tokenizer", match="zzz.txt: byte 3")
+    assert not (tmp_path / "new").exists()  # nor the folders made for it
+
+
+def test_prepare_one_file_with_a_validation_tail(tmp_path, capsys):
+    path, out = _one_file(tmp_path), tmp_path / "out"
+    text = path.read_text()
+    cut = int(len(text) * 0.9)  # nanoGPT's split
+    vocab = _char_vocab(text[:cut])  # the tokenizer sees the training text only
+    argv = ["prepare", "--source", f"text:{path}", "--validation-tail", 0.1, "--out", out]
+    code, stdout, err = _main(
+        capsys, *argv, "--tokenizer-type", "char", "--vocab-size", vocab, "--workers", 1
+    )
+    assert code == 0, err
+    assert f"a {vocab}-piece tokenizer" in stdout and "--config.model.vocab_size=384" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"] == {"method": "tail", "fraction": 0.1}
+    train, valid = manifest["splits"]["train"], manifest["splits"]["valid"]
+    assert (train["text_chars"], valid["text_chars"]) == (cut, len(text) - cut)
+    assert train["text_bytes"] + valid["text_bytes"] == path.stat().st_size
+    assert _split_text(out, "train") == text[:cut] and _split_text(out, "valid") == text[cut:]
+
+
+def test_prepare_one_file_cut_into_chunks_with_the_hash_split(tmp_path, capsys):
+    path, out = _one_file(tmp_path), tmp_path / "out"
+    argv = ["prepare", "--source", f"text:{path},docs=chunks:2000", "--out", out]
+    code, _, err = _main(
+        capsys, *argv, "--vocab-size", 400, "--validation-fraction", 0.2, "--workers", 1
+    )
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    splits = manifest["splits"]
+    assert manifest["validation"] == {"method": "hash", "fraction": 0.2}
+    assert splits["train"]["documents"] + splits["valid"]["documents"] == 30  # 60,000 / 2,000
+    assert splits["train"]["text_chars"] + splits["valid"]["text_chars"] == 60_000
+
+
+def test_prepare_with_a_validation_source(corpus, tmp_path, capsys):
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("Text the model never trains on.\n\nA second paragraph of it.")
+    out = tmp_path / "out"
+    argv = ["prepare", "--source", f"text:{corpus}/0[0-4]*.txt", "--out", out]
+    code, _, err = _main(
+        capsys,
+        *argv,
+        "--vocab-size",
+        512,
+        "--workers",
+        1,
+        "--validation-source",
+        f"text:{held_out}",
+    )
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["validation"] == {"method": "source", "sources": [f"text:{held_out}"]}
+    assert [s["role"] for s in manifest["sources"]] == ["train", "valid"]
+    valid = manifest["splits"]["valid"]
+    assert valid["documents"] == 1 and valid["text_bytes"] == held_out.stat().st_size
+    assert manifest["splits"]["train"]["documents"] == 50  # every --source document trains
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--shard-tokens", 0], "--shard-tokens=0 must be at least 1"),
+        (["--workers", -2], "--workers=-2 must be at least 1"),
+        (["--workers", 0], "--workers=0 must be at least 1"),
+        (["--validation-tail", 0.1, "--validation-fraction", 0.1], "give one of them"),
+        (["--validation-tail", 0.1, "--validation-source", "builtin"], "give one of them"),
+        (["--validation-tail", 1.5], "--validation-tail=1.5 must be in (0, 1)"),
+        (["--validation-source", "builtin,weight=2"], "weight= applies to training text"),
+        (["--validation-source", "text:{path},docs=chunks:9"], "which a --source reads too"),
+        (["--tokenizer-type", "char", "--validation-tail", 0.1], "cannot be made"),
+    ],
+)
+def test_prepare_flags_that_cannot_work_exit_2_and_leave_no_out(tmp_path, capsys, extra, match):
+    path, out = _one_file(tmp_path, chars=3000), tmp_path / "out"
+    extra = [str(arg).format(path=path) for arg in extra]
+    argv = ["prepare", "--source", f"text:{path}", "--vocab-size", 400, "--out", out, *extra]
+    _refused(capsys, *argv, match=match, code=2)
+    assert not out.exists()
+
+
+def test_prepare_refuses_an_out_that_is_a_file_or_not_empty(tmp_path, capsys):
+    path = _one_file(tmp_path, chars=3000)
+    argv = ["prepare", "--source", f"text:{path}", "--vocab-size", 400, "--out"]
+    _refused(capsys, *argv, path, match="is a file", code=2)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.bin").write_bytes(b"x")
+    _refused(capsys, *argv, tmp_path / "full", match="is not empty (holds old.bin)", code=2)
 
 
 def _copy(prepared: Path, tmp_path: Path) -> Path:
@@ -209,3 +339,26 @@ def test_prepare_a_mixture_with_tfds_then_train_on_it(corpus, local_tfds, tmp_pa
     evals = [r["eval/loss"] for r in records if "eval/loss" in r]
     assert train[-1] < train[0] - 1.0 and evals[-1] < evals[0]
     assert not (workdir / "tokenizer").exists()  # the prepared dir's tokenizer was used
+
+
+@pytest.mark.slow
+def test_one_file_char_level_with_a_tail_then_train_on_it(tmp_path):
+    """Issue 17 end to end: one file, nanoGPT's split, a char tokenizer; training takes the
+    prepared tokenizer's size (data.vocab_size stays at the template's 2048, unused)."""
+    path, data = _one_file(tmp_path), tmp_path / "data"
+    text = path.read_text()
+    vocab = _char_vocab(text[: int(len(text) * 0.9)])
+    prepared = _gptjax(
+        "prepare", "--source", f"text:{path}", "--validation-tail", 0.1,
+        "--tokenizer-type", "char", "--vocab-size", vocab, "--out", data, "--workers", 1,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    model_vocab = prepared.stdout.split("--config.model.vocab_size=")[1].split()[0]
+    workdir = tmp_path / "run"
+    result = _gptjax(
+        "train", "--config", TINY, "--workdir", workdir, "--config.data.source=prepared",
+        f"--config.data.prepared_dir={data}", f"--config.model.vocab_size={model_vocab}", *SHORT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evals = [r["eval/loss"] for r in read_metrics(workdir / "metrics.jsonl") if "eval/loss" in r]
+    assert evals[-1] < evals[0]

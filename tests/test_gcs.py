@@ -141,6 +141,25 @@ def _prepare(out: str, tmp_path: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def test_a_prepare_that_fails_in_a_bucket_leaves_nothing_there(gcs, tmp_path):
+    from gptjax.data.prepare import prepare
+    from gptjax.data.sources import parse_sources
+    from gptjax.tokenizer import train_tokenizer
+
+    text = tmp_path / "corpus"
+    text.mkdir()
+    docs = [f"Document {i} says the number {i * 7} twice. " * 20 for i in range(40)]
+    for i, doc in enumerate(docs):
+        (text / f"doc{i:02d}.txt").write_text(doc)
+    (text / "zz.txt").write_bytes(b"caf\xe9")  # read last, after shards were written
+    tokenizer = train_tokenizer(docs, tmp_path / "tok", vocab_size=300)
+    out = f"gs://{BUCKET}/data/failed"
+    sources = parse_sources([f"text:{text}/*.txt"])
+    with pytest.raises(DataError, match="zz.txt: byte 3"):
+        prepare(sources, out, tokenizer, shard_tokens=500, workers=1, progress=False)
+    assert gcs.object_names(BUCKET, "data/failed") == []
+
+
 @pytest.mark.slow
 def test_prepare_into_a_bucket_then_train_from_it(gcs, tmp_path, monkeypatch):
     out = f"gs://{BUCKET}/data/prepared"

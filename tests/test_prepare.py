@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +62,8 @@ def test_shards_hold_the_split_documents_and_the_manifest_describes_them(
         np.testing.assert_array_equal(stream.read(0, stream.size), expected)
         entry = manifest["splits"][split]
         assert entry["documents"] == len(split_docs) and entry["tokens"] == expected.size
+        assert entry["text_bytes"] == sum(len(d.encode()) for d in split_docs)
+        assert entry["text_chars"] == sum(map(len, split_docs))
         for shard in entry["shards"]:
             raw = (prepared / shard["file"]).read_bytes()
             assert hashlib.sha256(raw).hexdigest() == shard["sha256"]
@@ -70,6 +73,24 @@ def test_shards_hold_the_split_documents_and_the_manifest_describes_them(
     assert manifest["dtype"] == "<u2" and manifest["sources"][0]["documents_read"] == len(docs)
     assert manifest["text_bytes"] == sum(len(d.encode()) for d in docs)
     assert load_tokenizer(prepared / "tokenizer").sha256 == tok.sha256
+
+
+def test_a_directory_prepared_before_the_split_and_text_counts_still_loads(prepared, tmp_path):
+    old = Path(_copy_prepared(prepared, tmp_path, "old"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["validation"] == {"method": "hash", "fraction": 0.05}
+    assert manifest["validation_fraction"] == 0.05  # still there for readers of the old field
+    # What a manifest written before gptjax knew of --validation-tail/--validation-source held.
+    del manifest["validation"]
+    for split in manifest["splits"].values():
+        del split["text_bytes"], split["text_chars"]
+    for source in manifest["sources"]:
+        for key in ("role", "train_text_bytes", "train_text_chars", "valid_text_bytes"):
+            del source[key]
+        del source["valid_text_chars"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    data = load_prepared(old, log=lambda _: None)
+    assert data.valid.size == manifest["splits"]["valid"]["tokens"]
 
 
 def test_parallel_workers_write_identical_shards(prepared, corpus_dir, tok_dir, tmp_path):

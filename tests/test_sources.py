@@ -7,6 +7,7 @@ import pytest
 
 from gptjax.data.corpus import hash_units
 from gptjax.data.sources import SourceStats, mixture, parse_source, parse_sources
+from gptjax.data.splits import TailSplit, survey
 from gptjax.errors import ConfigError, DataError
 
 
@@ -40,6 +41,54 @@ def test_separator_split_streams_across_read_chunks(tmp_path, monkeypatch):
     path = tmp_path / "big.txt"
     path.write_text("<SEP>".join(docs))
     assert _docs(f"text:{path},sep=<SEP>") == docs
+
+
+# Multi-byte characters, CRLF, blank and whitespace-only stretches, no final newline.
+AWKWARD_TEXT = "Première ligne\r\n\n\n   \n\t\néèà 日本語 🙂 end\n\n" * 7 + "fin"
+
+
+@pytest.mark.parametrize("size", [1, 3, 10, 64, 10_000])
+def test_chunks_are_contiguous_and_give_the_file_back_exactly(tmp_path, monkeypatch, size):
+    from gptjax.data import sources
+
+    monkeypatch.setattr(sources, "_READ_CHUNK", 5)  # reads end inside UTF-8 sequences
+    path = tmp_path / "one.txt"
+    path.write_text(AWKWARD_TEXT, newline="")
+    stats = SourceStats()
+    docs = list(parse_source(f"text:{path},docs=chunks:{size}").documents(stats))
+    assert "".join(docs) == AWKWARD_TEXT  # blank lines and whitespace-only chunks kept
+    assert all(len(doc) == size for doc in docs[:-1]) and 0 < len(docs[-1]) <= size
+    assert stats.skipped_empty == 0 and stats.documents == len(docs)
+
+
+def test_chunks_decode_bad_bytes_as_the_whole_file_would(tmp_path, monkeypatch):
+    from gptjax.data import sources
+
+    monkeypatch.setattr(sources, "_READ_CHUNK", 2)
+    data = "caf\u00e9 \u2713 ".encode() * 3 + b"\xe2\x82 bad \xff end \xf0\x9f"
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    stats = SourceStats()
+    docs = list(parse_source(f"text:{path},docs=chunks:4,errors=replace").documents(stats))
+    whole = data.decode("utf-8", errors="replace")
+    assert "".join(docs) == whole and stats.replaced == whole.count("\ufffd") == 3
+    offset = data.index(b"\xe2\x82")  # 30: where decoding the whole file stops too
+    with pytest.raises(DataError, match=f"bad.txt: byte {offset} is not UTF-8"):
+        _docs(f"text:{path},docs=chunks:4")
+
+
+def test_tail_split_holds_out_the_last_characters_exactly(tmp_path):
+    (tmp_path / "a.txt").write_text(AWKWARD_TEXT, newline="")
+    (tmp_path / "b.txt").write_text("second file, wholly in the tail")
+    for spec in (f"text:{tmp_path}/*.txt", f"text:{tmp_path}/*.txt,docs=chunks:7"):
+        sources = parse_sources([spec])
+        split = survey(sources, TailSplit(0.1))
+        out = list(mixture(sources, split, [SourceStats()]))
+        train = "".join(t for _, valid, t in out if not valid)
+        valid = "".join(t for _, valid, t in out if valid)
+        whole = AWKWARD_TEXT + "second file, wholly in the tail"
+        assert train + valid == whole and len(train) == int(len(whole) * 0.9), spec
+        assert [valid for _, valid, _ in out] == sorted(valid for _, valid, _ in out)
 
 
 def test_compressed_files_are_read(tmp_path):
@@ -114,6 +163,11 @@ def test_non_utf8_is_refused_or_replaced_and_counted(tmp_path):
         ("text:a.txt,weight=abc", "weight"),
         ("text:a.txt,errors=ignore", "errors"),
         ("text:a.txt,docs=lines", "docs"),
+        ("text:a.txt,docs=chunks", "docs=chunks: needs a whole number"),
+        ("text:a.txt,docs=chunks:0", "docs=chunks:0 needs a whole number"),
+        ("text:a.txt,docs=chunks:1e3", "docs=chunks:1e3 needs a whole number"),
+        ("text:a.txt,docs=chunks:\u00b2", "needs a whole number"),  # str.isdigit() says yes
+        ("text:a.txt,docs=file:3", "docs=file:3 must be"),
         ("text:a.txt,sep=", "sep"),
     ],
 )

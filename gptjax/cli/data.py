@@ -61,7 +61,7 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
 def _sources_and_split(args) -> tuple[list, object]:
     """The training sources, then any validation sources, and the split the flags name."""
     from gptjax.data.sources import parse_sources
-    from gptjax.data.splits import split_from_flags
+    from gptjax.data.splits import check_disjoint, split_from_flags
 
     sources = parse_sources(args.source, check=False)
     split = split_from_flags(
@@ -76,6 +76,7 @@ def _sources_and_split(args) -> tuple[list, object]:
             )
     for source in sources + valid:
         source.check()
+    check_disjoint(sources, valid)
     return sources + valid, split
 
 
@@ -106,7 +107,11 @@ def _add_prepare_parser(verbs) -> None:
         "--config.data.prepared_dir=DIR.",
     )
     _add_source_args(prepare)
-    prepare.add_argument("--out", required=True, help="new directory for the shards")
+    prepare.add_argument(
+        "--out",
+        required=True,
+        help="a new or empty directory for the shards; left as it was if prepare fails",
+    )
     prepare.add_argument("--tokenizer", help="existing tokenizer dir (else give --vocab-size)")
     prepare.add_argument("--vocab-size", type=int, help="train a tokenizer of this many pieces")
     prepare.add_argument(
@@ -167,15 +172,13 @@ def _prepare(args) -> None:
             "give either --tokenizer DIR (an existing tokenizer) or --vocab-size N (train one "
             "on these sources), not both or neither"
         )
-    for flag, value in (("--workers", args.workers), ("--shard-tokens", args.shard_tokens)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag}={value} must be at least 1 (leave it out for the default)")
     out = check_out_dir(args.out)  # before reading anything: a bad --out is a usage error
     sources, split = _sources_and_split(args)
     if args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer)
     else:
         tokenizer = NewTokenizer(args.vocab_size, args.tokenizer_type)
+    # prepare() checks --workers and --shard-tokens before it reads a source.
     options = {} if args.shard_tokens is None else {"shard_tokens": args.shard_tokens}
     manifest = prepare(sources, out, tokenizer, split=split, workers=args.workers, **options)
     vocab = manifest["tokenizer"]["vocab_size"]

@@ -101,29 +101,3 @@ def open_compressed(path: epath.Path) -> Iterator[BinaryIO]:
         else:
             with decompress(raw) as f:
                 yield f
-
-
-def utf8_blocks(f: BinaryIO, block_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, bytes) of `f` in blocks of about `block_bytes`, each ending between two
-    UTF-8 characters (a sequence cut by a read waits for the next block), so each block
-    decodes alone exactly as the whole file would. An empty file gives one empty block."""
-    carry, offset = b"", 0
-    while chunk := f.read(block_bytes):
-        data = carry + chunk
-        end = _whole_characters(data)
-        if end:
-            yield offset, data[:end]
-        offset, carry = offset + end, data[end:]
-    if carry or not offset:
-        yield offset, carry
-
-
-def _whole_characters(data: bytes) -> int:
-    """The length of the longest prefix of `data` that does not end inside a UTF-8 sequence."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # not a continuation byte: a sequence starts here
-            length = 2 if 0xC0 <= byte < 0xE0 else 3 if 0xE0 <= byte < 0xF0 else 4
-            length = length if byte >= 0xC0 and byte < 0xF8 else 1
-            return len(data) - back if back < length else len(data)
-    return len(data)

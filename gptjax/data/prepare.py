@@ -44,7 +44,7 @@ from gptjax.data.sources import Source, SourceStats, mixture
 from gptjax.data.splits import DEFAULT_SPLIT, HashSplit, Split, survey
 from gptjax.errors import ConfigError, DataError
 from gptjax.metrics import ProgressBar
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike, as_path, is_remote
 from gptjax.tokenizer import Tokenizer, train_tokenizer
 
 # 128M tokens: 256 MB shards at uint16, few enough files for a large corpus, small enough
@@ -198,12 +198,15 @@ def _removed_on_failure(out: epath.Path) -> Iterator[None]:
     as it was (absent or empty). The manifest is written last, so until then nothing here is
     taken for a dataset."""
     existed = out.exists()
+    created = out  # the outermost folder this creates (a bucket has no folders to create)
+    while not is_remote(out) and not created.parent.exists():
+        created = created.parent
     out.mkdir(parents=True, exist_ok=True)
     try:
         yield
     except BaseException:
         if not existed:
-            out.rmtree(missing_ok=True)
+            created.rmtree(missing_ok=True)
         else:
             for child in out.iterdir():
                 child.rmtree() if child.is_dir() else child.unlink()
@@ -227,9 +230,12 @@ def prepare(
     With a `SourceSplit`, `sources` ends with the validation sources.
     """
     if shard_tokens < 1:
-        raise ConfigError(f"--shard-tokens={shard_tokens} must be a positive number of tokens")
+        raise ConfigError(
+            f"--shard-tokens={shard_tokens} must be at least 1 (leave it out for the default, "
+            "2**27)"
+        )
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers={workers} must be at least 1 (default: all cores)")
+        raise ConfigError(f"--workers={workers} must be at least 1 (leave it out for all cores)")
     workers = workers or os.cpu_count() or 1
     out = check_out_dir(out_dir)
     split = survey(sources, split)
@@ -250,7 +256,7 @@ def prepare(
 
 def _tokenize(sources, out, tokenizer, split, workers, shard_tokens, log, progress) -> dict:
     dtype = token_dtype(tokenizer.vocab_size)
-    writers = {split: ShardWriter(out, split, dtype, shard_tokens) for split in SPLITS}
+    writers = {name: ShardWriter(out, name, dtype, shard_tokens) for name in SPLITS}
     stats = [SourceStats() for _ in sources]
     counts = [collections.Counter() for _ in sources]
     bar = ProgressBar(None, desc="prepare", unit="B", unit_scale=True, enabled=progress)
@@ -306,7 +312,7 @@ def _manifest(sources, stats, counts, writers, tokenizer, dtype, split: Split) -
             "documents": docs,
             "tokens": writer.tokens,
             # The text the split's tokens encode (UTF-8 of the decoded text; a weight of 2
-            # counts it twice): bits per byte = nats per token * tokens / bytes / ln 2.
+            # counts it twice): what bits per byte and per character are measured against.
             "text_bytes": sum(c[f"{name}_text_bytes"] for c in counts),
             "text_chars": sum(c[f"{name}_text_chars"] for c in counts),
             "shards": shards,

@@ -13,10 +13,10 @@ each optionally followed by `,weight=W` and `,errors=strict|replace`. A text fil
 document (`docs=file`, the default), or contiguous documents of N characters each
 (`docs=chunks:N`; the last of a file is shorter; concatenated they are the file, byte for
 byte, blank and whitespace-only stretches included), or documents separated by blank lines
-(`docs=blank_lines`: the blank lines are dropped and each paragraph is a document of its own),
+(`docs=blank_lines`: the blank lines are dropped, each paragraph is a document of its own),
 or by an exact string (`sep=\\n\\n\\n`, backslash escapes decoded). Files are read in
-sorted path order and streamed: at most one document (one file with docs=file) is in memory at
-a time.
+sorted path order and streamed: at most one document (one file with docs=file) is in memory
+at a time. gptjax.data.text_documents holds the readers.
 
 Non-UTF-8 policy: `errors=strict` (the default) stops at the first invalid byte with a
 DataError naming the file and byte offset; `errors=replace` decodes each invalid sequence as
@@ -45,14 +45,15 @@ from typing import BinaryIO
 from etils import epath
 
 from gptjax.data.corpus import builtin_documents, hash_units
-from gptjax.data.files import expand_files, open_compressed, utf8_blocks
+from gptjax.data.files import expand_files, open_compressed
 from gptjax.data.splits import HashSplit, Split
+from gptjax.data.text_documents import paragraphs, pieces, split_on, utf8_blocks, whole
 from gptjax.errors import ConfigError, DataError
 from gptjax.paths import as_path, file_size
 
 ERROR_POLICIES = ("strict", "replace")
-TEXT_MODES = ("file", "chunks:N", "blank_lines")
-_READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator
+TEXT_MODES = ("file", "chunks", "blank_lines")  # docs=chunks:N
+_READ_CHUNK = 1 << 20  # bytes per read when splitting on a separator or into chunks
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -76,7 +77,9 @@ class Source:
     # Whether a whitespace-only document is a stretch of contiguous text to keep (chunks).
     keeps_whitespace = False
 
-    def documents(self, stats: SourceStats) -> Iterator[str]:
+    def documents(self, stats: SourceStats | None = None) -> Iterator[str]:
+        """The source's documents; `stats` (if given) counts what reading found."""
+        stats = SourceStats() if stats is None else stats
         for text in self._texts(stats):
             if text.strip() or (text and self.keeps_whitespace):
                 stats.documents += 1
@@ -124,11 +127,11 @@ class TextSource(_FileSource):
                     yield from self._chunks(f, path, stats)
                     continue
                 if self.sep:
-                    chunks = _split_on(f, self.sep.encode("utf-8"))
+                    chunks = split_on(f, self.sep.encode("utf-8"), _READ_CHUNK)
                 elif self.docs == "blank_lines":
-                    chunks = _paragraphs(f)
+                    chunks = paragraphs(f)
                 else:
-                    chunks = _whole(f)
+                    chunks = whole(f)
                 empty = True
                 for offset, data in _guarded(chunks, path):
                     empty = empty and not data
@@ -144,29 +147,11 @@ class TextSource(_FileSource):
             for offset, data in _guarded(utf8_blocks(f, _READ_CHUNK), path)
         )
         empty = True
-        for piece in _pieces(texts, self.chunk_chars):
+        for piece in pieces(texts, self.chunk_chars):
             empty = False
             yield piece
         if empty:
             raise DataError(f"{path} is empty; remove it from the source or add text")
-
-
-def _pieces(texts: Iterable[str], size: int) -> Iterator[str]:
-    """The concatenation of `texts` cut every `size` characters (the last piece shorter)."""
-    carry = ""
-    for text in texts:
-        if carry:
-            fill = size - len(carry)
-            carry, text = carry + text[:fill], text[fill:]
-            if len(carry) < size:
-                continue
-            yield carry
-        whole = len(text) - len(text) % size
-        for start in range(0, whole, size):
-            yield text[start : start + size]
-        carry = text[whole:]
-    if carry:
-        yield carry
 
 
 @dataclasses.dataclass
@@ -284,7 +269,7 @@ def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSo
     docs = options.get("docs", "file")
     mode, _, size = docs.partition(":")
     chunk_chars = _chunk_chars(spec, size) if mode == "chunks" else 0
-    if mode not in ("file", "chunks", "blank_lines") or (size and mode != "chunks"):
+    if mode not in TEXT_MODES or (size and mode != "chunks"):
         raise ConfigError(
             f"--source {spec!r}: docs={docs} must be file, chunks:N (N characters) or blank_lines"
         )
@@ -295,7 +280,7 @@ def _text_source(spec: str, pattern: str, options: dict, common: dict) -> TextSo
 
 
 def _chunk_chars(spec: str, size: str) -> int:
-    if not size.isdigit() or int(size) < 1:
+    if not (size.isascii() and size.isdigit()) or int(size) < 1:
         raise ConfigError(
             f"--source {spec!r}: docs=chunks:{size} needs a whole number of characters > 0, "
             "e.g. docs=chunks:65536"
@@ -325,41 +310,6 @@ def _guarded(chunks: Iterable, path: epath.Path) -> Iterator:
 
 def _lines(f: BinaryIO) -> Iterator[bytes]:
     yield from f
-
-
-def _whole(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    yield 0, f.read()
-
-
-def _paragraphs(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, bytes) of each run of non-blank lines; the final line break is dropped."""
-    lines: list[bytes] = []
-    offset = start = 0
-    for line in f:
-        if line.strip():
-            if not lines:
-                start = offset
-            lines.append(line)
-        elif lines:
-            yield start, b"".join(lines).rstrip(b"\r\n")
-            lines = []
-        offset += len(line)
-    if lines:
-        yield start, b"".join(lines).rstrip(b"\r\n")
-    elif offset == 0:
-        yield 0, b""  # an empty file; TextSource reports it
-
-
-def _split_on(f: BinaryIO, sep: bytes) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, bytes) of each piece between occurrences of `sep`, read in chunks."""
-    buffer, offset = b"", 0
-    while chunk := f.read(_READ_CHUNK):
-        buffer += chunk
-        *pieces, buffer = buffer.split(sep)
-        for piece in pieces:
-            yield offset, piece
-            offset += len(piece) + len(sep)
-    yield offset, buffer
 
 
 def _decode(data: bytes, where, offset: int, errors: str, stats: SourceStats) -> str:

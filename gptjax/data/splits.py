@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from gptjax.data.corpus import hash_units
+from gptjax.data.files import expand_files
 from gptjax.errors import ConfigError, DataError
 
 # A function of one document: its pieces, each with the side it goes to (True = valid).
@@ -128,6 +129,23 @@ def split_from_flags(
     return DEFAULT_SPLIT if fraction is None else HashSplit(fraction)
 
 
+def check_disjoint(train: list, valid: list) -> None:
+    """Refuses a --validation-source that reads what a --source reads (a file, or the same
+    builtin/tfds spec): its text would be trained on."""
+
+    def reads(source) -> set[str]:
+        pattern = getattr(source, "pattern", "")
+        return {str(p) for p in expand_files(pattern, "--source")} if pattern else {source.spec}
+
+    trained = set().union(*map(reads, train))
+    for source in valid:
+        if shared := sorted(reads(source) & trained):
+            raise ConfigError(
+                f"--validation-source {source.spec!r} reads {shared[0]}, which a --source reads "
+                "too: validation text must not be trained on; name text of its own"
+            )
+
+
 def survey(sources: list, split: Split, *, need_valid: bool = True) -> Split:
     """Reads the sources (documents only, no tokenizer) and stops with a DataError when the
     split leaves train or valid empty (valid may be, without `need_valid`: training a
@@ -136,11 +154,9 @@ def survey(sources: list, split: Split, *, need_valid: bool = True) -> Split:
     The hash split stops reading once both sides hold a document (the first few dozen
     documents, on a real corpus); the tail needs every source's length.
     """
-    from gptjax.data.sources import SourceStats
-
     specs = ", ".join(s.spec for s in sources)
     if isinstance(split, TailSplit):
-        totals = [sum(map(len, s.documents(SourceStats()))) for s in sources]
+        totals = [sum(map(len, s.documents())) for s in sources]
         cuts = tuple(split.cut(total) for total in totals)
         valid, train = sum(totals) - sum(cuts), sum(cuts)
         if not train or (need_valid and not valid):
@@ -154,7 +170,7 @@ def survey(sources: list, split: Split, *, need_valid: bool = True) -> Split:
         return dataclasses.replace(split, train_chars=cuts)
     if isinstance(split, SourceSplit):
         for source in sources[split.first_valid :] if need_valid else []:
-            if next(iter(source.documents(SourceStats())), None) is None:
+            if next(iter(source.documents()), None) is None:
                 raise DataError(
                     f"--validation-source {source.spec} holds no text (only whitespace); name "
                     "a source with text"
@@ -163,7 +179,7 @@ def survey(sources: list, split: Split, *, need_valid: bool = True) -> Split:
     documents, found, wanted = 0, set(), {False, True} if need_valid else {False}
     for index, source in enumerate(sources):
         sides = split.sides(index)
-        for text in source.documents(SourceStats()):
+        for text in source.documents():
             documents += 1
             found.update(side for side, _ in sides(text))
             if found >= wanted:
