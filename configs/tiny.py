@@ -80,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.eval_every = 200  # steps between validation passes (and one at the end)
     train.eval_batches = 16  # validation batches per pass (0-padded at the end)
     train.eval_batch_size = 16  # rows per validation batch
+    # Also evaluate the model before the first step (the untrained loss, ~ln(vocab) nats/token,
+    # as nanoGPT prints at iter 0); a finetuning run (init_from) always does.
+    train.eval_at_start = False
     train.max_bad_steps = 5  # abort (exit 70) after this many consecutive non-finite steps
 
     config.optim = optim = ml_collections.ConfigDict()

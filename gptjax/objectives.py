@@ -10,11 +10,14 @@ place a phase name is interpreted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 from gptjax.dpo import make_dpo_objective
 from gptjax.errors import ConfigError
 from gptjax.steps import LossFn, lm_objective
+from gptjax.tokenizer import Tokenizer
+from gptjax.tokenizer.text_lengths import text_lengths
 
 PHASES = ("pretrain", "sft", "dpo")  # the recipe's order
 
@@ -38,6 +41,11 @@ class Objective:
         """The figures shown after "validation loss X" in the training log."""
         raise NotImplementedError
 
+    def for_tokenizer(self, tokenizer: Tokenizer) -> Objective:
+        """This objective with what it needs to know of the run's tokenizer (the text each id
+        spells, for bits per byte)."""
+        return self
+
     def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
         """The final held-out line `gptjax train` prints."""
         raise NotImplementedError
@@ -50,16 +58,30 @@ class NextTokenObjective(Objective):
     needs_reference: ClassVar[bool] = False
     trains_on_pairs: ClassVar[bool] = False
 
+    def for_tokenizer(self, tokenizer: Tokenizer) -> Objective:
+        # Chat rows hold the markers as structure; pretraining text only as typed text.
+        lengths = text_lengths(tokenizer, markers_are_text=not self.chat)
+        return dataclasses.replace(self, loss=functools.partial(lm_objective, lengths=lengths))
+
     def eval_details(self, evaluation: dict) -> str:
-        return f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
+        details = f"ppl {evaluation['perplexity']:.1f}, accuracy {evaluation['accuracy']:.3f}"
+        if "bits_per_byte" in evaluation:  # known once the objective has the tokenizer
+            details += (
+                f", {evaluation['bits_per_byte']:.3f} bits/byte, "
+                f"{evaluation['nats_per_char']:.3f} nats/char"
+            )
+        return details
 
     def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
         # The unigram entropy is what a model that ignores all context would reach: a loss
         # below it shows the model learned something from the context.
         valid = evaluation["loss"]
+        per_byte = ""
+        if "bits_per_byte" in evaluation:
+            per_byte = f" ({evaluation['bits_per_byte']:.3f} bits/byte)"
         return (
-            f"validation loss {valid:.3f} nats/token vs unigram entropy {unigram_entropy:.3f} "
-            f"({'below' if valid < unigram_entropy else 'NOT below'} it by "
+            f"validation loss {valid:.3f} nats/token{per_byte} vs unigram entropy "
+            f"{unigram_entropy:.3f} ({'below' if valid < unigram_entropy else 'NOT below'} it by "
             f"{unigram_entropy - valid:.3f})"
         )
 

@@ -10,6 +10,7 @@ resumed run draws the same masks as an uninterrupted one.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import flax.struct
@@ -21,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax.model import Transformer
 from gptjax.optim import make_optimizer
+from gptjax.tokenizer.text_lengths import TextLengths
 
 Batch = dict[str, jax.Array]
 
@@ -60,11 +62,53 @@ def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Arr
     return ce_sum, correct_sum, jnp.sum(weights_BL)
 
 
-def lm_objective(graphdef, params, batch: Batch, dropout_key, reference=None):
+# Sums of the text the scored targets spell; the loss is divided by them, not by the weight.
+TEXT_SUMS = ("bytes", "chars")
+
+
+def text_sums(batch: Batch, lengths: TextLengths) -> dict[str, jax.Array]:
+    """UTF-8 bytes and characters of the weighted targets (see gptjax.tokenizer.text_lengths).
+
+    A tokenizer that puts a space before every encoded text spelled one byte the document
+    does not hold: it comes off each document's first target (the one after `<s>`).
+    """
+    weights_BL = batch["weights"].astype(jnp.float32)
+    bytes_BL = jnp.asarray(lengths.bytes)[batch["targets"]].astype(jnp.float32)
+    chars_BL = jnp.asarray(lengths.chars)[batch["targets"]].astype(jnp.float32)
+    if lengths.prefix_bytes:
+        first_BL = (batch["inputs"] == lengths.bos_id) & (bytes_BL > 0)
+        bytes_BL = bytes_BL - lengths.prefix_bytes * first_BL
+        chars_BL = chars_BL - lengths.prefix_bytes * first_BL
+    return {"bytes": jnp.sum(bytes_BL * weights_BL), "chars": jnp.sum(chars_BL * weights_BL)}
+
+
+def average_sums(loss_sum, sums: dict, xp=jnp) -> dict:
+    """Metrics from an objective's sums (`xp`: jnp in a step, numpy on the host).
+
+    Per-token means divide by the weight; with text sums, the loss also per byte of the text
+    (in bits: comparable across tokenizers) and per character (in nats: what char-level
+    models such as nanoGPT's shakespeare_char report). NaN when no scored target spells text.
+    """
+    weight = xp.maximum(sums["weight"], 1.0)
+    out = {"loss": loss_sum / weight}
+    out |= {name: v / weight for name, v in sums.items() if name not in ("weight", *TEXT_SUMS)}
+    for name, key, unit in (("bits_per_byte", "bytes", math.log(2)), ("nats_per_char", "chars", 1)):
+        if key in sums:
+            spelled = sums[key]
+            safe = xp.where(spelled > 0, spelled, 1.0)
+            out[name] = xp.where(spelled > 0, loss_sum / (unit * safe), math.nan)
+    return out
+
+
+def lm_objective(
+    graphdef, params, batch: Batch, dropout_key, reference=None, lengths: TextLengths | None = None
+):
     """Next-token cross-entropy on the weighted targets: (ce_sum, sums).
 
     An objective returns the sum of its loss and a dict of sums that includes "weight", the
-    denominator (here trained tokens); every metric is a sum divided once by the total weight.
+    denominator (here trained tokens); every metric is a sum divided once by the total weight
+    (`average_sums`). With `lengths` (the tokenizer's bytes and characters per id, bound by
+    `gptjax.objectives`) the sums include the text the targets spell, for bits per byte.
     `reference` (another model's parameters) is unused here: DPO's objective needs it.
     """
     model = nnx.merge(graphdef, params)
@@ -75,7 +119,10 @@ def lm_objective(graphdef, params, batch: Batch, dropout_key, reference=None):
         dropout_key=dropout_key,
     )
     ce_sum, correct_sum, weight_sum = loss_terms(logits, batch["targets"], batch["weights"])
-    return ce_sum, {"weight": weight_sum, "accuracy": correct_sum}
+    sums = {"weight": weight_sum, "accuracy": correct_sum}
+    if lengths is not None:
+        sums |= text_sums(batch, lengths)
+    return ce_sum, sums
 
 
 # (graphdef, params, batch, dropout_key, reference) -> (loss_sum, sums), as lm_objective.
@@ -171,8 +218,7 @@ def make_train_step(
         # The optimizer's count (and so its schedule) only advances on applied updates.
         applied = state.step - state.skipped_steps
         metrics = {
-            "loss": loss,
-            **{name: value / denom for name, value in sums.items() if name != "weight"},
+            **average_sums(loss_sum, sums),
             "grad_norm": grad_norm,
             "lr": schedule(applied),
             "weight": sums["weight"],

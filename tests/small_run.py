@@ -1,4 +1,5 @@
-"""Command-line overrides shared by the tests that run `gptjax train` in a subprocess."""
+"""Command-line overrides shared by the tests that run `gptjax train` in a subprocess, and a
+reader of the TensorBoard scalars such a run writes."""
 
 # A 2-layer, 64-wide model on 64-token rows: compiles and trains in seconds on 2 cores.
 SMALL_MODEL = [
@@ -46,3 +47,18 @@ def subprocess_env(optimized: bool = False) -> dict[str, str]:
 
     flags = TWO_DEVICES if optimized else TWO_DEVICES + " --xla_backend_optimization_level=0"
     return os.environ | {"XLA_FLAGS": flags}
+
+
+def tensorboard_scalars(logdir) -> dict:
+    """{(tag, step): value} of every scalar in the event files under `logdir`."""
+    import tensorflow as tf
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+
+    scalars = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in summary_iterator(str(path)):
+            for value in event.summary.value:
+                # Without the scalar plugin's name TensorBoard would not list it as a scalar.
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return scalars

@@ -121,8 +121,16 @@ def test_sft_lowers_held_out_answer_loss_below_the_base_model(runs, tmp_path):
     for result_ in (base_result, sft_result):
         assert result_["generated"] == 16 and 0 <= result_["bleu"] <= 100
         assert 0 < result_["text_perplexity"] < 512
+        # bits/byte is the same loss over the bytes the scored tokens spell, counted exactly
+        loss_sum = result_["text_loss"] * result_["text_tokens"]
+        assert result_["text_bits_per_byte"] == pytest.approx(
+            loss_sum / (math.log(2) * result_["text_bytes"])
+        )
+        assert result_["text_nats_per_char"] == pytest.approx(loss_sum / result_["text_chars"])
+        assert 0 < result_["answer_bits_per_byte"] < result_["answer_loss"] / math.log(2)
     table = result.stdout
     assert "answer loss (nats/token)" in table and "BLEU" in table and "exact match" in table
+    assert "text loss (bits/byte)" in table and "answer loss (bits/byte)" in table
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ TRAIN = dict(
     eval_batches=1,
     eval_batch_size=8,
     max_bad_steps=5,
+    eval_at_start=False,
 )
 
 

@@ -1,12 +1,13 @@
 """`gptjax train` as a user runs it: the console script, metrics.jsonl, plot, samples, abort."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env, tensorboard_scalars
 
 from gptjax.errors import NonFiniteError
 from gptjax.metrics import read_metrics
@@ -34,18 +35,31 @@ def gptjax(*args, env=None):
 @pytest.mark.slow
 def test_short_training_run_writes_decreasing_metrics_and_samples(tmp_path):
     workdir = tmp_path / "run"
-    result = gptjax("train", "--config", "configs/tiny.py", "--workdir", str(workdir), *SHORT)
+    result = gptjax(
+        "train", "--config", "configs/tiny.py", "--workdir", str(workdir), *SHORT,
+        "--config.train.eval_at_start=true",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_metrics(workdir / "metrics.jsonl")
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval/loss" in r]
     assert [r["step"] for r in train] == list(range(5, 41, 5))
     assert train[-1]["loss"] < train[0]["loss"] - 1.0
-    assert [r["step"] for r in evals] == [20, 40]
+    assert [r["step"] for r in evals] == [0, 20, 40]  # step 0: train.eval_at_start
     assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
-    for key in ("lr", "grad_norm", "tokens_per_sec", "mfu", "accuracy", "perplexity"):
+    keys = ("lr", "grad_norm", "tokens_per_sec", "mfu", "accuracy", "perplexity")
+    for key in (*keys, "bits_per_byte", "nats_per_char"):
         assert all(key in r for r in train), key
-    assert (workdir / "tensorboard").is_dir()
+    for record in evals:
+        # The built-in corpus is mostly ASCII: about as many bytes as characters, several per
+        # BPE token, so both figures sit well below the loss per token.
+        assert 0 < record["eval/bits_per_byte"] < record["eval/loss"] / math.log(2)
+        assert 0 < record["eval/nats_per_char"] < record["eval/loss"]
+    scalars = tensorboard_scalars(workdir / "tensorboard")
+    assert scalars[("eval/bits_per_byte", 40)] == pytest.approx(evals[-1]["eval/bits_per_byte"])
+    assert scalars[("bits_per_byte", 40)] == pytest.approx(train[-1]["bits_per_byte"])
+    assert "step 0: validation loss" in result.stdout and "bits/byte" in result.stdout
+    assert "validation set: " in result.stdout and "built-in corpus" in result.stdout
     assert (workdir / "tokenizer" / "tokenizer.model").is_file()
     assert "validation loss" in result.stdout and "unigram entropy" in result.stdout
     assert result.stdout.count("\n---\n") >= 2  # the configured prompts were sampled

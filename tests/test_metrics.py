@@ -6,6 +6,7 @@ import math
 import time
 
 import pytest
+from small_run import tensorboard_scalars
 
 from gptjax.cli.runs import plot_run
 from gptjax.errors import DataError
@@ -20,20 +21,6 @@ def _write_run(workdir, steps=5, with_eval=True):
             writer.write(step, {"loss": 4.0 / step, "lr": 1e-3 * step, "tokens_per_sec": 600.0})
             if with_eval and step % 2 == 0:
                 writer.write(step, {"loss": 5.0 / step}, prefix="eval/")
-
-
-def _tensorboard_scalars(logdir):
-    import tensorflow as tf
-    from tensorflow.python.summary.summary_iterator import summary_iterator
-
-    scalars = {}
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-        for event in summary_iterator(str(path)):
-            for value in event.summary.value:
-                # Without the scalar plugin's name TensorBoard would not list it as a scalar.
-                assert value.metadata.plugin_data.plugin_name == "scalars"
-                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
-    return scalars
 
 
 def test_jsonl_round_trips_with_prefixes(tmp_path):
@@ -82,7 +69,7 @@ def test_disabled_writer_creates_nothing(tmp_path):
 
 def test_tensorboard_event_file_holds_the_scalars(tmp_path):
     _write_run(tmp_path, steps=2)
-    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
     assert scalars[("loss", 2)] == pytest.approx(2.0)
     assert scalars[("eval/loss", 2)] == pytest.approx(2.5)
     assert scalars[("lr", 1)] == pytest.approx(1e-3)

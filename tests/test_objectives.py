@@ -59,6 +59,21 @@ def test_an_unknown_phase_is_refused_by_name(phase):
         objective_for(phase, DPO)
 
 
+@pytest.mark.parametrize("phase, marker_bytes", [("pretrain", 7), ("sft", 0)])
+def test_the_tokenizer_binds_what_its_ids_spell(phase, marker_bytes, tmp_path):
+    """Pretraining text holds a chat marker only as typed text; SFT rows hold it as structure."""
+    from test_text_lengths import char_tokenizer
+
+    from gptjax.data.corpus import builtin_documents
+
+    tok = char_tokenizer(builtin_documents()[:50], tmp_path)
+    objective = objective_for(phase).for_tokenizer(tok)
+    assert objective.loss.func is lm_objective
+    lengths = objective.loss.keywords["lengths"]
+    assert lengths.bytes[tok.token_id("<|end|>")] == marker_bytes
+    assert objective_for("dpo", DPO).for_tokenizer(tok).loss is not None  # DPO keeps its own
+
+
 def test_next_token_lines():
     objective = objective_for("sft")
     evaluation = {"loss": 2.0, "perplexity": 7.389, "accuracy": 0.41234}
@@ -68,6 +83,14 @@ def test_next_token_lines():
     )
     assert objective.summary_line(evaluation, 1.5) == (
         "validation loss 2.000 nats/token vs unigram entropy 1.500 (NOT below it by -0.500)"
+    )
+    evaluation |= {"bits_per_byte": 0.7213, "nats_per_char": 1.25}
+    assert objective.eval_details(evaluation) == (
+        "ppl 7.4, accuracy 0.412, 0.721 bits/byte, 1.250 nats/char"
+    )
+    assert objective.summary_line(evaluation, 2.5) == (
+        "validation loss 2.000 nats/token (0.721 bits/byte) vs unigram entropy 2.500 "
+        "(below it by 0.500)"
     )
 
 

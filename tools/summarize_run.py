@@ -35,6 +35,8 @@ def summarize(workdir: str, skip_first: int = 1) -> dict:
         "compile_sec": compiles[-1] if compiles else None,
         "final_train_loss": train[-1]["loss"],
         "final_eval_loss": evals[-1]["eval/loss"] if evals else None,
+        # Runs from before the loss was also counted per byte have none.
+        "final_eval_bits_per_byte": evals[-1].get("eval/bits_per_byte") if evals else None,
         "final_step": train[-1]["step"],
     }
 

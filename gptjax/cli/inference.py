@@ -244,9 +244,12 @@ def _heldout_conversations(specs: list[str], fraction: float, split: bool) -> li
 
 _TABLE_ROWS = (
     ("text loss (nats/token)", "text_loss", ".3f"),
+    ("text loss (bits/byte)", "text_bits_per_byte", ".4f"),
+    ("text loss (nats/char)", "text_nats_per_char", ".4f"),
     ("text perplexity", "text_perplexity", ".2f"),
     ("text token accuracy", "text_accuracy", ".3f"),
     ("answer loss (nats/token)", "answer_loss", ".3f"),
+    ("answer loss (bits/byte)", "answer_bits_per_byte", ".4f"),
     ("answer token accuracy", "answer_accuracy", ".3f"),
     ("BLEU (greedy answers)", "bleu", ".2f"),
     ("exact match", "exact_match", ".3f"),
@@ -306,7 +309,11 @@ def _evaluate(args) -> None:
         names.append(f"{loaded.workdir.name} ({loaded.phase} {loaded.step})")
         results.append(result)
     if documents:
-        print(f"held-out text: {len(documents)} documents ({', '.join(text_specs)})")
+        first = results[0]
+        print(
+            f"held-out text: {len(documents)} documents ({', '.join(text_specs)}); scored "
+            f"{first['text_tokens']:,} tokens spelling {first['text_bytes']:,} bytes"
+        )
     if conversations:
         first = results[0]
         print(

@@ -90,10 +90,12 @@ class TrainConfig:
     eval_batches: int
     eval_batch_size: int
     max_bad_steps: int
+    eval_at_start: bool  # also evaluate before the first step (always when init_from is set)
 
     def __post_init__(self):
         check_types(self, "train")
-        _positive(self, "train", tuple(f.name for f in dataclasses.fields(self)))
+        counts = tuple(f.name for f in dataclasses.fields(self) if f.name != "eval_at_start")
+        _positive(self, "train", counts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,8 @@ class RunData:
     manifest: dict | None = None  # the prepared directory's manifest (source="prepared")
     # its shards, opened but not yet hashed: `gptjax.data.shard_verify.verify_once` does that
     prepared: Prepared | None = None
+    # Which held-out set valid_rows are, in words, for the log ("the valid split of data/x ...")
+    valid_source: str = ""
 
 
 def _tokenizer(data_config, train_docs: list[str], workdir: epath.Path, log) -> Tokenizer:
@@ -128,6 +130,8 @@ def _builtin(data_config, model_vocab_size: int, workdir: epath.Path, log) -> Ru
         _token_rows(data_config, train_stream, tokenizer),
         _token_rows(data_config, valid_stream, tokenizer),
         unigram_entropy(valid_stream),
+        valid_source=f"{len(valid_docs):,} documents of the built-in corpus chosen by a hash "
+        f"of their text (data.validation_fraction={data_config.validation_fraction})",
     )
 
 
@@ -147,7 +151,31 @@ def _prepared(data_config, model_vocab_size: int, workdir: epath.Path, log) -> R
         entropy,
         prepared.manifest,
         prepared,
+        valid_source=_prepared_valid_source(data_config.prepared_dir, prepared.manifest),
     )
+
+
+_SPLIT_WORDS = {
+    "hash": lambda v: f"documents chosen by a hash of their text, fraction {v['fraction']}",
+    "tail": lambda v: f"the last {v['fraction']} of each source's text",
+    "source": lambda v: f"the text of {', '.join(v['sources'])}",
+}
+
+
+def _prepared_valid_source(prepared_dir: str, manifest: dict) -> str:
+    """The prepared valid split in words: `gptjax prepare` chose it (a hash split, the tail
+    of the text, separate sources) and training reads nothing else."""
+    valid = manifest["splits"]["valid"]
+    counts = f"{valid['documents']:,} documents, {valid['tokens']:,} tokens"
+    if "text_bytes" in valid:
+        counts += f", {valid['text_bytes']:,} bytes of text"
+    # Directories prepared before the split was recorded hold only the hash fraction.
+    validation = manifest.get("validation") or {
+        "method": "hash",
+        "fraction": manifest.get("validation_fraction"),
+    }
+    words = _SPLIT_WORDS.get(validation["method"], lambda v: str(v))(validation)
+    return f"the valid split of {prepared_dir}: {words} ({counts})"
 
 
 def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
@@ -171,7 +199,14 @@ def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log)
     log(f"sft held-out: {packed_valid.describe()}")
     answers = packed_valid.targets[packed_valid.weights > 0]
     entropy = unigram_entropy_from_counts(np.bincount(answers, minlength=tokenizer.vocab_size))
-    return RunData(tokenizer, packed_train, packed_valid, entropy)
+    return RunData(
+        tokenizer,
+        packed_train,
+        packed_valid,
+        entropy,
+        valid_source=f"{len(valid):,} held-out conversations chosen by a hash of their first "
+        f"user message (data.validation_fraction={data_config.validation_fraction})",
+    )
 
 
 def _split_specs(text: str) -> tuple[bool, list[str]]:
@@ -196,4 +231,11 @@ def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -
     packed_valid = pack_preferences(valid, tokenizer, data_config.seq_len)
     log(f"dpo train: {packed_train.describe()}")
     log(f"dpo held-out: {packed_valid.describe()}")
-    return RunData(tokenizer, packed_train, packed_valid, float("nan"))
+    return RunData(
+        tokenizer,
+        packed_train,
+        packed_valid,
+        float("nan"),
+        valid_source=f"{len(valid):,} held-out preference pairs chosen by a hash "
+        f"(data.validation_fraction={data_config.validation_fraction})",
+    )

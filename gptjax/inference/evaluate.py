@@ -8,6 +8,7 @@ reference with corpus BLEU (sacrebleu-compatible) and exact match.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -21,7 +22,8 @@ from gptjax.generate import generate
 from gptjax.inference.bleu import corpus_bleu, exact_match
 from gptjax.inference.load import LoadedModel
 from gptjax.metrics import ProgressBar
-from gptjax.steps import make_eval_step
+from gptjax.steps import TEXT_SUMS, average_sums, lm_objective, make_eval_step
+from gptjax.tokenizer.text_lengths import text_lengths
 
 
 def _check_batch(loaded: LoadedModel, batch_size: int) -> None:
@@ -33,22 +35,30 @@ def _check_batch(loaded: LoadedModel, batch_size: int) -> None:
         )
 
 
-def teacher_forced(loaded: LoadedModel, batches: Sequence[dict]) -> dict[str, float]:
-    """Loss, perplexity and accuracy over fixed-shape batches (weights pick the scored tokens)."""
-    step = jax.jit(make_eval_step(loaded.graphdef))
-    totals = np.zeros(3)
+def teacher_forced(
+    loaded: LoadedModel, batches: Sequence[dict], *, markers_are_text: bool
+) -> dict[str, float]:
+    """Loss (nats/token, bits/byte, nats/char), perplexity and accuracy over fixed-shape
+    batches (weights pick the scored tokens), and how many tokens, bytes and characters
+    were scored. `markers_are_text`: plain text, not chat-template rows
+    (gptjax.tokenizer.text_lengths)."""
+    lengths = text_lengths(loaded.tokenizer, markers_are_text=markers_are_text)
+    objective = functools.partial(lm_objective, lengths=lengths)
+    step = jax.jit(make_eval_step(loaded.graphdef, objective))
+    totals: dict[str, float] = {}
     with loaded.activated():
         for batch in batches:
             out = step(loaded.params, sharding.global_batch_from_local(batch, loaded.mesh))
-            totals += [float(out["loss"]), float(out["accuracy"]), float(out["weight"])]
-    if totals[2] == 0:
+            for name, value in out.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+    if totals["weight"] == 0:
         raise DataError("nothing to evaluate: the held-out set has no scored tokens")
-    loss = totals[0] / totals[2]
-    return {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-        "accuracy": totals[1] / totals[2],
-        "tokens": int(totals[2]),
+    loss_sum = totals.pop("loss")
+    result = {name: float(value) for name, value in average_sums(loss_sum, totals, np).items()}
+    return result | {
+        "perplexity": math.exp(min(result["loss"], 50.0)),
+        "tokens": int(totals["weight"]),
+        **{name: int(totals[name]) for name in TEXT_SUMS},
     }
 
 
@@ -75,7 +85,7 @@ def text_metrics(
         encode_documents(documents, tok), seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id
     )
     batches = eval_batches(rows, batch_size=batch_size, max_batches=max_batches)
-    return teacher_forced(loaded, batches)
+    return teacher_forced(loaded, batches, markers_are_text=True)
 
 
 def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
@@ -158,7 +168,9 @@ def conversation_metrics(
     _check_batch(loaded, batch_size)
     packed = pack_conversations(conversations, loaded.tokenizer, loaded.model_config.max_seq_len)
     forced = teacher_forced(
-        loaded, eval_batches(packed, batch_size=batch_size, max_batches=max_batches)
+        loaded,
+        eval_batches(packed, batch_size=batch_size, max_batches=max_batches),
+        markers_are_text=False,
     )
     generated = generation_metrics(
         loaded,
@@ -169,6 +181,7 @@ def conversation_metrics(
     )
     return {
         "answer_loss": forced["loss"],
+        "answer_bits_per_byte": forced["bits_per_byte"],
         "answer_accuracy": forced["accuracy"],
         "answer_tokens": forced["tokens"],
         "packing": packed.describe(),

@@ -55,6 +55,11 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
 
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each id stands for in encoded text, by id; b"" for pad, bos, eos
+        and unk (see `gptjax.tokenizer.text_lengths`, which counts bits per byte with it)."""
+        raise NotImplementedError
+
     def metadata(self, model_type: str | None) -> dict:
         """What tokenizer.json records beside the model bytes (vocab size, sha256, special ids)."""
         raise NotImplementedError

@@ -19,6 +19,7 @@ import sentencepiece as spm
 
 from gptjax.errors import DataError
 from gptjax.tokenizer.base import CHAT_TOKENS, Tokenizer
+from gptjax.tokenizer.sentencepiece_model import sentencepiece_token_bytes
 
 FORMAT = "gptjax-hf-tokenizer/1"
 HF_JSON, HF_SPM = "tokenizer.json", "tokenizer.model"
@@ -83,6 +84,26 @@ class TokenizersBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tk.decode(ids, skip_special_tokens=False)
 
+    def token_bytes(self) -> list[bytes]:
+        """Byte-level BPE spells each byte as one character of GPT-2's alphabet; other models
+        (Llama's tokenizer.json) use `▁` for a space and `<0xNN>` byte-fallback pieces. An
+        added token is its own text."""
+        to_byte = {c: b for b, c in _byte_level_alphabet().items()}
+        added = {i: token.content for i, token in self.tk.get_added_tokens_decoder().items()}
+        out = []
+        for i in range(self.size):
+            piece = self.tk.id_to_token(i) or ""
+            match = _BYTE_PIECE.match(piece)
+            if i in added:
+                out.append(added[i].encode("utf-8"))
+            elif self.byte_level:
+                out.append(bytes(to_byte[c] for c in piece))
+            elif match:
+                out.append(bytes([int(match.group(1), 16)]))
+            else:
+                out.append(piece.replace("\u2581", " ").encode("utf-8"))
+        return out
+
     def with_tokens(self, pieces: Sequence[str]) -> TokenizersBackend:
         from tokenizers import AddedToken
 
@@ -115,6 +136,9 @@ class SentencePieceBackend:
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode(ids)
+
+    def token_bytes(self) -> list[bytes]:
+        return sentencepiece_token_bytes(self.sp)
 
 
 class HFTokenizer(Tokenizer):
@@ -232,6 +256,14 @@ class HFTokenizer(Tokenizer):
             else:
                 run.append(i)
         return "".join(out) + self.backend.decode(run)
+
+    def token_bytes(self) -> list[bytes]:
+        appended = sorted(self.added.items(), key=lambda item: item[1])
+        out = self.backend.token_bytes() + [piece.encode("utf-8") for piece, _ in appended]
+        for special in (self.pad_id, self.bos_id, self.eos_id, self.unk_id):
+            if special is not None and 0 <= special < len(out):
+                out[special] = b""  # document boundaries and padding spell no text
+        return out
 
     def hf_files(self) -> dict[str, bytes]:
         """The backend's file and the Hugging Face config files it was imported with."""

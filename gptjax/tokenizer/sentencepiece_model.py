@@ -175,6 +175,21 @@ def _check_char_vocab(
         )
 
 
+def sentencepiece_token_bytes(sp: spm.SentencePieceProcessor) -> list[bytes]:
+    """Bytes of each piece in text: `▁` is one space, `<0xNN>` that byte, control and unknown
+    pieces nothing (decode drops the former and shows the latter as " ⁇ ")."""
+    out = []
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            out.append(b"")
+        elif sp.is_byte(i):
+            out.append(bytes([int(piece[3:5], 16)]))
+        else:
+            out.append(piece.replace(_SPACE_PIECE, " ").encode("utf-8"))
+    return out
+
+
 class SentencePieceTokenizer(Tokenizer):
     """A loaded sentencepiece model plus the bytes it came from (for fingerprints)."""
 
@@ -261,3 +276,6 @@ class SentencePieceTokenizer(Tokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; pad/bos/eos decode to nothing."""
         return self._sp.decode([int(i) for i in ids])
+
+    def token_bytes(self) -> list[bytes]:
+        return sentencepiece_token_bytes(self._sp)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
 
 import jax
+import numpy as np
 from etils import epath
 from flax.core import spmd as flax_spmd
 
@@ -30,6 +30,7 @@ from gptjax.objectives import Objective, objective_for
 from gptjax.paths import PathLike, as_path
 from gptjax.steps import (
     TrainState,
+    average_sums,
     jit_eval_step,
     jit_train_step,
     make_eval_step,
@@ -116,6 +117,8 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         )
     data_hash = _data_hash(data)
     multihost.check_same_data(data.tokenizer.sha256, data_hash)
+    objective = objective.for_tokenizer(data.tokenizer)
+    _log_validation_set(config, data, log)
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
@@ -182,6 +185,17 @@ def _data_hash(data: RunData) -> str:
     return data.train_rows.sha256()
 
 
+def _log_validation_set(config, data: RunData, log) -> None:
+    """Which held-out set the run evaluates on, and how much of it each evaluation reads."""
+    rows = data.valid_rows.num_rows
+    per_eval = min(rows, config.train.eval_batches * config.train.eval_batch_size)
+    log(
+        f"validation set: {data.valid_source}; each evaluation scores {per_eval:,} of its "
+        f"{rows:,} rows of {config.data.seq_len} tokens"
+        + ("" if per_eval == rows else " (train.eval_batches x train.eval_batch_size)")
+    )
+
+
 def _process_rows(batch: dict, rows: int) -> dict:
     """This process's contiguous slice of a global (eval) batch."""
     start = jax.process_index() * rows
@@ -200,7 +214,7 @@ def _eval_batches(config, data: RunData) -> list[dict]:
 
 def evaluate(run: Run) -> dict[str, float]:
     """The objective's mean loss and metrics over the held-out batches (plus perplexity for
-    next-token objectives)."""
+    next-token objectives; bits per byte and nats per character where the loss is on text)."""
     cfg = run.config
     rows = cfg.train.eval_batch_size // jax.process_count()
     totals: dict[str, float] = {}
@@ -210,10 +224,10 @@ def evaluate(run: Run) -> dict[str, float]:
             out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.reference))
             for name, value in out.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
-    weight = totals.pop("weight")
-    result = {name: value / weight for name, value in totals.items()}
+    loss_sum = totals.pop("loss")
+    result = {name: float(value) for name, value in average_sums(loss_sum, totals, np).items()}
     if run.objective.has_perplexity:
-        result["perplexity"] = math.exp(min(result["loss"], 50.0))
+        result["perplexity"] = float(np.exp(min(result["loss"], 50.0)))
     return result
 
 
@@ -347,7 +361,8 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
     saves = SaveSchedule(cfg.checkpoint, cfg.train.steps, int(run.state.step))
-    if int(run.state.step) == 0 and cfg.init_from:  # the starting model's figures, for contrast
+    # The starting model's figures, for contrast: always when finetuning, else if asked.
+    if int(run.state.step) == 0 and (cfg.init_from or cfg.train.eval_at_start):
         _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
     for step in range(int(run.state.step), cfg.train.steps):
