@@ -142,12 +142,23 @@ def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
+def chain_text(error: BaseException) -> str:
+    """The messages of `error` and its causes: TensorStore's status word (NOT_FOUND, ...) is
+    often on a cause, under a generic "Encountered error while reading array index"."""
+    texts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return " | ".join(texts)
+
+
 def damage_text(error: BaseException) -> str:
     """What a failed read of checkpoint data means, without TensorStore's specs and paths."""
-    text = str(error)
+    text = chain_text(error)
     for status, words in _STATUS_WORDS.items():
         if status in text:
             return words
-    if isinstance(error, FileNotFoundError):
-        return "a file is missing"
+    if isinstance(error, FileNotFoundError) or "was not found in the checkpoint" in text:
+        return "the item or one of its files is missing"
     return "its files cannot be read (" + error_text(error)[:160] + ")"

@@ -282,13 +282,11 @@ class Checkpointer:
 
     def _array_index(self, step: int) -> dict:
         """{item: Orbax's metadata tree of it}; an item whose index cannot be read is absent."""
-        found = {}
-        for item in ARRAY_ITEMS:
-            try:
-                found[item] = self.manager.item_metadata(step)[item]
-            except Exception:  # noqa: BLE001 -- any failure to read the index is damage here
-                return found
-        return found
+        try:
+            index = self.manager.item_metadata(step)
+        except Exception:  # noqa: BLE001 -- any failure to read the index is damage here
+            return {}
+        return {item: index.get(item) for item in ARRAY_ITEMS if item in index}
 
     def restore(self, step: int, target: TrainState) -> TrainState:
         """The full state at `step`, placed like `target` (arrays or abstract, with shardings)."""
@@ -363,8 +361,11 @@ class Checkpointer:
         if step not in self.manager.all_steps():
             raise CheckpointError(f"no committed checkpoint {step} in {self.directory}")
         self.verify_items(step)
-        metadata = self.manager.item_metadata(step)
-        return {"params": metadata["params"], "trainer": metadata["trainer"]}
+        found = self._array_index(step)
+        for item in ARRAY_ITEMS:
+            if found.get(item) is None:  # an old checkpoint's damage: no recorded leaves
+                self._damaged(step, f"the {item} item is missing or its index is unreadable")
+        return found
 
     def info(self, step: int) -> CheckpointInfo:
         path = self.directory / str(step)
@@ -374,7 +375,7 @@ class Checkpointer:
 
 def _is_tree_mismatch(error: BaseException) -> bool:
     """Orbax's complaint that the target tree differs from the saved one (not damage)."""
-    text = str(error)
+    text = integrity.chain_text(error)
     damaged = any(word in text for word in ("DATA_LOSS", "checksum", "truncated", "NOT_FOUND"))
     return isinstance(error, ValueError | KeyError | TypeError) and not damaged
 

@@ -7,11 +7,11 @@ Errors meant for people (`GptjaxError`) print one line and exit with their code 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from gptjax.cli import data, hf, inference, runs, train
+from gptjax.cli.quiet import quiet_library_noise
 from gptjax.errors import ConfigError, GptjaxError
 
 # Every verb family registers its subcommands, and binds each to its body, in add_parsers.
@@ -52,27 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _OrbaxLogFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL or _ORBAX_PATH not in record.pathname
-
-
-_ORBAX_PATH = f"{os.sep}orbax{os.sep}"
-
-
-def quiet_orbax_logging() -> None:
-    """Orbax logs each failure of its threads with a traceback (dozens for one full disk) and
-    warns about read-only managers; on the command line every such failure reaches the user
-    as gptjax's one CheckpointError line instead."""
-    absl_logger = logging.getLogger("absl")  # where absl.logging (Orbax's logger) writes
-    if not any(isinstance(f, _OrbaxLogFilter) for f in absl_logger.filters):
-        absl_logger.addFilter(_OrbaxLogFilter())
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quiet_orbax_logging()
+    quiet_library_noise()
     try:
         rest, overrides = split_overrides(argv)
         args = _parser().parse_args(rest)
