@@ -282,11 +282,15 @@ class Checkpointer:
 
     def _array_index(self, step: int) -> dict:
         """{item: Orbax's metadata tree of it}; an item whose index cannot be read is absent."""
-        try:
-            index = self.manager.item_metadata(step)
-        except Exception:  # noqa: BLE001 -- any failure to read the index is damage here
-            return {}
-        return {item: index.get(item) for item in ARRAY_ITEMS if item in index}
+        found = {}
+        for item in ARRAY_ITEMS:  # one at a time, so damage is put down to the right item
+            try:
+                found[item] = ocp.StandardCheckpointHandler().metadata(
+                    self.directory / str(step) / item
+                )
+            except Exception:  # noqa: BLE001, S112 -- any failure to read the index is damage
+                continue
+        return found
 
     def restore(self, step: int, target: TrainState) -> TrainState:
         """The full state at `step`, placed like `target` (arrays or abstract, with shardings)."""
