@@ -169,8 +169,11 @@ class Checkpointer:
         self.wait(stopped_at=at_step)
 
     def wait(self, stopped_at: int | None = None) -> None:
-        """Blocks until every pending save has committed; a failed save raises CheckpointError."""
+        """Blocks until every pending save has committed; a failed save raises CheckpointError
+        (once: Orbax would raise its error again at every later wait)."""
         step, self._pending = self._pending, None
+        if step is None:
+            return
         try:
             self.manager.wait_until_finished()
         except Exception as error:  # Orbax re-raises the background thread's error, any type
@@ -179,9 +182,9 @@ class Checkpointer:
                 message += f"; the run stopped at step {stopped_at}"
             raise CheckpointError(message) from None
 
-    def _save_failed(self, step: int | None, error: BaseException) -> str:
-        name = f"checkpoint {step}" if step is not None else "a checkpoint"
-        committed = [s for s in self.steps() if step is None or s < step]
+    def _save_failed(self, step: int, error: BaseException) -> str:
+        name = f"checkpoint {step}"
+        committed = [s for s in self.steps() if s < step]
         kept = f"checkpoint {committed[-1]} is intact" if committed else "no earlier checkpoint"
         return f"saving {name} in {self.directory} failed: {integrity.error_text(error)}; {kept}"
 
