@@ -174,7 +174,7 @@ def test_a_full_disk_during_a_save_exits_74_naming_that_save_and_keeps_the_previ
     assert "disk is full or a file size limit was reached" in errors[0]
     assert len(errors[0]) < 400
     stopped = int(errors[0].split("the run stopped at step ")[1].split()[0].rstrip(";"))
-    assert 12 < stopped < 16  # before the next save was due, not at it
+    assert 12 <= stopped < 16  # at once (the failure can come back within step 12), not at 16
     again = run(workdir, steps=16)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from step 8" in again.stdout

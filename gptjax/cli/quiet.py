@@ -2,8 +2,9 @@
 
 Orbax and TensorStore report a failure from their background threads themselves, before
 and after the exception reaches gptjax: each failed array write of a full disk logs a
-traceback, and the reads a failed restore abandoned still complete afterwards and print a
-traceback each (often after gptjax's error line, at exit). Every such
+traceback, its sibling writes' unretrieved exceptions are logged by asyncio, and the reads
+a failed restore abandoned still complete afterwards and print a traceback each (often after
+gptjax's error line, at exit). Every such
 failure reaches the user as the CheckpointError line (exit 74), so these copies are dropped.
 Only for the CLI: a notebook importing gptjax keeps the libraries' logging as it is.
 """
@@ -22,6 +23,14 @@ class _OrbaxLogFilter(logging.Filter):
         return record.levelno >= logging.CRITICAL or _ORBAX_PATH not in record.pathname
 
 
+class _OrbaxTaskFilter(logging.Filter):
+    """asyncio's "Task exception was never retrieved" for Orbax's write tasks: the sibling
+    writes of one that failed first (a full disk), whose error gptjax reports once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _ORBAX_PATH not in record.getMessage()
+
+
 def _drop_abandoned_reads(unraisable) -> None:
     """A failed restore abandons its other reads: TensorStore completes them by calling into
     the restore's closed asyncio loop, and Orbax's read coroutines are collected with their
@@ -38,4 +47,7 @@ def quiet_library_noise() -> None:
     absl_logger = logging.getLogger("absl")  # where absl.logging (Orbax's logger) writes
     if not any(isinstance(f, _OrbaxLogFilter) for f in absl_logger.filters):
         absl_logger.addFilter(_OrbaxLogFilter())
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrbaxTaskFilter) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_OrbaxTaskFilter())
     sys.unraisablehook = _drop_abandoned_reads
