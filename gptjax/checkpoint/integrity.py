@@ -124,8 +124,8 @@ _STATUS_WORDS = {
     "NOT_FOUND": "a file is missing",
     "DATA_LOSS": "a file is truncated or corrupt",
     "OUT_OF_RANGE": "a file is truncated",
-    "FAILED_PRECONDITION": "a file is corrupt",
-    "INVALID_ARGUMENT": "a file is corrupt",
+    "FAILED_PRECONDITION": "a file is missing or corrupt",
+    "INVALID_ARGUMENT": "a file is missing or corrupt",
     "PERMISSION_DENIED": "a file cannot be read (permission denied)",
 }
 
