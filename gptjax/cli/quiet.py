@@ -24,11 +24,12 @@ class _OrbaxLogFilter(logging.Filter):
 
 
 class _OrbaxTaskFilter(logging.Filter):
-    """asyncio's "Task exception was never retrieved" for Orbax's write tasks: the sibling
-    writes of one that failed first (a full disk), whose error gptjax reports once."""
+    """asyncio's "... exception was never retrieved" for Orbax's tasks and gathers: the
+    sibling writes or reads of one that failed first, whose error gptjax reports once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return _ORBAX_PATH not in record.getMessage()
+        message = record.getMessage()
+        return _ORBAX_PATH not in message and "TensorStore" not in message
 
 
 def _drop_abandoned_reads(unraisable) -> None:
