@@ -11,6 +11,7 @@ import os
 import sys
 
 from gptjax.cli import data, hf, inference, runs, train
+from gptjax.cli.quiet import quiet_library_noise
 from gptjax.errors import ConfigError, GptjaxError
 
 # Every verb family registers its subcommands, and binds each to its body, in add_parsers.
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_library_noise()
     try:
         rest, overrides = split_overrides(argv)
         args = _parser().parse_args(rest)

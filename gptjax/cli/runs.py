@@ -62,29 +62,46 @@ def _summary(metadata: dict) -> str:
 
 
 def list_checkpoints(workdir: PathLike) -> list[str]:
-    from gptjax.checkpoint import Checkpointer, checkpoint_dir
+    """One line per committed checkpoint: step, size, phase, model and mesh summary.
 
-    """One line per committed checkpoint: step, size, phase, model and mesh summary."""
+    Each checkpoint's metadata, tokenizer and array indexes are verified (no array data is
+    read); a damaged one is listed as such, then CheckpointError names it (exit 74).
+    """
+    from gptjax.checkpoint import STEP_FLAG, Checkpointer, checkpoint_dir
+
     if not checkpoint_dir(workdir).is_dir():
         raise CheckpointError(f"{workdir} has no {checkpoint_dir(workdir).name}/ directory")
-    with Checkpointer(workdir, read_only=True) as checkpointer:
+    lines, damaged = [], []
+    with Checkpointer(workdir, read_only=True, recovery_flag=STEP_FLAG) as checkpointer:
         steps = checkpointer.steps()
         if not steps:
             raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
-        infos = [checkpointer.info(step) for step in steps]
-    return [
-        f"step {info.step:>8} · {_size(info.size_bytes):>9} · {_summary(info.metadata)}"
-        for info in infos
-    ]
+        for step in steps:
+            try:
+                checkpointer.verify_items(step)
+                info = checkpointer.info(step)
+            except CheckpointError as error:
+                damaged.append(error)
+                lines.append(f"step {step:>8} · DAMAGED")
+                continue
+            lines.append(
+                f"step {info.step:>8} · {_size(info.size_bytes):>9} · {_summary(info.metadata)}"
+            )
+    if damaged:
+        print("\n".join(lines))
+        raise damaged[-1]
+    return lines
 
 
 def checkpoint_tree(workdir: PathLike, step: int | None) -> list[str]:
+    """Every array of a checkpoint (the latest if step is None): path, shape, dtype, sharding.
+
+    Its items are verified first, like every load (no array data is read)."""
     import jax
 
-    from gptjax.checkpoint import Checkpointer, checkpoint_dir
+    from gptjax.checkpoint import STEP_FLAG, Checkpointer, checkpoint_dir
 
-    """Every array of a checkpoint (the latest if step is None): path, shape, dtype, sharding."""
-    with Checkpointer(workdir, read_only=True) as checkpointer:
+    with Checkpointer(workdir, read_only=True, recovery_flag=STEP_FLAG) as checkpointer:
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")

@@ -18,7 +18,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
-from gptjax.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_dir
+from gptjax.checkpoint import CHECKPOINT_DIR, STEP_FLAG, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
@@ -94,7 +94,7 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
     if not checkpoint_dir(workdir).is_dir():
         raise CheckpointError(f"{workdir} has no {CHECKPOINT_DIR}/ directory: train a model there")
     step = named_step if step is None else step
-    with Checkpointer(workdir, read_only=True) as checkpointer:
+    with Checkpointer(workdir, read_only=True, recovery_flag=STEP_FLAG) as checkpointer:
         steps = checkpointer.steps()
         if not steps:
             raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")

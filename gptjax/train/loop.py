@@ -128,6 +128,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(create, mesh, rules)
         state = resume.restore_start(start, target, create, shardings, model_config, log)
+        resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
         if objective.needs_reference:
             metadata["reference"] = point = reference_point(start, checkpointer)
             reference = (restore_reference(point, target.params, log),)
@@ -374,6 +375,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
         due = saves.due(done)  # every step, every process: it may share process 0's plan
         if preempted or due:  # before the next step donates this state's buffers
             _save(run, state, saves, step_log, force=preempted)
+        run.checkpointer.check(done)  # a failed save stops the run now, not at the next save
         wait_start = time.perf_counter()
         if not (last or preempted):  # fetch the next batch while the device works
             next_local = next(batches)

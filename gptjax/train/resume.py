@@ -13,8 +13,15 @@ import json
 import jax
 from etils import epath
 
-from gptjax.checkpoint import Checkpointer, check_architecture, package_versions, resolve_init_from
-from gptjax.errors import DataError
+from gptjax.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpointer,
+    check_architecture,
+    package_versions,
+    resolve_init_from,
+)
+from gptjax.checkpoint.manager import RESUME_FLAG
+from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import MODEL_FILE, Tokenizer, tokenizer_from_bytes
 from gptjax.train import multihost
 
@@ -34,9 +41,14 @@ class StartPoint:
 
 
 def find_start(config, workdir: epath.Path, checkpointer: Checkpointer) -> StartPoint:
-    steps = checkpointer.steps()
+    steps, wanted = checkpointer.steps(), config.checkpoint.resume_step
+    if wanted != -1 and wanted not in steps:  # never a silent fresh start or another step
+        held = f"committed: {steps}" if steps else "it holds no committed checkpoint"
+        raise ConfigError(
+            f"checkpoint.resume_step={wanted}: no committed checkpoint {wanted} in "
+            f"{checkpointer.directory}; {held}"
+        )
     if steps:
-        wanted = config.checkpoint.resume_step
         return StartPoint("resume", steps[-1] if wanted == -1 else wanted, workdir)
     if config.init_from:
         source, step = resolve_init_from(config.init_from)
@@ -61,7 +73,7 @@ def install_start_tokenizer(start: StartPoint, workdir: epath.Path) -> None:
     present = (workdir / "tokenizer" / MODEL_FILE).is_file()
     if multihost.primary_value(present):
         return
-    with Checkpointer(start.source, read_only=True) as checkpointer:
+    with _reader(start) as checkpointer:
         model = checkpointer.tokenizer_bytes(start.step)
     tokenizer = tokenizer_from_bytes(model, name=f"{start.source} step {start.step}")
     multihost.primary_only(lambda: tokenizer.save(workdir / "tokenizer"), "writing the tokenizer")
@@ -70,7 +82,7 @@ def install_start_tokenizer(start: StartPoint, workdir: epath.Path) -> None:
 def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
     if start.kind == "fresh":
         return
-    with Checkpointer(start.source, read_only=True) as checkpointer:
+    with _reader(start) as checkpointer:
         saved = checkpointer.metadata(start.step)["tokenizer_sha256"]
     if saved != tokenizer.sha256:
         raise DataError(
@@ -80,17 +92,43 @@ def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
         )
 
 
+def _reader(start: StartPoint) -> Checkpointer:
+    """A read-only Checkpointer of the start's workdir, whose errors name the right flag."""
+    flag = RESUME_FLAG
+    if start.kind == "init_from":
+        flag = f"--config.init_from={start.source}/{CHECKPOINT_DIR}/{{step}}"
+    return Checkpointer(start.source, read_only=True, recovery_flag=flag)
+
+
 def restore_start(start: StartPoint, target, create, shardings, model_config, log):
     """The first state of the run, placed on the mesh of `target` (abstract, with shardings)."""
     if start.kind == "fresh":
         return jax.jit(create, out_shardings=shardings)()
-    with Checkpointer(start.source, read_only=True) as checkpointer:
+    with _reader(start) as checkpointer:
         check_architecture(checkpointer.metadata(start.step)["model"], model_config)
         log(start.describe())
         if start.kind == "resume":
             return checkpointer.restore(start.step, target)
         params = checkpointer.restore_params(start.step, target.params)
     return jax.jit(create, out_shardings=shardings)().replace(params=params)
+
+
+def set_aside_newer(start: StartPoint, checkpointer: Checkpointer, log) -> None:
+    """A run resumed from an earlier step (`checkpoint.resume_step`) moves the later
+    checkpoints to WORKDIR/checkpoints-set-aside/ (kept, not deleted), so the steps it redoes
+    are saved and the next start resumes from them, not from the checkpoints it replaced."""
+    if start.kind != "resume" or not any(s > start.step for s in checkpointer.steps()):
+        return
+    moved = multihost.primary_only(
+        lambda: checkpointer.set_aside(start.step), "moving the later checkpoints aside"
+    )
+    checkpointer.reload()  # every process: process 0 moved the directories
+    if moved:
+        steps = ", ".join(str(step) for step, _ in moved)
+        log(
+            f"resumed from step {start.step}: moved the later checkpoints ({steps}) aside to "
+            f"{moved[0][1].parent}"
+        )
 
 
 def checkpoint_metadata(config, model_config, mesh, tokenizer: Tokenizer, data_hash: str) -> dict:

@@ -1,0 +1,54 @@
+"""Keeps the command line's stderr to gptjax's own one-line errors.
+
+Orbax and TensorStore report a failure from their background threads themselves, before
+and after the exception reaches gptjax: each failed array write of a full disk logs a
+traceback, its sibling writes' unretrieved exceptions are logged by asyncio, and the reads
+a failed restore abandoned still complete afterwards and print a traceback each (often after
+gptjax's error line, at exit). Every such
+failure reaches the user as the CheckpointError line (exit 74), so these copies are dropped.
+Only for the CLI: a notebook importing gptjax keeps the libraries' logging as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_ORBAX_PATH = f"{os.sep}orbax{os.sep}"
+
+
+class _OrbaxLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or _ORBAX_PATH not in record.pathname
+
+
+class _OrbaxTaskFilter(logging.Filter):
+    """asyncio's "... exception was never retrieved" for Orbax's tasks and gathers: the
+    sibling writes or reads of one that failed first, whose error gptjax reports once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return _ORBAX_PATH not in message and "TensorStore" not in message
+
+
+def _drop_abandoned_reads(unraisable) -> None:
+    """A failed restore abandons its other reads: TensorStore completes them by calling into
+    the restore's closed asyncio loop, and Orbax's read coroutines are collected with their
+    own exception unretrieved; both have nowhere to go but here."""
+    error, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    if code is not None and _ORBAX_PATH in code.co_filename:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def quiet_library_noise() -> None:
+    absl_logger = logging.getLogger("absl")  # where absl.logging (Orbax's logger) writes
+    if not any(isinstance(f, _OrbaxLogFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxLogFilter())
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrbaxTaskFilter) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_OrbaxTaskFilter())
+    sys.unraisablehook = _drop_abandoned_reads
