@@ -17,8 +17,8 @@ from gptjax.errors import (
 
 # Public name -> the module that defines it, imported when the name is first used.
 _LAZY = {
-    "generate": "gptjax.generate",
-    "generate_stream": "gptjax.generate",
+    "generate": "gptjax.generation",
+    "generate_stream": "gptjax.generation",
     "KVCache": "gptjax.model",
     "ModelConfig": "gptjax.model",
     "Transformer": "gptjax.model",

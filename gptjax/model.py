@@ -14,7 +14,7 @@ Layers are stored stacked (a leading `layers` axis) whether or not they are scan
 `scan_layers` and `remat` change how the stack runs, never the parameter tree or checkpoints.
 
 `Transformer.decode` is the inference path: the same weights, keys and values kept in a
-`KVCache` so each new token costs one position's compute (see `gptjax.generate`). Training and
+`KVCache` so each new token costs one position's compute (see `gptjax.generation`). Training and
 evaluation attend with `config.attention`'s kernel (`gptjax.attention`); decoding always uses
 the masked einsums, which a query chunk against cache slots needs.
 """

@@ -6,6 +6,7 @@ scales away from 1) so that a swapped, transposed or misplaced tensor moves the 
 beyond the tolerance.
 """
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -463,8 +464,7 @@ def test_sample_continues_a_llama_prompt_with_the_space_its_first_piece_holds(
     def generate(graphdef, params, prompts, **settings):
         return [list(new) for _ in prompts]
 
-    # (`gptjax.generate` names the function too: the package exports it.)
-    monkeypatch.setattr(sys.modules["gptjax.generate"], "generate", generate)
+    monkeypatch.setattr(importlib.import_module("gptjax.generation"), "generate", generate)
     workdir = str(imported["llama"].workdir)
     assert main(["sample", workdir, "--prompt", "def f(x):", "--template", "raw"]) == 0
     assert capsys.readouterr().out == "---\ndef f(x): return x\n"

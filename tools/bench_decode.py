@@ -22,7 +22,7 @@ from flax import nnx
 
 from gptjax import Transformer
 from gptjax.config import load_config_file, model_config
-from gptjax.generate import generate_stream
+from gptjax.generation import generate_stream
 
 HEADER = (
     "| config | dtype | batch | prompt | new tokens | first call s | prefill ms "

@@ -158,7 +158,7 @@ def _prompt_lines(path) -> list[str]:
 
 def _sample(args) -> None:
     from gptjax.chat_template import completion_text, format_completion, prompt_ids
-    from gptjax.generate import generate
+    from gptjax.generation import generate
 
     _check_sampling(args)
     prompts = list(args.prompt)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gptjax.chat_template import end_of_turn_id, render
 from gptjax.errors import ConfigError
-from gptjax.generate import generate_stream
+from gptjax.generation import generate_stream
 from gptjax.inference.load import LoadedModel
 
 HELP = (

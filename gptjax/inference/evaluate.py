@@ -18,7 +18,7 @@ import numpy as np
 from gptjax import sharding
 from gptjax.chat_template import end_of_turn_id, render
 from gptjax.errors import ConfigError, DataError
-from gptjax.generate import generate
+from gptjax.generation import generate
 from gptjax.inference.bleu import corpus_bleu, exact_match
 from gptjax.inference.load import LoadedModel
 from gptjax.metrics import ProgressBar

@@ -23,7 +23,7 @@ from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.data.shard_verify import verify_once
 from gptjax.errors import Preempted
-from gptjax.generate import generate
+from gptjax.generation import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import Objective, objective_for

@@ -12,7 +12,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import ConfigError, ModelConfig, Transformer, sharding
-from gptjax.generate import _compiled, generate, generate_stream, sample_next
+from gptjax.generation import _compiled, generate, generate_stream, sample_next
 from gptjax.model import KVCache
 
 SMALL = dict(vocab_size=64, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_seq_len=32)
