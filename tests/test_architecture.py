@@ -5,6 +5,9 @@ closes a circle is caught too.
 """
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import gptjax
@@ -99,3 +102,18 @@ def test_lower_layers_never_import_higher_ones():
         if _layer(target) < _layer(module)
     )
     assert upward == []
+
+
+def test_data_preparation_imports_no_jax_and_the_package_names_stay_functions():
+    # prepare's tokenizing workers are spawned: each imports gptjax.data.prepare afresh, and
+    # jax + flax would cost each of them seconds. The exported names load on first use, and
+    # `gptjax.generate` stays the function once its module (gptjax.generation) is imported.
+    script = (
+        "import sys, gptjax.data.prepare\n"
+        "assert 'jax' not in sys.modules and 'flax' not in sys.modules, 'jax imported'\n"
+        "import gptjax.generation, gptjax.model\n"
+        "from gptjax import Transformer, generate\n"
+        "assert generate is gptjax.generation.generate and callable(gptjax.generate)\n"
+        "assert Transformer is gptjax.model.Transformer\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env=os.environ)
