@@ -27,7 +27,7 @@ from gptjax.generate import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import Objective, objective_for
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike
 from gptjax.steps import (
     TrainState,
     jit_eval_step,
@@ -37,11 +37,13 @@ from gptjax.steps import (
     state_and_step,
 )
 from gptjax.train import multihost, resume
+from gptjax.train.memory_report import refuse_what_cannot_fit
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
+from gptjax.train.workdir_lock import hold_workdir, writable_workdir
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -276,14 +278,31 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
     committing a checkpoint when the process was told to stop (SIGTERM). `cluster` names the
     processes of a multi-process run (default: a TPU slice is detected, else one process);
     there each process prints its start-up line, then only process 0 logs.
+
+    Refused with ConfigError (exit 2) before anything is allocated: a workdir that is a file
+    or cannot be written, one held by another run (`workdir_lock`), a run whose state cannot
+    fit in the devices' memory (`memory_report.refuse_what_cannot_fit`).
     """
     validate_static(config)  # config errors first, before the runtime prints anything
+    workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
     initialize_runtime(log, cluster)  # before anything touches a device
     if jax.process_count() > 1:  # each host shows it joined (one process: the mesh line says it)
         log(describe_runtime())
     log = multihost.primary_log(log)
     multihost.check_same_config(config, workdir)
-    workdir = as_path(workdir, "--workdir")
+    multihost.on_every_process(lambda: _refuse_before_allocating(config), "checking the config")
+    with hold_workdir(workdir, "train"):  # one run per workdir, released when this one ends
+        return _train_holding_workdir(config, workdir, log)
+
+
+def _refuse_before_allocating(config) -> None:
+    """What the devices decide (mesh, batch split, memory), refused before any data is
+    prepared, any array allocated or anything compiled."""
+    validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    refuse_what_cannot_fit(config)
+
+
+def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
