@@ -369,8 +369,10 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     if int(run.state.step) == 0 and cfg.init_from:  # the starting model's figures, for contrast
         _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
+    step_log.restart()  # compiling and the starting evaluation are not training time
     for step in range(int(run.state.step), cfg.train.steps):
         batch = sharding.global_batch_from_local(next_local, run.mesh)
+        step_log.before_dispatch(pending)
         state, metrics = compiled(state, batch, *run.reference)
         done = step + 1
         last = done == cfg.train.steps
@@ -400,6 +402,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
             run.state = state
             evaluation = _evaluate_and_log(run, done, step_log.writer, log)
             _log_samples(run, done, log)
+            step_log.restart()
     run.state = state
     return {
         "steps": cfg.train.steps,
