@@ -253,7 +253,8 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
 
 def device_memory_limit() -> int | None:
     """Bytes each device reports it can hold (GPU/TPU `bytes_limit`); None on CPU."""
-    stats = jax.devices()[0].memory_stats() or {}
+    # A local device: only this process's own devices report memory (others raise).
+    stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     return int(limit) if limit else None
 
