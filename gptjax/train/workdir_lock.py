@@ -127,11 +127,20 @@ class BucketLock:
     """A gs:// lock object: created if absent (generation 0), refreshed by a heartbeat."""
 
     def __init__(self, url: str, command: str):
+        from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
         bucket, _, name = url.removeprefix("gs://").partition("/")
         self.url, self.command = url, command
-        self._blob = storage.Client().bucket(bucket).blob(name)
+        try:
+            client = storage.Client()
+        except DefaultCredentialsError as error:
+            raise ConfigError(
+                f"{url}: no Cloud Storage credentials ({str(error).splitlines()[0]}); on a TPU "
+                "VM its service account is used, elsewhere run `gcloud auth application-default "
+                "login`"
+            ) from None
+        self._blob = client.bucket(bucket).blob(name)
         self._record = owner_record(command)
         self._generation, self._stop = None, threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,9 +172,9 @@ class BucketLock:
         try:
             text = self._blob.download_as_text()
             generation = self._blob.generation
-        except exceptions.NotFound:  # released in between: try once more from scratch
-            return self._write(if_generation_match=0)
-        age, why = _staleness(text)
+        except exceptions.NotFound:  # released in between: take it as new (0: if still absent)
+            text, generation = "", 0
+        age, why = _staleness(text) if generation else (0.0, "it was released")
         if why is None:
             raise _refusal(
                 epath.Path(self.url),
@@ -176,7 +185,8 @@ class BucketLock:
             self._write(if_generation_match=generation)  # one restart wins the take-over
         except exceptions.PreconditionFailed:
             raise _refusal(epath.Path(self.url), self._blob.download_as_text()) from None
-        print(f"gptjax: took over the lock {self.url} ({why})", file=sys.stderr)
+        if generation:
+            print(f"gptjax: took over the lock {self.url} ({why})", file=sys.stderr)
 
     def _heartbeat(self) -> None:
         from google.api_core import exceptions
