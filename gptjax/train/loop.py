@@ -37,7 +37,7 @@ from gptjax.steps import (
     state_and_step,
 )
 from gptjax.train import multihost, resume
-from gptjax.train.memory_report import refuse_what_cannot_fit
+from gptjax.train.memory_report import refuse_what_cannot_run
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
@@ -290,16 +290,10 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
         log(describe_runtime())
     log = multihost.primary_log(log)
     multihost.check_same_config(config, workdir)
-    multihost.on_every_process(lambda: _refuse_before_allocating(config), "checking the config")
+    # The mesh, the batch split and memory, before any data is prepared or array allocated.
+    multihost.on_every_process(lambda: refuse_what_cannot_run(config), "checking the config")
     with hold_workdir(workdir, "train"):  # one run per workdir, released when this one ends
         return _train_holding_workdir(config, workdir, log)
-
-
-def _refuse_before_allocating(config) -> None:
-    """What the devices decide (mesh, batch split, memory), refused before any data is
-    prepared, any array allocated or anything compiled."""
-    validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
-    refuse_what_cannot_fit(config)
 
 
 def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:

@@ -161,3 +161,14 @@ def refuse_what_cannot_fit(config) -> None:
         "bytes), before any activation; make the model smaller or shard it over more devices "
         "(mesh.fsdp); `gptjax train --dry-run` prints the whole plan"
     )
+
+
+def refuse_what_cannot_run(config) -> None:
+    """ConfigError (exit 2) for what this runtime's devices decide: the mesh, the batch split
+    over processes and devices, and memory; nothing is prepared, allocated or compiled."""
+    import jax
+
+    from gptjax.config import validate
+
+    validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    refuse_what_cannot_fit(config)
