@@ -15,7 +15,7 @@ from gptjax.train.step_log import StepLog
 
 TOKENS_PER_STEP = 8 * 16  # global_batch_size x seq_len below
 FLOPS_PER_TOKEN, PEAK = 1000.0, 1e6
-STEP_SEC, INPUT_SEC, EVAL_SEC = 1.0, 0.25, 5.0
+STEP_SEC, INPUT_SEC, EVAL_SEC, SAVE_SEC = 1.0, 0.25, 5.0, 3.0
 
 
 class Clock:
@@ -59,11 +59,15 @@ def _run(log_every: int):
     )
 
 
-def _train(monkeypatch, *, steps: int, log_every: int, eval_every: int, sync: bool) -> dict:
-    """The windows written (step -> metrics) by a scripted run of `steps` steps."""
+def _train(
+    monkeypatch, *, steps: int, log_every: int, eval_every: int, sync: bool, save_at=()
+) -> dict:
+    """The windows written (step -> metrics) by a scripted run of `steps` steps, saving a
+    checkpoint (SAVE_SEC) after the steps in `save_at`."""
     clock = Clock()
     monkeypatch.setattr(step_log_module.time, "perf_counter", clock)
     monkeypatch.setattr(step_log_module.jax, "device_get", lambda metrics: metrics.fetch())
+    monkeypatch.setattr(step_log_module.jax, "block_until_ready", lambda m: m.fetch())
     writer = Writer()
     step_log = StepLog(_run(log_every), writer, writer, PEAK, lambda line: None)
     clock.now += 30.0  # compiling the step: not training time
@@ -76,6 +80,11 @@ def _train(monkeypatch, *, steps: int, log_every: int, eval_every: int, sync: bo
         clock.now = device_free if sync else clock.now + 0.001  # the dispatch
         done = step + 1
         last = done == steps
+        if done in save_at:  # as loop._save: waits for the state, then writes
+            step_log.finish_before_save(pending, (step, metrics))
+            start = clock.now = max(clock.now, device_free)
+            clock.now += SAVE_SEC
+            step_log.exclude(start, clock.now)
         wait = 0.0 if last else INPUT_SEC
         clock.now += wait  # the next batch, while the device works
         if pending is not None:
@@ -115,3 +124,15 @@ def test_asynchronous_steps_give_the_device_rate_in_every_window(monkeypatch, st
     lines = _train(monkeypatch, steps=steps, log_every=4, eval_every=eval_every, sync=False)
     # Batches (0.25 s) overlap the running step (1 s): the device sets the pace.
     assert _tokens_per_sec(lines) == pytest.approx({s: 128 / STEP_SEC for s in lines})
+
+
+def test_checkpoint_saves_are_left_out_of_the_window_they_block(monkeypatch):
+    kwargs = dict(steps=12, log_every=4, eval_every=8)
+    plain = _train(monkeypatch, **kwargs, sync=True)
+    assert _tokens_per_sec(_train(monkeypatch, **kwargs, sync=True, save_at=(6, 12))) == (
+        pytest.approx(_tokens_per_sec(plain))
+    )
+    saving = _train(monkeypatch, **kwargs, sync=False, save_at=(6, 12))
+    # Asynchronous: the save after step 6 waits for it, so the next batch (0.25 s) is taken
+    # while the device is idle instead of during a step: steps 5-8 take 4.25 s.
+    assert _tokens_per_sec(saving) == pytest.approx({4: 128.0, 8: 4 * 128 / 4.25, 12: 128.0})

@@ -319,7 +319,9 @@ def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
 
 def _save(run: Run, state: TrainState, saves, step_log: StepLog, *, force: bool) -> None:
     tokenizer_bytes = run.data.tokenizer.model_bytes
+    start = time.perf_counter()
     blocked = run.checkpointer.save(state, run.checkpoint_metadata, tokenizer_bytes, force=force)
+    step_log.exclude(start, time.perf_counter())  # not training time
     saves.saved(int(state.step))
     step_log.writer.write(int(state.step), {"checkpoint_block_sec": blocked})
 
@@ -373,6 +375,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
         preempted = run.checkpointer.reached_preemption(done)
         due = saves.due(done)  # every step, every process: it may share process 0's plan
         if preempted or due:  # before the next step donates this state's buffers
+            step_log.finish_before_save(pending, (step, metrics))
             _save(run, state, saves, step_log, force=preempted)
         wait_start = time.perf_counter()
         if not (last or preempted):  # fetch the next batch while the device works

@@ -4,12 +4,13 @@ input wait, and the non-finite gate (a skipped step is reported; too many in a r
 `run` is the loop's `Run` (its config, objective and model FLOPs per token are read).
 
 A window's time runs from the moment the previous window's last step was known finished to
-the moment its own last step was. Where dispatch returns before the step has run (TPU, GPU)
-that moment is when fetching its metrics returns; where dispatch runs the step itself (often
-on CPU) the step was already finished before the next one was dispatched, and that earlier
-moment is the one taken (`before_dispatch`). Timing from the flush instead counted a step in
-one window and its seconds in the previous one: a last window of one step then showed
-millions of tokens/s.
+the moment its own last step was, less the checkpoint saves that blocked the loop meanwhile.
+Where dispatch returns before the step has run (TPU, GPU) that moment is when fetching its
+metrics returns (or when a save waited for it); where dispatch runs the step itself (often on
+CPU) the step was already finished before the next one was dispatched, and that earlier moment
+is the one taken (`before_dispatch`). Timing from the flush instead counted a step in one
+window and its seconds in the previous one: a last window of one step then showed millions of
+tokens/s.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class StepLog:
         self.windows: list[tuple[float, float]] = []  # (tokens/s, MFU) of every logged window
         self._finished: dict[int, float] = {}  # step -> when it was seen finished, if early
         self._last_finished = None
+        self._excluded: list[tuple[float, float]] = []  # (start, end) of checkpoint saves
         self.restart()
 
     def restart(self) -> None:
@@ -43,10 +45,23 @@ class StepLog:
         self.start, self.values, self.wait = time.perf_counter(), [], 0.0
         self._last_finished = None
 
+    def exclude(self, start: float, end: float) -> None:
+        """Leaves [start, end] (a checkpoint save blocking the loop; its seconds are logged as
+        checkpoint_block_sec) out of the window it falls in."""
+        self._excluded.append((start, end))
+
+    def finish_before_save(self, *steps) -> None:
+        """Waits for the (step, metrics, ...) given (None: none) and notes when each finished,
+        so the save that follows (it waits for the state anyway) is timed alone."""
+        for entry in steps:
+            if entry is not None and entry[0] not in self._finished:
+                jax.block_until_ready(entry[1])
+                self._finished[entry[0]] = time.perf_counter()
+
     def before_dispatch(self, pending) -> None:
         """Called just before the next step is dispatched, with the (step, metrics, wait) not
         yet recorded: if that step has already finished, it finished before the next began."""
-        if pending is not None and _is_ready(pending[1]):
+        if pending is not None and pending[0] not in self._finished and _is_ready(pending[1]):
             self._finished[pending[0]] = time.perf_counter()
 
     def record(self, step: int, metrics: dict, input_wait: float) -> None:
@@ -81,7 +96,9 @@ class StepLog:
         if not self.values:
             return
         end = self._last_finished
-        elapsed = end - self.start
+        excluded = sum(max(0.0, min(b, end) - max(a, self.start)) for a, b in self._excluded)
+        self._excluded = [(a, b) for a, b in self._excluded if b > end]
+        elapsed = end - self.start - excluded
         finite = [m for m in self.values if m["finite"]]
         mean = lambda key: float(np.mean([m[key] for m in finite])) if finite else float("nan")
         tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
