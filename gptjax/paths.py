@@ -52,6 +52,15 @@ def inside(folder: epath.Path, name: object, what: str) -> epath.Path:
     return folder / name
 
 
+def refuse_a_file(path: epath.Path, what: str = "workdir") -> None:
+    """ConfigError (exit 2) when a workdir to read names a file (a usage slip, not a broken
+    checkpoint)."""
+    if path.is_file():
+        raise ConfigError(
+            f"{what} {path} is a file, not a directory; give the --workdir a run trained in"
+        )
+
+
 def is_remote(path: PathLike) -> bool:
     """True for a bucket path (no local file name, no memory map, no atomic rename)."""
     return "://" in (path if isinstance(path, str) else os.fspath(path))

@@ -288,3 +288,35 @@ def test_train_sigterm_resume_sample_export_import_all_in_a_bucket(gcs, tmp_path
     back = _cli("sample", f"gs://{BUCKET}/hf-back", *prompt)
     assert back.returncode == 0, back.stderr[-3000:]
     assert back.stdout == from_disk.stdout
+
+
+def test_a_bucket_workdir_is_held_by_one_run_and_a_dead_holder_is_taken_over(
+    gcs, monkeypatch, capsys
+):
+    from gptjax.train import workdir_lock
+
+    url = f"gs://{BUCKET}/locked/{workdir_lock.LOCK_FILE}"
+    monkeypatch.setattr(workdir_lock, "HEARTBEAT_SECONDS", 0.05)
+    holder = workdir_lock.BucketLock(url, "train")
+    holder.acquire()  # created under ifGenerationMatch=0
+    first = holder._generation
+    with pytest.raises(ConfigError, match=r"in use by gptjax train started .* last heartbeat"):
+        workdir_lock.BucketLock(url, "train").acquire()
+    time.sleep(0.5)
+    assert holder._generation != first  # the heartbeat rewrote it under its own generation
+    holder.release()
+    assert f"locked/{workdir_lock.LOCK_FILE}" not in gcs.object_names(BUCKET)
+
+    # A holder killed with -9 on another host leaves its object: taken over once stale.
+    dead = {"command": "train", "host": "gone", "pid": 1, "started": "s", "process": 0}
+    for age, taken in ((10.0, False), (workdir_lock.STALE_SECONDS + 1, True)):
+        gcs_object = workdir_lock.BucketLock(url, "train")._blob
+        gcs_object.upload_from_string(json.dumps(dead | {"heartbeat": time.time() - age}))
+        restart = workdir_lock.BucketLock(url, "train")
+        if not taken:
+            with pytest.raises(ConfigError, match="on host gone"):
+                restart.acquire()
+            continue
+        restart.acquire()
+        assert "took over the lock" in capsys.readouterr().err
+        restart.release()

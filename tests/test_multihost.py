@@ -319,6 +319,26 @@ def test_processes_started_with_different_configs_are_refused_on_every_process(g
         assert "process 1 0.001" in line
 
 
+def test_a_workdir_held_on_one_process_stops_every_process_with_exit_2(group, tmp_path):
+    """Every process locks the workdir it writes (process 1: run.lock.1); one refusal stops
+    all, before any data is prepared."""
+    from gptjax.train.workdir_lock import LOCK_FILE, LocalLock
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    other_run = LocalLock(workdir / f"{LOCK_FILE}.1", "train")
+    other_run.acquire()
+    try:
+        group.start_cluster(workdir)
+        assert group.wait(timeout=300) == [2, 2], group.stderr(0)[-2000:] + group.stderr(1)[-2000:]
+    finally:
+        other_run.release()
+    assert "is in use by gptjax train started" in group.error_line(1)
+    assert f"(pid {os.getpid()}, process 0)" in group.error_line(1)
+    assert "process 1 failed while taking the workdir lock (exit 2)" in group.error_line(0)
+    assert sorted(path.name for path in workdir.iterdir()) == [LOCK_FILE, f"{LOCK_FILE}.1"]
+
+
 @pytest.mark.slow
 def test_batch_and_mesh_rules_use_the_real_process_count(group, tmp_path):
     group.start_cluster(tmp_path / "a", 2, "--config.train.global_batch_size=9")

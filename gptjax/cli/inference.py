@@ -7,7 +7,7 @@ import json
 import sys
 
 from gptjax.errors import ConfigError, DataError
-from gptjax.paths import as_path
+from gptjax.paths import as_path, refuse_a_file
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +265,8 @@ def _one_line(text: str, limit: int = 160) -> str:
 def _evaluate(args) -> None:
     from gptjax.inference.evaluate import conversation_metrics, side_by_side, text_metrics
 
+    for path in args.workdirs:  # a slip in any of them, before the held-out data is read
+        refuse_a_file(as_path(path, "workdir"))
     if not 0 < args.validation_fraction < 1:
         raise ConfigError(
             f"--validation-fraction must be in (0, 1), got {args.validation_fraction}"

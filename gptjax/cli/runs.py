@@ -12,7 +12,7 @@ from etils import epath
 
 from gptjax.errors import CheckpointError
 from gptjax.metrics import METRICS_FILE, read_metrics
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike, as_path, refuse_a_file
 
 
 def add_parsers(verbs) -> None:
@@ -32,6 +32,7 @@ def add_parsers(verbs) -> None:
 
 
 def _checkpoints(args) -> None:
+    refuse_a_file(as_path(args.workdir, "workdir"))
     lines = (
         checkpoint_tree(args.workdir, args.step) if args.tree else list_checkpoints(args.workdir)
     )

@@ -46,7 +46,10 @@ def _add_bench_parser(verbs) -> None:
         help="synthetic: random tokens of the model's vocabulary (default); config: the "
         "config's own data pipeline (needs --workdir for its tokenizer and cache)",
     )
-    bench.add_argument("--workdir", help="with --data config: where data is prepared")
+    bench.add_argument(
+        "--workdir",
+        help="with --data config: where data is prepared (held, like train's, for the bench)",
+    )
     bench.add_argument("--json", metavar="PATH", help="also write the report as JSON (- = stdout)")
     bench.set_defaults(run=_bench, takes_overrides=True)
 
@@ -155,7 +158,10 @@ def _bench(args) -> None:
     from gptjax.train.bench import format_report, run_bench
     from gptjax.train.multihost import is_primary, primary_log
     from gptjax.train.runtime import initialize_runtime
+    from gptjax.train.workdir_lock import writable_workdir
 
+    if args.workdir is not None and args.data == "config":  # exit 2 before the runtime starts
+        writable_workdir(args.workdir)
     initialize_runtime()  # a TPU slice's hosts join, as for train
     report = run_bench(
         config,

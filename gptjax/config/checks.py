@@ -19,10 +19,33 @@ from gptjax.sharding import (
     resolve_mesh_layout,
 )
 
+# The step counter (TrainState.step, optax's schedule count) is an int32 on the device.
+MAX_STEPS = 2**31 - 1
+# The input pipeline numbers rows as int64: step x global_batch_size must stay below this.
+MAX_ROW_INDEX = 2**63 - 1
+
 
 def validate_static(config: ml_collections.ConfigDict) -> RunConfig:
     """The checks that need no device (run before the JAX runtime starts): every field."""
-    return run_config(config)
+    run = run_config(config)
+    check_counters(run.train)
+    return run
+
+
+def check_counters(train: TrainConfig) -> None:
+    """Steps the counters can count: past int32 the step counter would wrap (and a run of
+    10**20 steps would never end), past int64 the pipeline's row numbers would."""
+    require(
+        train.steps <= MAX_STEPS,
+        f"train.steps={train.steps} exceeds {MAX_STEPS:,}, the largest step the int32 step "
+        "counter holds",
+    )
+    rows = train.steps * train.global_batch_size
+    require(
+        rows <= MAX_ROW_INDEX,
+        f"train.steps x train.global_batch_size = {rows:,} rows exceeds {MAX_ROW_INDEX:,}, "
+        "the largest row number of the input pipeline (int64)",
+    )
 
 
 def validate(

@@ -22,7 +22,7 @@ from gptjax.checkpoint import CHECKPOINT_DIR, STEP_FLAG, Checkpointer, checkpoin
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike, as_path, refuse_a_file
 from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
@@ -88,6 +88,7 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
     `path` is a workdir or WORKDIR/checkpoints/STEP.
     """
     path = as_path(path, "checkpoint path")
+    refuse_a_file(path)
     workdir, named_step = path, None
     if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
         workdir, named_step = path.parent.parent, int(path.name)

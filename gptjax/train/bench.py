@@ -13,6 +13,7 @@ TPU/GPU, a matmul measured in this process on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import resource
@@ -33,7 +34,9 @@ from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import objective_for
 from gptjax.paths import as_path
 from gptjax.steps import jit_train_step, state_and_step
+from gptjax.train.memory_report import refuse_what_cannot_fit
 from gptjax.train.peak import total_peak_flops
+from gptjax.train.workdir_lock import hold_workdir, writable_workdir
 
 DATA_KINDS = ("synthetic", "config")
 
@@ -95,6 +98,7 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
             f"bench times the pretrain/sft step; phase={config.phase} needs a reference model"
         )
     derived = validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    refuse_what_cannot_fit(config)  # before the state is allocated
     model_config = derived["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
@@ -233,10 +237,13 @@ def run_bench(
     """
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
-    with tempfile.TemporaryDirectory() as scratch:
-        bench = build_bench(
-            config, data=data, workdir=as_path(workdir or scratch, "--workdir"), log=log
-        )
+    with contextlib.ExitStack() as stack:
+        if workdir is not None and data == "config":  # it writes the tokenizer and caches there
+            workdir = writable_workdir(workdir)
+            stack.enter_context(hold_workdir(workdir, "bench"))
+        else:
+            workdir = as_path(stack.enter_context(tempfile.TemporaryDirectory()))
+        bench = build_bench(config, data=data, workdir=workdir, log=log)
         log(f"compiled in {bench.compile_sec:.1f}s; {warmup} warm-up steps, then {steps} timed")
         times = []
         with ProgressBar(warmup + steps, desc="bench", enabled=progress) as bar:

@@ -27,7 +27,7 @@ from gptjax.generation import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import Objective, objective_for
-from gptjax.paths import PathLike, as_path
+from gptjax.paths import PathLike
 from gptjax.steps import (
     TrainState,
     average_sums,
@@ -38,11 +38,13 @@ from gptjax.steps import (
     state_and_step,
 )
 from gptjax.train import multihost, resume
+from gptjax.train.memory_report import refuse_what_cannot_run
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
+from gptjax.train.workdir_lock import hold_workdir, writable_workdir
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -291,14 +293,25 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
     committing a checkpoint when the process was told to stop (SIGTERM). `cluster` names the
     processes of a multi-process run (default: a TPU slice is detected, else one process);
     there each process prints its start-up line, then only process 0 logs.
+
+    Refused with ConfigError (exit 2) before anything is allocated: a workdir that is a file
+    or cannot be written, one held by another run (`workdir_lock`), a run whose state cannot
+    fit in the devices' memory (`memory_report.refuse_what_cannot_fit`).
     """
     validate_static(config)  # config errors first, before the runtime prints anything
+    workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
     initialize_runtime(log, cluster)  # before anything touches a device
     if jax.process_count() > 1:  # each host shows it joined (one process: the mesh line says it)
         log(describe_runtime())
     log = multihost.primary_log(log)
     multihost.check_same_config(config, workdir)
-    workdir = as_path(workdir, "--workdir")
+    # The mesh, the batch split and memory, before any data is prepared or array allocated.
+    multihost.on_every_process(lambda: refuse_what_cannot_run(config), "checking the config")
+    with hold_workdir(workdir, "train"):  # one run per workdir, released when this one ends
+        return _train_holding_workdir(config, workdir, log)
+
+
+def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
     primary = multihost.is_primary()
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
@@ -321,7 +334,9 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
 
 def _save(run: Run, state: TrainState, saves, step_log: StepLog, *, force: bool) -> None:
     tokenizer_bytes = run.data.tokenizer.model_bytes
+    start = time.perf_counter()
     blocked = run.checkpointer.save(state, run.checkpoint_metadata, tokenizer_bytes, force=force)
+    step_log.exclude(start, time.perf_counter())  # not training time
     saves.saved(int(state.step))
     step_log.writer.write(int(state.step), {"checkpoint_block_sec": blocked})
 
@@ -366,14 +381,17 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     if int(run.state.step) == 0 and (cfg.init_from or cfg.train.eval_at_start):
         _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
+    step_log.restart()  # compiling and the starting evaluation are not training time
     for step in range(int(run.state.step), cfg.train.steps):
         batch = sharding.global_batch_from_local(next_local, run.mesh)
+        step_log.before_dispatch(pending)
         state, metrics = compiled(state, batch, *run.reference)
         done = step + 1
         last = done == cfg.train.steps
         preempted = run.checkpointer.reached_preemption(done)
         due = saves.due(done)  # every step, every process: it may share process 0's plan
         if preempted or due:  # before the next step donates this state's buffers
+            step_log.finish_before_save(pending, (step, metrics))
             _save(run, state, saves, step_log, force=preempted)
         run.checkpointer.check(done)  # a failed save stops the run now, not at the next save
         wait_start = time.perf_counter()
@@ -398,6 +416,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
             run.state = state
             evaluation = _evaluate_and_log(run, done, step_log.writer, log)
             _log_samples(run, done, log)
+            step_log.restart()
     run.state = state
     return {
         "steps": cfg.train.steps,

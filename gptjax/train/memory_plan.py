@@ -28,6 +28,9 @@ from gptjax.objectives import objective_for
 from gptjax.steps import jit_train_step, state_and_step
 
 REMAT_POLICIES = ("none", "full", "dots")
+# Bytes per device past which XLA is not asked for its plan: no device holds an exbibyte, and
+# XLA aborts (C++, no exception) on shapes whose byte size overflows int64.
+BEYOND_ANY_DEVICE = 2**60
 _F32 = 4
 _FORCE_DEVICES = "--xla_force_host_platform_device_count"
 
@@ -238,6 +241,11 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
         )
     elif not compile:
         plan.note = "XLA's plan not compiled (--no-compile)"
+    elif plan.analytic_total > BEYOND_ANY_DEVICE:
+        plan.note = (
+            "XLA's plan not compiled: the analytic estimate is beyond any device (and shapes "
+            "this large overflow XLA's shape arithmetic, which aborts the process)"
+        )
     else:
         plan.compiled = compile_plan(config, mesh, target, jitted)
     return plan
@@ -245,7 +253,8 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
 
 def device_memory_limit() -> int | None:
     """Bytes each device reports it can hold (GPU/TPU `bytes_limit`); None on CPU."""
-    stats = jax.devices()[0].memory_stats() or {}
+    # A local device: only this process's own devices report memory (others raise).
+    stats = jax.local_devices()[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     return int(limit) if limit else None
 

@@ -1,9 +1,12 @@
-"""`gptjax train --dry-run`: prints the per-device memory plan and warns when it cannot fit.
+"""`gptjax train --dry-run`: prints the per-device memory plan and warns when it cannot fit;
+a real run (`refuse_what_cannot_fit`) is refused instead, before it allocates anything.
 
 Nothing is allocated on a device and nothing is written: the workdir is not even read.
 """
 
 from __future__ import annotations
+
+import os
 
 from gptjax.config import validate_static
 from gptjax.errors import ConfigError
@@ -12,7 +15,8 @@ GIB = 2**30  # --device-memory counts GiB, as accelerator memory is quoted (16 G
 
 
 def human(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    units = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+    for unit, size in units:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} B"
@@ -110,3 +114,61 @@ def dry_run(
     for line in report_lines(plan) + fit_lines(plan, limit, source):
         out(line)
     return plan
+
+
+def host_memory() -> tuple[int, str]:
+    """(bytes this process may use, where the figure comes from): the machine's physical
+    memory, or its cgroup's limit (a container) when that is lower."""
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < physical:
+            return int(text), f"this host's memory (cgroup limit, {limit_file})"
+    return physical, "this host's physical memory"
+
+
+def refuse_what_cannot_fit(config) -> None:
+    """ConfigError (exit 2), before anything is allocated or compiled, when the run's state
+    cannot fit in the devices' memory (the host's, on CPU).
+
+    Only what must coexist is counted: parameters, optimizer state and gradients (global-norm
+    clipping needs every gradient before the first update) and the inputs, from the analytic
+    plan (abstract shapes, no compile). Activations are left out, so a run that might fit is
+    never refused; `--dry-run` shows the whole estimate.
+    """
+    import jax
+
+    from gptjax.train import memory_plan
+
+    plan = memory_plan.plan_memory(config, jax.device_count(), compile=False)
+    per_device = plan.param_bytes + plan.optimizer_bytes + plan.gradient_bytes + plan.other_bytes
+    limit = memory_plan.device_memory_limit()
+    if limit is not None:
+        needed, what = per_device, f"per device, more than the {human(limit)} each device holds"
+    else:  # CPU devices share the host's memory
+        devices = jax.local_device_count()
+        limit, source = host_memory()
+        needed = per_device * devices
+        what = f"on this host's {devices} CPU device(s), more than {source} of {human(limit)}"
+    if needed <= limit:
+        return
+    raise ConfigError(
+        f"this run cannot fit in memory: {plan.param_count:,} parameters with their optimizer "
+        f"state and gradients need {human(needed)} ({needed:,} bytes) {what} ({limit:,} "
+        "bytes), before any activation; make the model smaller or shard it over more devices "
+        "(mesh.fsdp); `gptjax train --dry-run` prints the whole plan"
+    )
+
+
+def refuse_what_cannot_run(config) -> None:
+    """ConfigError (exit 2) for what this runtime's devices decide: the mesh, the batch split
+    over processes and devices, and memory; nothing is prepared, allocated or compiled."""
+    import jax
+
+    from gptjax.config import validate
+
+    validate(config, jax.device_count(), jax.process_count(), jax.local_device_count())
+    refuse_what_cannot_fit(config)

@@ -2,6 +2,15 @@
 input wait, and the non-finite gate (a skipped step is reported; too many in a row abort).
 
 `run` is the loop's `Run` (its config, objective and model FLOPs per token are read).
+
+A window's time runs from the moment the previous window's last step was known finished to
+the moment its own last step was, less the checkpoint saves that blocked the loop meanwhile.
+Where dispatch returns before the step has run (TPU, GPU) that moment is when fetching its
+metrics returns (or when a save waited for it); where dispatch runs the step itself (often on
+CPU) the step was already finished before the next one was dispatched, and that earlier moment
+is the one taken (`before_dispatch`). Timing from the flush instead counted a step in one
+window and its seconds in the previous one: a last window of one step then showed millions of
+tokens/s.
 """
 
 from __future__ import annotations
@@ -25,14 +34,41 @@ class StepLog:
         self.run, self.writer, self.bar, self.peak, self.log = run, writer, bar, peak, log
         self.tokens_per_step = run.config.train.global_batch_size * run.config.data.seq_len
         self.windows: list[tuple[float, float]] = []  # (tokens/s, MFU) of every logged window
-        self._reset()
+        self._finished: dict[int, float] = {}  # step -> when it was seen finished, if early
+        self._last_finished = None
+        self._excluded: list[tuple[float, float]] = []  # (start, end) of checkpoint saves
+        self.restart()
 
-    def _reset(self):
+    def restart(self) -> None:
+        """Starts a window now: before the first step and after an evaluation (compiling and
+        evaluating are not training time)."""
         self.start, self.values, self.wait = time.perf_counter(), [], 0.0
+        self._last_finished = None
+
+    def exclude(self, start: float, end: float) -> None:
+        """Leaves [start, end] (a checkpoint save blocking the loop; its seconds are logged as
+        checkpoint_block_sec) out of the window it falls in."""
+        self._excluded.append((start, end))
+
+    def finish_before_save(self, *steps) -> None:
+        """Waits for the (step, metrics, ...) given (None: none) and notes when each finished,
+        so the save that follows (it waits for the state anyway) is timed alone."""
+        for entry in steps:
+            if entry is not None and entry[0] not in self._finished:
+                jax.block_until_ready(entry[1])
+                self._finished[entry[0]] = time.perf_counter()
+
+    def before_dispatch(self, pending) -> None:
+        """Called just before the next step is dispatched, with the (step, metrics, wait) not
+        yet recorded: if that step has already finished, it finished before the next began."""
+        if pending is not None and pending[0] not in self._finished and _is_ready(pending[1]):
+            self._finished[pending[0]] = time.perf_counter()
 
     def record(self, step: int, metrics: dict, input_wait: float) -> None:
         """Called with step N's metrics once step N+1 is queued (this blocks on step N)."""
         metrics = jax.device_get(metrics)
+        finished = self._finished.pop(step, None)
+        self._last_finished = time.perf_counter() if finished is None else finished
         self.values.append(metrics)
         self.wait += input_wait
         if not metrics["finite"]:
@@ -49,9 +85,8 @@ class StepLog:
             self.flush(step + 1)
 
     def final_summary(self) -> dict:
-        """The last window's metrics, with throughput and MFU as medians over all windows: one
-        window's timing can be skewed (its steps may have run during the previous window's
-        wait when dispatch is synchronous, as on CPU), the median of many is not."""
+        """The last window's metrics, with throughput and MFU as medians over all windows (a
+        window that holds a checkpoint save's blocking time is slower than the others)."""
         if not self.windows:
             return {}
         tokens_per_sec, mfu = np.median(np.array(self.windows), axis=0).tolist()
@@ -60,7 +95,10 @@ class StepLog:
     def flush(self, step: int) -> None:
         if not self.values:
             return
-        elapsed = time.perf_counter() - self.start
+        end = self._last_finished
+        excluded = sum(max(0.0, min(b, end) - max(a, self.start)) for a, b in self._excluded)
+        self._excluded = [(a, b) for a, b in self._excluded if b > end]
+        elapsed = end - self.start - excluded
         finite = [m for m in self.values if m["finite"]]
         mean = lambda key: float(np.mean([m[key] for m in finite])) if finite else float("nan")
         tokens_per_sec = len(self.values) * self.tokens_per_step / elapsed
@@ -87,4 +125,10 @@ class StepLog:
         )
         self.last = summary
         self.windows.append((summary["tokens_per_sec"], summary["mfu"]))
-        self._reset()
+        self.restart()
+        self.start = end  # the next window's steps ran from the end of this one's last
+
+
+def _is_ready(metrics) -> bool:
+    """Whether every array of `metrics` is computed (host values always are), without waiting."""
+    return all(getattr(leaf, "is_ready", lambda: True)() for leaf in jax.tree.leaves(metrics))
