@@ -158,11 +158,6 @@ IMPORT_CASES = {  # name: (how the model directory is spoiled, exit code, messag
 }
 
 
-# Each subprocess that reads a pytorch_model.bin imports torch (seconds): those run as slow
-# tests, and in-process (torch imported once) in the fast tier.
-TORCH_CASES = [case for case in IMPORT_CASES if "pytorch_model.bin" in case]
-
-
 def _spoiled(case: str, tmp_path: Path) -> tuple[list[str], int, str]:
     """(import-hf arguments, expected exit code, message) of a model directory spoiled so."""
     spoil, code, message = IMPORT_CASES[case]
@@ -171,26 +166,24 @@ def _spoiled(case: str, tmp_path: Path) -> tuple[list[str], int, str]:
     return ["import-hf", str(model), "--workdir", str(tmp_path / "run")], code, message
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=[pytest.mark.slow] if case in TORCH_CASES else [])
-        for case in IMPORT_CASES
-    ],
-)
+# Every case runs in-process in the fast tier (torch imported once), and again as the real
+# command in a subprocess among the slow tests (each start costs seconds, torch's more).
+@pytest.mark.parametrize("case", list(IMPORT_CASES))
+def test_import_hf_refuses_a_bad_file_in_one_line_in_process(case, tmp_path, capsys):
+    args, expected_code, message = _spoiled(case, tmp_path)
+    assert cli.main(args) == expected_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err and "weights_only" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(IMPORT_CASES))
 def test_import_hf_refuses_a_bad_file_in_one_line(case, tmp_path):
     args, expected_code, message = _spoiled(case, tmp_path)
     code, line = _refusal(*args)
     assert code == expected_code and message in line, line
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("case", TORCH_CASES)
-def test_import_hf_refuses_a_bad_pytorch_file_in_one_line_in_process(case, tmp_path, capsys):
-    args, expected_code, message = _spoiled(case, tmp_path)
-    assert cli.main(args) == expected_code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "weights_only" not in err, err
     assert not (tmp_path / "run").exists()
 
 
