@@ -2,8 +2,9 @@
 
 One small checkpointed workdir (steps 1 and 2) is written in-process once; each case copies
 it, damages step 2 in one way and loads it the way a command does: `train` (the full
-restore), `sample`/`chat`/`eval`/`export-hf` (all through `load_model`), `checkpoints --tree`
-and the `checkpoints` listing. tests/test_checkpoint_recovery.py runs the commands themselves.
+restore), `sample`/`chat`/`eval`/`export-hf` (all through `load_model`), `checkpoints --tree`,
+the `checkpoints` listing and `checkpoints --verify`. tests/test_checkpoint_recovery.py runs
+the commands themselves.
 """
 
 import dataclasses
@@ -157,17 +158,25 @@ def _listing(workdir, target):
     list_checkpoints(workdir)
 
 
+def _verify(workdir, target):
+    from gptjax.cli.runs import verify_checkpoints
+
+    list(verify_checkpoints(workdir, None))
+
+
 LOADERS = {
     "train": _train,
     "sample/chat/eval/export-hf": _load_model,
     "tree": _tree,
     "list": _listing,
+    "verify": _verify,  # `checkpoints --verify`: every array read, so every damage is caught
 }
 RECOVERY = {
     "train": "--config.checkpoint.resume_step=1",
     "sample/chat/eval/export-hf": "--step 1",
     "tree": "--step 1",
     "list": "--step 1",
+    "verify": "--step 1",
 }
 # What a path does not read cannot be checked byte by byte: sample & co. read no optimizer
 # state, and the listing and --tree read no array data (their indexes are still checked, and

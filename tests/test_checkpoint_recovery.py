@@ -14,7 +14,12 @@ from pathlib import Path
 import jax.numpy as jnp
 import pytest
 from small_run import subprocess_env, train_command
-from test_checkpoint_integrity import _edit_json, _largest_data_file, _one_base64_character
+from test_checkpoint_integrity import (
+    _edit_json,
+    _flip_a_byte_per_value_file,
+    _largest_data_file,
+    _one_base64_character,
+)
 
 from gptjax.checkpoint import SET_ASIDE_DIR, Checkpointer
 from gptjax.errors import CheckpointError, ConfigError
@@ -172,3 +177,21 @@ def test_every_command_refuses_a_damaged_item_in_one_line(copy, verb, damage):
     assert "checkpoint 8" in line and "damaged" in line and item in line, line
     assert "earlier checkpoint 4" in line
     assert not (copy.parent / "hf" / "tokenizer.json").exists()
+
+
+@pytest.mark.slow
+def test_checkpoints_verify_reads_every_array_and_names_a_damaged_one(copy):
+    intact = _gptjax("checkpoints", copy, "--verify")
+    assert intact.returncode == 0, intact.stderr[-3000:]
+    assert [line.split("·")[0].split() for line in intact.stdout.splitlines()] == [
+        ["step", "4"],
+        ["step", "8"],
+    ]
+    assert all("every item verified" in line for line in intact.stdout.splitlines())
+
+    _flip_a_byte_per_value_file(copy / "checkpoints" / "8" / "trainer")  # optimizer state
+    damaged = _gptjax("checkpoints", copy, "--verify")
+    line = assert_one_error_line(damaged, 74)
+    assert "checkpoint 8" in line and "damaged" in line and "trainer" in line, line
+    assert "earlier checkpoint 4 with --step 4" in line, line
+    assert "step        4 · every item verified" in damaged.stdout

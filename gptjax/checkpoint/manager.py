@@ -341,8 +341,32 @@ class Checkpointer:
                 ) from None
             self._damaged(step, f"its {what} cannot be read: {integrity.damage_text(error)}")
 
+    def verify_arrays(self, step: int) -> int:
+        """Reads every array of every item onto this host's CPU and checks it against its
+        recorded fingerprint: the full check of `gptjax checkpoints --verify` (a load checks
+        the items it reads; sample & co. never read the optimizer state). Returns the bytes read.
+        """
+        metadata = self.verify_items(step)
+        host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        index, read = self._array_index(step), 0
+        for item in ARRAY_ITEMS:
+            if index.get(item) is None:  # an old checkpoint's damage: no recorded leaves
+                self._damaged(step, f"the {item} item is missing or its index is unreadable")
+            abstract = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=host),
+                index[item],
+            )
+            args = ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+            tree = self._restore(step, args, item)[item]
+            self._verify(step, item, tree, metadata["fingerprints"][item])
+            read += sum(leaf.nbytes for leaf in jax.tree.leaves(tree))
+        return read
+
     def _verify(self, step: int, item: str, tree, expected: dict[str, str]) -> None:
-        actual = integrity.fingerprints(tree)
+        # Paths compared as `leaf_name` spells them: a tree restored from Orbax's index (dicts)
+        # and the live one (attributes, nnx Variables) name the same leaf differently.
+        actual = {integrity.leaf_name(p): v for p, v in integrity.fingerprints(tree).items()}
+        expected = {integrity.leaf_name(p): v for p, v in expected.items()}
         bad = [path for path, value in actual.items() if expected.get(path) != value]
         if bad or set(expected) != set(actual):
             self._damaged(

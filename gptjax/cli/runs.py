@@ -6,6 +6,7 @@ Checkpoint listing needs JAX and Orbax, imported when the verb runs (`gptjax --h
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from etils import epath
@@ -23,7 +24,15 @@ def add_parsers(verbs) -> None:
     checkpoints.add_argument(
         "--tree", action="store_true", help="print every array: shape, dtype, sharding"
     )
-    checkpoints.add_argument("--step", type=int, help="with --tree: this step (default latest)")
+    checkpoints.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every array of every checkpoint (or of --step) and check it against its "
+        "recorded fingerprint; a listing only checks what it can without reading array data",
+    )
+    checkpoints.add_argument(
+        "--step", type=int, help="with --tree or --verify: this step (default: latest / all)"
+    )
     checkpoints.set_defaults(run=_checkpoints)
     plot = verbs.add_parser("plot", help="draw a run's curves into a PNG")
     plot.add_argument("workdir", help="a workdir holding metrics.jsonl")
@@ -33,10 +42,14 @@ def add_parsers(verbs) -> None:
 
 def _checkpoints(args) -> None:
     refuse_a_file(as_path(args.workdir, "workdir"))
-    lines = (
-        checkpoint_tree(args.workdir, args.step) if args.tree else list_checkpoints(args.workdir)
-    )
-    print("\n".join(lines))
+    if args.tree:
+        lines = checkpoint_tree(args.workdir, args.step)
+    elif args.verify:
+        lines = verify_checkpoints(args.workdir, args.step)
+    else:
+        lines = list_checkpoints(args.workdir)
+    for line in lines:  # --verify yields a line per step as it is checked
+        print(line, flush=True)
 
 
 def _plot(args) -> None:
@@ -92,6 +105,20 @@ def list_checkpoints(workdir: PathLike) -> list[str]:
         print("\n".join(lines))
         raise damaged[-1]
     return lines
+
+
+def verify_checkpoints(workdir: PathLike, step: int | None) -> Iterator[str]:
+    """Every array of each checkpoint (or of `step`) read and checked against its fingerprint,
+    one line per step; the first damaged one is named (CheckpointError, exit 74)."""
+    from gptjax.checkpoint import STEP_FLAG, Checkpointer, checkpoint_dir
+
+    with Checkpointer(workdir, read_only=True, recovery_flag=STEP_FLAG) as checkpointer:
+        steps = checkpointer.steps() if step is None else [step]
+        if not steps:
+            raise CheckpointError(f"{checkpoint_dir(workdir)} holds no committed checkpoint")
+        for each in steps:
+            read = checkpointer.verify_arrays(each)
+            yield f"step {each:>8} · every item verified · {_size(read)} of arrays read"
 
 
 def checkpoint_tree(workdir: PathLike, step: int | None) -> list[str]:
