@@ -24,6 +24,8 @@ _LAZY = {
     "Transformer": "gptjax.model",
     "count_params": "gptjax.model",
     "flops_per_token": "gptjax.model",
+    "load": "gptjax.inference.api",
+    "TrainedModel": "gptjax.inference.api",
 }
 
 
@@ -48,10 +50,12 @@ __all__ = [
     "ModelConfig",
     "NonFiniteError",
     "Preempted",
+    "TrainedModel",
     "Transformer",
     "count_params",
     "flops_per_token",
     "generate",
     "generate_stream",
+    "load",
 ]
 __version__ = "0.1.0"

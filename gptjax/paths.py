@@ -61,6 +61,15 @@ def refuse_a_file(path: epath.Path, what: str = "workdir") -> None:
         )
 
 
+def refuse_a_missing_workdir(path: epath.Path, what: str = "workdir") -> None:
+    """ConfigError (exit 2) when a workdir to read does not exist or is a file: a mistyped
+    path is a usage slip; a workdir that exists but holds no usable checkpoint stays a
+    CheckpointError (exit 74)."""
+    refuse_a_file(path, what)
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist; give the --workdir a run trained in")
+
+
 def is_remote(path: PathLike) -> bool:
     """True for a bucket path (no local file name, no memory map, no atomic rename)."""
     return "://" in (path if isinstance(path, str) else os.fspath(path))

@@ -121,6 +121,44 @@ def test_readers_given_a_file_for_a_workdir_exit_2_with_one_line(tmp_path, capsy
     assert f"{path} is a file, not a directory" in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "{w}", "--prompt", "hi"],
+        ["chat", "{w}"],
+        ["eval", "{w}"],
+        ["export-hf", "{w}", "--out", "{out}"],
+        ["checkpoints", "{w}"],
+        ["checkpoints", "{w}", "--verify"],
+        ["sample", "{w}/checkpoints/5", "--prompt", "hi"],
+    ],
+    ids=lambda args: " ".join(args).replace("{w}", "WORKDIR").replace(" --out {out}", ""),
+)
+def test_readers_given_a_missing_workdir_exit_2_with_one_line(tmp_path, capsys, args):
+    """A mistyped workdir is a usage slip (2), not checkpoint damage (74)."""
+    workdir = tmp_path / "no-such-run"
+    out = tmp_path / "hf-out"
+    code, line = _one_line_error(capsys, *(a.format(w=workdir, out=out) for a in args))
+    assert code == 2
+    assert f"workdir {workdir} does not exist" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "{w}", "--prompt", "hi"],
+        ["sample", "{w}/checkpoints/5", "--prompt", "hi"],
+        ["checkpoints", "{w}"],
+    ],
+)
+def test_readers_given_an_existing_workdir_without_checkpoints_still_exit_74(
+    tmp_path, capsys, args
+):
+    code, line = _one_line_error(capsys, *(a.format(w=tmp_path) for a in args))
+    assert code == 74
+    assert "has no checkpoints/ directory" in line
+
+
 @pytest.mark.slow
 def test_a_second_train_on_a_running_workdir_exits_2_naming_the_first(tmp_path):
     workdir = tmp_path / "run"

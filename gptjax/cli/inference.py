@@ -7,7 +7,7 @@ import json
 import sys
 
 from gptjax.errors import ConfigError, DataError
-from gptjax.paths import as_path, refuse_a_file
+from gptjax.paths import as_path
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -157,8 +157,8 @@ def _prompt_lines(path) -> list[str]:
 
 
 def _sample(args) -> None:
-    from gptjax.chat_template import completion_text, format_completion, prompt_ids
-    from gptjax.generation import generate
+    from gptjax.chat_template import format_completion
+    from gptjax.inference.complete import complete, uses_chat
 
     _check_sampling(args)
     prompts = list(args.prompt)
@@ -170,23 +170,21 @@ def _sample(args) -> None:
     if not prompts:
         raise ConfigError("give at least one --prompt TEXT or a --prompts-file")
     loaded = _load(args.workdir, args)
-    tok = loaded.tokenizer
-    chat = args.template == "chat" or (args.template == "auto" and loaded.is_chat)
-    ids, stops = prompt_ids(tok, prompts, chat=chat)
-    with loaded.activated():
-        outputs = generate(
-            loaded.graphdef,
-            loaded.params,
-            ids,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-            stop_ids=stops,
-        )
-    for prompt, asked, out in zip(prompts, ids, outputs, strict=True):
-        print(format_completion(prompt, completion_text(tok, asked, out, chat=chat), chat=chat))
+    completions = complete(
+        loaded,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        template=args.template,
+        log=lambda line: print(line, file=sys.stderr),
+        budget_name="--max-new-tokens",
+    )
+    chat = uses_chat(loaded, args.template)
+    for prompt, completion in zip(prompts, completions, strict=True):
+        print(format_completion(prompt, completion, chat=chat))
 
 
 def _chat(args) -> None:
@@ -264,9 +262,10 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 def _evaluate(args) -> None:
     from gptjax.inference.evaluate import conversation_metrics, side_by_side, text_metrics
+    from gptjax.inference.load import workdir_and_step
 
     for path in args.workdirs:  # a slip in any of them, before the held-out data is read
-        refuse_a_file(as_path(path, "workdir"))
+        workdir_and_step(path)
     if not 0 < args.validation_fraction < 1:
         raise ConfigError(
             f"--validation-fraction must be in (0, 1), got {args.validation_fraction}"

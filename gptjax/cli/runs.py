@@ -13,7 +13,7 @@ from etils import epath
 
 from gptjax.errors import CheckpointError
 from gptjax.metrics import METRICS_FILE, read_metrics
-from gptjax.paths import PathLike, as_path, refuse_a_file
+from gptjax.paths import PathLike, as_path, refuse_a_missing_workdir
 
 
 def add_parsers(verbs) -> None:
@@ -41,7 +41,7 @@ def add_parsers(verbs) -> None:
 
 
 def _checkpoints(args) -> None:
-    refuse_a_file(as_path(args.workdir, "workdir"))
+    refuse_a_missing_workdir(as_path(args.workdir, "workdir"))
     if args.tree:
         lines = checkpoint_tree(args.workdir, args.step)
     elif args.verify:

@@ -22,7 +22,7 @@ from gptjax.checkpoint import CHECKPOINT_DIR, STEP_FLAG, Checkpointer, checkpoin
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
-from gptjax.paths import PathLike, as_path, refuse_a_file
+from gptjax.paths import PathLike, as_path, refuse_a_file, refuse_a_missing_workdir
 from gptjax.steps import model_graphdef
 from gptjax.tokenizer import Tokenizer, tokenizer_from_bytes
 
@@ -40,6 +40,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     mesh: jax.sharding.Mesh
     rules: tuple
+    metadata: dict  # the checkpoint's own record: config, model, mesh, versions, ...
 
     @contextlib.contextmanager
     def activated(self):
@@ -82,16 +83,26 @@ def _rules_from_json(rules: list) -> tuple:
     )
 
 
-def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = None):
-    """The parameters of checkpoint `step` (default: the latest) of a workdir, sharded.
-
-    `path` is a workdir or WORKDIR/checkpoints/STEP.
-    """
+def workdir_and_step(path: PathLike) -> tuple[epath.Path, int | None]:
+    """(workdir, step) of a workdir or WORKDIR/checkpoints/STEP (step None for a workdir);
+    ConfigError (exit 2) when that workdir does not exist or is a file."""
     path = as_path(path, "checkpoint path")
     refuse_a_file(path)
     workdir, named_step = path, None
     if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
         workdir, named_step = path.parent.parent, int(path.name)
+    # Only the workdir must exist: a missing STEP inside it is a missing checkpoint (exit 74),
+    # as `--step STEP` is.
+    refuse_a_missing_workdir(workdir)
+    return workdir, named_step
+
+
+def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = None):
+    """The parameters of checkpoint `step` (default: the latest) of a workdir, sharded.
+
+    `path` is a workdir or WORKDIR/checkpoints/STEP.
+    """
+    workdir, named_step = workdir_and_step(path)
     if not checkpoint_dir(workdir).is_dir():
         raise CheckpointError(f"{workdir} has no {CHECKPOINT_DIR}/ directory: train a model there")
     step = named_step if step is None else step
@@ -125,4 +136,5 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
         tokenizer=tokenizer,
         mesh=device_mesh,
         rules=rules,
+        metadata=metadata,
     )
