@@ -115,5 +115,9 @@ def test_data_preparation_imports_no_jax_and_the_package_names_stay_functions():
         "from gptjax import Transformer, generate\n"
         "assert generate is gptjax.generation.generate and callable(gptjax.generate)\n"
         "assert Transformer is gptjax.model.Transformer\n"
+        "import gptjax.inference.api\n"
+        "assert gptjax.load is gptjax.inference.api.load, 'gptjax.load is not the Python API'\n"
+        "missing = [n for n in gptjax.__all__ if not hasattr(gptjax, n)]\n"
+        "assert not missing, f'exported but not defined: {missing}'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, env=os.environ)
