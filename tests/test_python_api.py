@@ -103,11 +103,13 @@ def test_a_prompt_that_fills_the_context_is_still_refused(model, capsys):
         model.generate(long_prompt)
 
 
-def test_the_template_can_be_overridden_and_is_checked(model):
+def test_bad_arguments_are_config_errors(model):
     with pytest.raises(ConfigError, match="template 'json'"):
         model.generate(PROMPT, template="json")
     with pytest.raises(ConfigError, match="max_new_tokens must be positive"):
         model.generate(PROMPT, max_new_tokens=0)
+    with pytest.raises(ConfigError, match="no prompts given"):
+        model.generate([])
 
 
 def test_load_refuses_a_missing_workdir_as_usage(tmp_path):

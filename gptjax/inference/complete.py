@@ -65,6 +65,8 @@ def complete(
     """The completion text of each prompt (a chat answer, or the continuation of the text)."""
     if max_new_tokens <= 0:
         raise ConfigError(f"{budget_name} must be positive, got {max_new_tokens}")
+    if not prompts:
+        raise ConfigError("no prompts given; give a prompt or a list of them")
     tok = loaded.tokenizer
     chat = uses_chat(loaded, template)
     ids, stops = prompt_ids(tok, list(prompts), chat=chat)
