@@ -192,9 +192,9 @@ def test_import_reads_gqa_rope_untied_and_the_tokenizer(imported):
     assert imported["gpt2"].model_config.tie_embeddings
 
 
-def _native_checkpoint(family: str, workdir: Path, tok_dir: Path) -> None:
-    """A model created in gptjax (random, perturbed) saved as a checkpoint, with a gptjax
-    sentencepiece tokenizer."""
+def _native_checkpoint(family: str, workdir: Path, tok_dir: Path, phase: str = "pretrain") -> None:
+    """A model created in gptjax (random, perturbed) saved as a checkpoint of `phase`, with a
+    gptjax sentencepiece tokenizer."""
     shape = dict(
         vocab_size=448, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_seq_len=64
     )
@@ -213,7 +213,9 @@ def _native_checkpoint(family: str, workdir: Path, tok_dir: Path) -> None:
     _, shardings = sharding.plan_state(lambda: params, mesh, sharding.DEFAULT_RULES)
     params = jax.device_put(jax.tree.unflatten(treedef, leaves), shardings)
     tokenizer = train_tokenizer(builtin_documents()[:100], tok_dir, vocab_size=400)
-    write_params_checkpoint(workdir, cfg, params, tokenizer, mesh, sharding.DEFAULT_RULES)
+    write_params_checkpoint(
+        workdir, cfg, params, tokenizer, mesh, sharding.DEFAULT_RULES, phase=phase
+    )
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -235,6 +237,89 @@ def test_exported_gptjax_model_loads_in_transformers_with_the_same_logits(family
     assert AutoTokenizer.from_pretrained(out)(TEXT, add_special_tokens=False)["input_ids"] == (
         tokenizer.encode(TEXT)
     )
+
+
+CONVERSATIONS = {
+    "one user turn": ([{"role": "user", "content": "What is a sloop?"}], True),
+    "system and multi-turn": (
+        [
+            {"role": "system", "content": "Answer in one line."},
+            {"role": "user", "content": "Name a mast."},
+            {"role": "assistant", "content": "The mainmast."},
+            {"role": "user", "content": "And another?"},
+        ],
+        True,
+    ),
+    "whole conversation": (
+        [
+            {"role": "user", "content": "json.dumps(x) -> ?"},
+            {"role": "assistant", "content": "a str"},
+        ],
+        False,
+    ),
+}
+
+
+def _hf_chat_ids(tokenizer, messages, add_generation_prompt) -> list[int]:
+    return list(
+        tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def exported_chat(tmp_path_factory):
+    """(gptjax workdir, export dir) of a Llama-style SFT checkpoint with gptjax's tokenizer."""
+    root = tmp_path_factory.mktemp("chat")
+    _native_checkpoint("llama", root / "run", root / "tok", phase="sft")
+    export_hf(root / "run", root / "hf", log=lambda *_: None)
+    return root / "run", root / "hf"
+
+
+@pytest.mark.parametrize("case", CONVERSATIONS)
+def test_exported_chat_template_gives_gptjax_prompt_ids(case, exported_chat):
+    workdir, out = exported_chat
+    messages, add_generation_prompt = CONVERSATIONS[case]
+    expected, _ = render(
+        load_model(workdir).tokenizer, messages, add_generation_prompt=add_generation_prompt
+    )
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert _hf_chat_ids(hf_tokenizer, messages, add_generation_prompt) == expected
+
+
+def test_exported_chat_model_generate_stops_at_the_end_of_turn(exported_chat):
+    workdir, out = exported_chat
+    tok = load_model(workdir).tokenizer
+    end = tok.token_id("<|end|>")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.generation_config.eos_token_id == [tok.eos_id, end]
+    assert model.generation_config.pad_token_id == tok.pad_id
+    # Make <|end|> the greedy choice from the third new token on: generate must stop there.
+    prompt = torch.tensor(
+        [render(tok, CONVERSATIONS["one user turn"][0], add_generation_prompt=True)[0]]
+    )
+    steps = []
+
+    def push_end(module, inputs, logits):
+        steps.append(None)
+        if len(steps) >= 3:
+            logits[..., -1, end] += 1e4
+        return logits
+
+    model.lm_head.register_forward_hook(push_end)
+    new = model.generate(prompt, do_sample=False, max_new_tokens=20)[0, prompt.shape[1] :]
+    assert len(new) == 3 and int(new[-1]) == end
+
+
+def test_a_pretrained_checkpoint_exports_no_chat_template(tmp_path):
+    _native_checkpoint("gpt2", tmp_path / "run", tmp_path / "tok")
+    export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
+    assert not (tmp_path / "hf" / "chat_template.jinja").exists()
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template is None
+    tok = load_tokenizer(tmp_path / "tok")
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == tok.eos_id  # a continuation ends at eos alone
 
 
 def _tensors(path: Path) -> dict[str, np.ndarray]:

@@ -350,9 +350,19 @@ def import_hf(
 
 
 def write_params_checkpoint(
-    workdir, cfg: ModelConfig, params, tokenizer, mesh, rules, *, source: dict | None = None
+    workdir,
+    cfg: ModelConfig,
+    params,
+    tokenizer,
+    mesh,
+    rules,
+    *,
+    source: dict | None = None,
+    phase: str = "pretrain",
 ) -> None:
     """WORKDIR/checkpoints/0 holding `params` (placed on `mesh`), as `init_from` reads it.
+
+    `phase` is what `sample` and `chat` read: "sft" makes them apply the chat template.
 
     No optimizer state: `init_from` reads parameters only and starts a fresh optimizer.
     """
@@ -360,7 +370,7 @@ def write_params_checkpoint(
     zero = jax.device_put(jnp.zeros((), jnp.int32), replicated)
     state = TrainState(step=zero, params=params, opt_state={}, bad_steps=zero, skipped_steps=zero)
     metadata = {
-        "phase": "pretrain",
+        "phase": phase,
         "config": {"sharding_rules": [list(rule) for rule in rules]},
         "model": dataclasses.asdict(cfg),
         "mesh": {axis: int(size) for axis, size in mesh.shape.items()},

@@ -1,0 +1,88 @@
+"""gptjax's chat template as Hugging Face tools read it, and an imported model's template.
+
+`CHAT_TEMPLATE` is gptjax.chat_template.render written in Jinja: `apply_chat_template` with it
+gives the same ids as gptjax (tests/test_hf.py checks system, multi-turn and generation-prompt
+cases). One difference stays: gptjax spells a literal "<|end|>" typed inside a message in byte
+tokens, while Hugging Face tokenizers match special tokens anywhere in the rendered text.
+
+The template is exported only for chat checkpoints (phase sft/dpo): a pretrained model whose
+tokenizer happens to hold the role tokens was never trained on them, and a template would tell
+TRL, vLLM or `transformers chat` that it answers questions.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gptjax.errors import DataError
+from gptjax.tokenizer import CHAT_TOKENS, Tokenizer
+
+# transformers >= 4.43 reads it (and transformers 5 writes it) next to tokenizer_config.json;
+# when present it takes priority over a "chat_template" key in that file.
+TEMPLATE_FILE = "chat_template.jinja"
+
+# Roles, the system-first rule and the token layout are those of gptjax.chat_template.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unknown chat role ' + message['role'] + '; use system, user or "
+    "assistant') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('only the first message may be a system message') }}"
+    "{% endif %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def end_of_turn_id(tokenizer: Tokenizer) -> int | None:
+    """`<|end|>`'s id, or None when the tokenizer has no chat tokens."""
+    try:
+        return tokenizer.token_id(CHAT_TOKENS[3])
+    except DataError:
+        return None
+
+
+def generation_config(tokenizer: Tokenizer, *, chat: bool) -> dict:
+    """generation_config.json: a chat model's `generate` stops at `<|end|>` as at eos."""
+    eos = [tokenizer.eos_id]
+    end = end_of_turn_id(tokenizer) if chat else None
+    if end is not None and end != tokenizer.eos_id:
+        eos.append(end)
+    return {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": eos if len(eos) > 1 else eos[0],
+        "pad_token_id": tokenizer.pad_id,
+    }
+
+
+def chat_files(tokenizer: Tokenizer, *, chat: bool) -> dict[str, bytes]:
+    """generation_config.json, and for a chat model with the chat tokens the template file."""
+    config = json.dumps(generation_config(tokenizer, chat=chat), indent=2) + "\n"
+    files = {"generation_config.json": config.encode("utf-8")}
+    if chat and end_of_turn_id(tokenizer) is not None:
+        files[TEMPLATE_FILE] = CHAT_TEMPLATE.encode("utf-8")
+    return files
+
+
+def declared_template(files: dict[str, str]) -> str | None:
+    """The chat template a Hugging Face model ships: chat_template.jinja first (transformers'
+    priority), else tokenizer_config.json's "chat_template" (a string, or the "default" of a
+    list of named templates)."""
+    if TEMPLATE_FILE in files:
+        return files[TEMPLATE_FILE]
+    try:
+        value = json.loads(files.get("tokenizer_config.json", "{}")).get("chat_template")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default")
+    return value if isinstance(value, str) else None
+
+
+def is_gptjax_template(template: str | None) -> bool:
+    return template is not None and template.strip() == CHAT_TEMPLATE
