@@ -322,6 +322,56 @@ def test_a_pretrained_checkpoint_exports_no_chat_template(tmp_path):
     assert generation["eos_token_id"] == tok.eos_id  # a continuation ends at eos alone
 
 
+def test_an_exported_chat_model_imports_back_as_a_chat_model(
+    exported_chat, tmp_path, capsys, monkeypatch
+):
+    workdir, out = exported_chat
+    result = import_hf(out, tmp_path / "back", log=lambda *_: None)
+    assert result.phase == "sft" and "answers as a chat model" in result.describe()[1]
+    loaded = load_model(tmp_path / "back")
+    assert loaded.is_chat
+    original, hf_tokenizer = load_model(workdir).tokenizer, AutoTokenizer.from_pretrained(out)
+    for messages, add_generation_prompt in CONVERSATIONS.values():
+        ids, _ = render(loaded.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+        assert ids == render(original, messages, add_generation_prompt=add_generation_prompt)[0]
+    # `sample` asks the prompt as a user turn by default, with the ids transformers renders.
+    seen = []
+
+    def generate(graphdef, params, prompts, **settings):
+        seen.extend(prompts)
+        return [[] for _ in prompts]
+
+    monkeypatch.setattr(importlib.import_module("gptjax.generation"), "generate", generate)
+    assert main(["sample", str(tmp_path / "back"), "--prompt", "What is a sloop?"]) == 0
+    assert capsys.readouterr().out.startswith("--- What is a sloop?\n")
+    messages = CONVERSATIONS["one user turn"][0]
+    assert [list(p) for p in seen] == [_hf_chat_ids(hf_tokenizer, messages, True)]
+
+
+FOREIGN_TEMPLATE = (  # ChatML, as Qwen and many others ship it
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
+def test_a_foreign_chat_template_is_kept_and_noted_but_not_applied(where, hf_dirs, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], model_dir)
+    if where == "chat_template.jinja":
+        (model_dir / where).write_text(FOREIGN_TEMPLATE)
+    else:
+        config = json.loads((model_dir / where).read_text())
+        (model_dir / where).write_text(json.dumps(config | {"chat_template": FOREIGN_TEMPLATE}))
+    lines = []
+    result = import_hf(model_dir, tmp_path / "run", log=lines.append)
+    assert result.phase == "pretrain" and not load_model(tmp_path / "run").is_chat
+    assert any("chat template is kept" in line and "not gptjax's" in line for line in lines)
+    export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == FOREIGN_TEMPLATE
+
+
 def _tensors(path: Path) -> dict[str, np.ndarray]:
     store = TensorStore(path)
     files = {name: source for name, source in store.where.items()}

@@ -86,3 +86,29 @@ def declared_template(files: dict[str, str]) -> str | None:
 
 def is_gptjax_template(template: str | None) -> bool:
     return template is not None and template.strip() == CHAT_TEMPLATE
+
+
+def imported_phase(template: str | None, tokenizer: Tokenizer, log=print) -> str:
+    """The phase an imported model is recorded with: "sft" (so `sample` and `chat` apply the
+    chat template by default) when it ships gptjax's own template and has its chat tokens.
+
+    A foreign template (ChatML, Llama 3, ...) is kept with the tokenizer and exported back
+    unchanged, but gptjax renders conversations with its own template only, so such a model
+    stays "pretrain" and the log says so: asking it through gptjax's template would ask it in
+    a format it was never trained on.
+    """
+    if template is None:
+        return "pretrain"
+    if is_gptjax_template(template) and end_of_turn_id(tokenizer) is not None:
+        return "sft"
+    why = (
+        "its tokenizer lacks gptjax's chat tokens (import with --add-chat-tokens to add them)"
+        if is_gptjax_template(template)
+        else "it is not gptjax's (gptjax renders chats with its own template only)"
+    )
+    log(
+        f"note: the model's chat template is kept and exported back, but {why}; it is imported "
+        "as a pretrained model: `sample` continues text, and `sample --template chat`/`chat` "
+        "would use gptjax's template, which it was not finetuned with"
+    )
+    return "pretrain"
