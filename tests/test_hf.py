@@ -312,6 +312,32 @@ def test_exported_chat_model_generate_stops_at_the_end_of_turn(exported_chat):
     assert len(new) == 3 and int(new[-1]) == end
 
 
+def test_exported_chat_model_answers_greedily_as_gptjax_does(exported_chat):
+    from gptjax.chat_template import prompt_ids
+    from gptjax.generation import generate
+
+    workdir, out = exported_chat
+    loaded = load_model(workdir)
+    question = CONVERSATIONS["one user turn"][0][0]["content"]
+    (prompt,), stops = prompt_ids(loaded.tokenizer, [question], chat=True)
+    with loaded.activated():
+        (expected,) = generate(
+            loaded.graphdef, loaded.params, [prompt], max_new_tokens=12, stop_ids=stops
+        )
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    hf_prompt = hf_tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    new = model.generate(hf_prompt, do_sample=False, max_new_tokens=12)[0, len(prompt) :].tolist()
+    if new and new[-1] in stops:  # transformers keeps the eos it stopped at; gptjax drops it
+        new = new[:-1]
+    assert new == expected
+
+
 def test_a_pretrained_checkpoint_exports_no_chat_template(tmp_path):
     _native_checkpoint("gpt2", tmp_path / "run", tmp_path / "tok")
     export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
