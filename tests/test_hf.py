@@ -398,6 +398,33 @@ def test_a_foreign_chat_template_is_kept_and_noted_but_not_applied(where, hf_dir
     assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == FOREIGN_TEMPLATE
 
 
+def test_a_gptjax_finetuned_chat_model_exports_gptjax_template_over_a_foreign_one(
+    hf_dirs, tmp_path
+):
+    model_dir = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = FOREIGN_TEMPLATE
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").write_text(FOREIGN_TEMPLATE)
+    import_hf(
+        model_dir, tmp_path / "run", add_chat_tokens=True, vocab_size=640, log=lambda *_: None
+    )
+    # As SFT would leave it: the same model recorded as a chat checkpoint.
+    loaded = load_model(tmp_path / "run", mesh=IMPORT_MESH)
+    mesh, rules = sharding.make_mesh(IMPORT_MESH), sharding.DEFAULT_RULES
+    cfg, tok = loaded.model_config, loaded.tokenizer
+    write_params_checkpoint(tmp_path / "sft", cfg, loaded.params, tok, mesh, rules, phase="sft")
+    export_hf(tmp_path / "sft", tmp_path / "hf", log=lambda *_: None)
+    assert "chat_template" not in json.loads(
+        (tmp_path / "hf" / "tokenizer_config.json").read_text()
+    )
+    hf_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    messages, add_generation_prompt = CONVERSATIONS["system and multi-turn"]
+    expected, _ = render(tok, messages, add_generation_prompt=add_generation_prompt)
+    assert _hf_chat_ids(hf_tokenizer, messages, add_generation_prompt) == expected
+
+
 def _tensors(path: Path) -> dict[str, np.ndarray]:
     store = TensorStore(path)
     files = {name: source for name, source in store.where.items()}

@@ -59,12 +59,19 @@ def generation_config(tokenizer: Tokenizer, *, chat: bool) -> dict:
     }
 
 
-def chat_files(tokenizer: Tokenizer, *, chat: bool) -> dict[str, bytes]:
-    """generation_config.json, and for a chat model with the chat tokens the template file."""
+def with_chat_files(files: dict[str, bytes], tokenizer: Tokenizer, *, chat: bool) -> dict:
+    """A model directory's tokenizer `files` plus generation_config.json, and for a chat model
+    with the chat tokens gptjax's template, which replaces any template an imported tokenizer
+    brought along (in either place): gptjax's is the one the model was finetuned with."""
     config = json.dumps(generation_config(tokenizer, chat=chat), indent=2) + "\n"
-    files = {"generation_config.json": config.encode("utf-8")}
-    if chat and end_of_turn_id(tokenizer) is not None:
-        files[TEMPLATE_FILE] = CHAT_TEMPLATE.encode("utf-8")
+    files = files | {"generation_config.json": config.encode("utf-8")}
+    if not (chat and end_of_turn_id(tokenizer) is not None):
+        return files
+    files[TEMPLATE_FILE] = CHAT_TEMPLATE.encode("utf-8")
+    if "tokenizer_config.json" in files:
+        settings = json.loads(files["tokenizer_config.json"])
+        if settings.pop("chat_template", None) is not None:
+            files["tokenizer_config.json"] = json.dumps(settings, indent=2).encode("utf-8")
     return files
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 
 from gptjax.errors import ConfigError
-from gptjax.hf.chat import chat_files
+from gptjax.hf.chat import with_chat_files
 from gptjax.hf.config import family_of, hf_config
 from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import write_safetensors
@@ -126,9 +126,7 @@ def export_hf(
         config["pad_token_id"] = tok.pad_id
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     written = [*files, "config.json"]
-    # The chat files go last: a chat checkpoint's template replaces any an imported tokenizer
-    # brought along, since gptjax's template is the one the model was finetuned with.
-    extra = hf_tokenizer_files(tok, cfg.max_seq_len) | chat_files(tok, chat=loaded.is_chat)
+    extra = with_chat_files(hf_tokenizer_files(tok, cfg.max_seq_len), tok, chat=loaded.is_chat)
     for name, data in extra.items():
         (out / name).write_bytes(data)
         written.append(name)
