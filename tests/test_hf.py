@@ -237,6 +237,12 @@ def test_exported_gptjax_model_loads_in_transformers_with_the_same_logits(family
     assert AutoTokenizer.from_pretrained(out)(TEXT, add_special_tokens=False)["input_ids"] == (
         tokenizer.encode(TEXT)
     )
+    # A pretrained checkpoint gets no chat template (though its tokenizer has the role
+    # tokens), and its continuations end at eos alone.
+    assert not (out / "chat_template.jinja").exists()
+    assert AutoTokenizer.from_pretrained(out).chat_template is None
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == tokenizer.eos_id
 
 
 CONVERSATIONS = {
@@ -336,16 +342,6 @@ def test_exported_chat_model_answers_greedily_as_gptjax_does(exported_chat):
     if new and new[-1] in stops:  # transformers keeps the eos it stopped at; gptjax drops it
         new = new[:-1]
     assert new == expected
-
-
-def test_a_pretrained_checkpoint_exports_no_chat_template(tmp_path):
-    _native_checkpoint("gpt2", tmp_path / "run", tmp_path / "tok")
-    export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
-    assert not (tmp_path / "hf" / "chat_template.jinja").exists()
-    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template is None
-    tok = load_tokenizer(tmp_path / "tok")
-    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
-    assert generation["eos_token_id"] == tok.eos_id  # a continuation ends at eos alone
 
 
 def test_an_exported_chat_model_imports_back_as_a_chat_model(
