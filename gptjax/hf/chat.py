@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 
+from gptjax.chat_template import end_of_turn_id
 from gptjax.errors import DataError
-from gptjax.tokenizer import CHAT_TOKENS, Tokenizer
+from gptjax.tokenizer import Tokenizer
 
 # transformers >= 4.43 reads it (and transformers 5 writes it) next to tokenizer_config.json;
 # when present it takes priority over a "chat_template" key in that file.
@@ -38,10 +39,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def end_of_turn_id(tokenizer: Tokenizer) -> int | None:
+def _end_of_turn_or_none(tokenizer: Tokenizer) -> int | None:
     """`<|end|>`'s id, or None when the tokenizer has no chat tokens."""
     try:
-        return tokenizer.token_id(CHAT_TOKENS[3])
+        return end_of_turn_id(tokenizer)
     except DataError:
         return None
 
@@ -49,7 +50,7 @@ def end_of_turn_id(tokenizer: Tokenizer) -> int | None:
 def generation_config(tokenizer: Tokenizer, *, chat: bool) -> dict:
     """generation_config.json: a chat model's `generate` stops at `<|end|>` as at eos."""
     eos = [tokenizer.eos_id]
-    end = end_of_turn_id(tokenizer) if chat else None
+    end = _end_of_turn_or_none(tokenizer) if chat else None
     if end is not None and end != tokenizer.eos_id:
         eos.append(end)
     return {
@@ -65,7 +66,7 @@ def with_chat_files(files: dict[str, bytes], tokenizer: Tokenizer, *, chat: bool
     brought along (in either place): gptjax's is the one the model was finetuned with."""
     config = json.dumps(generation_config(tokenizer, chat=chat), indent=2) + "\n"
     files = files | {"generation_config.json": config.encode("utf-8")}
-    if not (chat and end_of_turn_id(tokenizer) is not None):
+    if not (chat and _end_of_turn_or_none(tokenizer) is not None):
         return files
     files[TEMPLATE_FILE] = CHAT_TEMPLATE.encode("utf-8")
     if "tokenizer_config.json" in files:
@@ -106,7 +107,7 @@ def imported_phase(template: str | None, tokenizer: Tokenizer, log=print) -> str
     """
     if template is None:
         return "pretrain"
-    if is_gptjax_template(template) and end_of_turn_id(tokenizer) is not None:
+    if is_gptjax_template(template) and _end_of_turn_or_none(tokenizer) is not None:
         return "sft"
     why = (
         "its tokenizer lacks gptjax's chat tokens (import with --add-chat-tokens to add them)"
