@@ -192,9 +192,9 @@ def test_import_reads_gqa_rope_untied_and_the_tokenizer(imported):
     assert imported["gpt2"].model_config.tie_embeddings
 
 
-def _native_checkpoint(family: str, workdir: Path, tok_dir: Path) -> None:
-    """A model created in gptjax (random, perturbed) saved as a checkpoint, with a gptjax
-    sentencepiece tokenizer."""
+def _native_checkpoint(family: str, workdir: Path, tok_dir: Path, phase: str = "pretrain") -> None:
+    """A model created in gptjax (random, perturbed) saved as a checkpoint of `phase`, with a
+    gptjax sentencepiece tokenizer."""
     shape = dict(
         vocab_size=448, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_seq_len=64
     )
@@ -213,7 +213,9 @@ def _native_checkpoint(family: str, workdir: Path, tok_dir: Path) -> None:
     _, shardings = sharding.plan_state(lambda: params, mesh, sharding.DEFAULT_RULES)
     params = jax.device_put(jax.tree.unflatten(treedef, leaves), shardings)
     tokenizer = train_tokenizer(builtin_documents()[:100], tok_dir, vocab_size=400)
-    write_params_checkpoint(workdir, cfg, params, tokenizer, mesh, sharding.DEFAULT_RULES)
+    write_params_checkpoint(
+        workdir, cfg, params, tokenizer, mesh, sharding.DEFAULT_RULES, phase=phase
+    )
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -235,6 +237,188 @@ def test_exported_gptjax_model_loads_in_transformers_with_the_same_logits(family
     assert AutoTokenizer.from_pretrained(out)(TEXT, add_special_tokens=False)["input_ids"] == (
         tokenizer.encode(TEXT)
     )
+    # A pretrained checkpoint gets no chat template (though its tokenizer has the role
+    # tokens), and its continuations end at eos alone.
+    assert not (out / "chat_template.jinja").exists()
+    assert AutoTokenizer.from_pretrained(out).chat_template is None
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == tokenizer.eos_id
+
+
+CONVERSATIONS = {
+    "one user turn": ([{"role": "user", "content": "What is a sloop?"}], True),
+    "system and multi-turn": (
+        [
+            {"role": "system", "content": "Answer in one line."},
+            {"role": "user", "content": "Name a mast."},
+            {"role": "assistant", "content": "The mainmast."},
+            {"role": "user", "content": "And another?"},
+        ],
+        True,
+    ),
+    "whole conversation": (
+        [
+            {"role": "user", "content": "json.dumps(x) -> ?"},
+            {"role": "assistant", "content": "a str"},
+        ],
+        False,
+    ),
+}
+
+
+def _hf_chat_ids(tokenizer, messages, add_generation_prompt) -> list[int]:
+    return list(
+        tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def exported_chat(tmp_path_factory):
+    """(gptjax workdir, export dir) of a Llama-style SFT checkpoint with gptjax's tokenizer."""
+    root = tmp_path_factory.mktemp("chat")
+    _native_checkpoint("llama", root / "run", root / "tok", phase="sft")
+    export_hf(root / "run", root / "hf", log=lambda *_: None)
+    return root / "run", root / "hf"
+
+
+@pytest.mark.parametrize("case", CONVERSATIONS)
+def test_exported_chat_template_gives_gptjax_prompt_ids(case, exported_chat):
+    workdir, out = exported_chat
+    messages, add_generation_prompt = CONVERSATIONS[case]
+    expected, _ = render(
+        load_model(workdir).tokenizer, messages, add_generation_prompt=add_generation_prompt
+    )
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert _hf_chat_ids(hf_tokenizer, messages, add_generation_prompt) == expected
+
+
+def test_exported_chat_model_generate_stops_at_the_end_of_turn(exported_chat):
+    workdir, out = exported_chat
+    tok = load_model(workdir).tokenizer
+    end = tok.token_id("<|end|>")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.generation_config.eos_token_id == [tok.eos_id, end]
+    assert model.generation_config.pad_token_id == tok.pad_id
+    # Make <|end|> the greedy choice from the third new token on: generate must stop there.
+    prompt = torch.tensor(
+        [render(tok, CONVERSATIONS["one user turn"][0], add_generation_prompt=True)[0]]
+    )
+    steps = []
+
+    def push_end(module, inputs, logits):
+        steps.append(None)
+        if len(steps) >= 3:
+            logits[..., -1, end] += 1e4
+        return logits
+
+    model.lm_head.register_forward_hook(push_end)
+    new = model.generate(prompt, do_sample=False, max_new_tokens=20)[0, prompt.shape[1] :]
+    assert len(new) == 3 and int(new[-1]) == end
+
+
+def test_exported_chat_model_answers_greedily_as_gptjax_does(exported_chat):
+    from gptjax.chat_template import prompt_ids
+    from gptjax.generation import generate
+
+    workdir, out = exported_chat
+    loaded = load_model(workdir)
+    question = CONVERSATIONS["one user turn"][0][0]["content"]
+    (prompt,), stops = prompt_ids(loaded.tokenizer, [question], chat=True)
+    with loaded.activated():
+        (expected,) = generate(
+            loaded.graphdef, loaded.params, [prompt], max_new_tokens=12, stop_ids=stops
+        )
+    hf_tokenizer = AutoTokenizer.from_pretrained(out)
+    hf_prompt = hf_tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    new = model.generate(hf_prompt, do_sample=False, max_new_tokens=12)[0, len(prompt) :].tolist()
+    if new and new[-1] in stops:  # transformers keeps the eos it stopped at; gptjax drops it
+        new = new[:-1]
+    assert new == expected
+
+
+def test_an_exported_chat_model_imports_back_as_a_chat_model(
+    exported_chat, tmp_path, capsys, monkeypatch
+):
+    workdir, out = exported_chat
+    result = import_hf(out, tmp_path / "back", log=lambda *_: None)
+    assert result.phase == "sft" and "answers as a chat model" in result.describe()[1]
+    loaded = load_model(tmp_path / "back")
+    assert loaded.is_chat
+    original, hf_tokenizer = load_model(workdir).tokenizer, AutoTokenizer.from_pretrained(out)
+    for messages, add_generation_prompt in CONVERSATIONS.values():
+        ids, _ = render(loaded.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+        assert ids == render(original, messages, add_generation_prompt=add_generation_prompt)[0]
+    # `sample` asks the prompt as a user turn by default, with the ids transformers renders.
+    seen = []
+
+    def generate(graphdef, params, prompts, **settings):
+        seen.extend(prompts)
+        return [[] for _ in prompts]
+
+    monkeypatch.setattr(importlib.import_module("gptjax.generation"), "generate", generate)
+    assert main(["sample", str(tmp_path / "back"), "--prompt", "What is a sloop?"]) == 0
+    assert capsys.readouterr().out.startswith("--- What is a sloop?\n")
+    messages = CONVERSATIONS["one user turn"][0]
+    assert [list(p) for p in seen] == [_hf_chat_ids(hf_tokenizer, messages, True)]
+
+
+FOREIGN_TEMPLATE = (  # ChatML, as Qwen and many others ship it
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
+def test_a_foreign_chat_template_is_kept_and_noted_but_not_applied(where, hf_dirs, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], model_dir)
+    if where == "chat_template.jinja":
+        (model_dir / where).write_text(FOREIGN_TEMPLATE)
+    else:
+        config = json.loads((model_dir / where).read_text())
+        (model_dir / where).write_text(json.dumps(config | {"chat_template": FOREIGN_TEMPLATE}))
+    lines = []
+    result = import_hf(model_dir, tmp_path / "run", log=lines.append)
+    assert result.phase == "pretrain" and not load_model(tmp_path / "run").is_chat
+    assert any("chat template is kept" in line and "not gptjax's" in line for line in lines)
+    export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == FOREIGN_TEMPLATE
+
+
+def test_a_gptjax_finetuned_chat_model_exports_gptjax_template_over_a_foreign_one(
+    hf_dirs, tmp_path
+):
+    model_dir = tmp_path / "model"
+    shutil.copytree(hf_dirs["gpt2"], model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = FOREIGN_TEMPLATE
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").write_text(FOREIGN_TEMPLATE)
+    import_hf(
+        model_dir, tmp_path / "run", add_chat_tokens=True, vocab_size=640, log=lambda *_: None
+    )
+    # As SFT would leave it: the same model recorded as a chat checkpoint.
+    loaded = load_model(tmp_path / "run", mesh=IMPORT_MESH)
+    mesh, rules = sharding.make_mesh(IMPORT_MESH), sharding.DEFAULT_RULES
+    cfg, tok = loaded.model_config, loaded.tokenizer
+    write_params_checkpoint(tmp_path / "sft", cfg, loaded.params, tok, mesh, rules, phase="sft")
+    export_hf(tmp_path / "sft", tmp_path / "hf", log=lambda *_: None)
+    assert "chat_template" not in json.loads(
+        (tmp_path / "hf" / "tokenizer_config.json").read_text()
+    )
+    hf_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    messages, add_generation_prompt = CONVERSATIONS["system and multi-turn"]
+    expected, _ = render(tok, messages, add_generation_prompt=add_generation_prompt)
+    assert _hf_chat_ids(hf_tokenizer, messages, add_generation_prompt) == expected
 
 
 def _tensors(path: Path) -> dict[str, np.ndarray]:

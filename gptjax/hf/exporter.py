@@ -1,9 +1,10 @@
 """`gptjax export-hf`: a gptjax checkpoint -> a Hugging Face model directory.
 
-Writes config.json, the weights as safetensors (one file, or shards of at most
-`max_shard_bytes` with model.safetensors.index.json, as `save_pretrained` does) and the
-tokenizer, so `transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads it with no
-missing or unexpected weights. Tensors are gathered one layer at a time; the host holds at
+Writes config.json, generation_config.json, the weights as safetensors (one file, or shards
+of at most `max_shard_bytes` with model.safetensors.index.json, as `save_pretrained` does) and
+the tokenizer (with gptjax's chat template for a chat checkpoint: gptjax/hf/chat.py), so
+`transformers.AutoModelForCausalLM.from_pretrained(DIR)` loads it with no missing or
+unexpected weights. Tensors are gathered one layer at a time; the host holds at
 most one output shard. Run it on one host (a pod slice's checkpoint restores onto any mesh).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from etils import epath
 
 from gptjax.errors import ConfigError
+from gptjax.hf.chat import with_chat_files
 from gptjax.hf.config import family_of, hf_config
 from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import write_safetensors
@@ -124,7 +126,8 @@ def export_hf(
         config["pad_token_id"] = tok.pad_id
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     written = [*files, "config.json"]
-    for name, data in hf_tokenizer_files(tok, cfg.max_seq_len).items():
+    extra = with_chat_files(hf_tokenizer_files(tok, cfg.max_seq_len), tok, chat=loaded.is_chat)
+    for name, data in extra.items():
         (out / name).write_bytes(data)
         written.append(name)
     return ExportResult(out, family, written, len(weight_map))

@@ -27,6 +27,7 @@ from flax.core import spmd as flax_spmd
 from gptjax import sharding
 from gptjax.checkpoint import RUNTIME_FIELDS, Checkpointer, checkpoint_dir, package_versions
 from gptjax.errors import ConfigError, DataError
+from gptjax.hf.chat import declared_template, imported_phase
 from gptjax.hf.config import model_config_from_hf, read_config
 from gptjax.hf.layout import Layout, expand, gpt2_layout, llama_layout
 from gptjax.hf.safetensors_io import SafetensorsFile
@@ -259,10 +260,12 @@ class ImportResult:
     model_config: ModelConfig
     tokenizer_vocab: int
     parameters: int
+    phase: str = "pretrain"  # "sft" for a model that ships gptjax's chat template
 
     def describe(self) -> list[str]:
         """What was written and the commands that use it (the model overrides included)."""
         cfg, config = self.model_config, f"configs/{_EXAMPLE_CONFIG[self.family]}"
+        chat = self.phase != "pretrain"
         fields = dataclasses.asdict(cfg).items()
         overrides = " ".join(
             f"--config.model.{key}={value}"
@@ -273,7 +276,8 @@ class ImportResult:
             f"imported a {self.family} model: {self.parameters:,} parameters, "
             f"{cfg.vocab_size} embedding rows, {self.tokenizer_vocab} tokenizer tokens, into "
             f"{checkpoint_dir(self.workdir)}/0",
-            f"sample:   gptjax sample {self.workdir} --prompt 'Hello'",
+            f"sample:   gptjax sample {self.workdir} --prompt 'Hello'"
+            + ("  (answers as a chat model: its chat template is gptjax's)" if chat else ""),
             f"finetune: gptjax train --config {config} --workdir NEW_WORKDIR "
             f"--config.init_from={self.workdir} {overrides} "
             # Validation compares it with the model's rows; the tokenizer itself comes from
@@ -343,16 +347,31 @@ def import_hf(
         "architectures": hf.get("architectures"),
         "transformers_version": hf.get("transformers_version"),
     }
-    write_params_checkpoint(workdir, cfg, params, tokenizer, device_mesh, rules, source=source)
+    template = declared_template(tokenizer.bundle["files"])
+    phase = imported_phase(template, tokenizer, log)
+    source["chat_template"] = template
+    write_params_checkpoint(
+        workdir, cfg, params, tokenizer, device_mesh, rules, source=source, phase=phase
+    )
     tokenizer.save(workdir / "tokenizer")
     parameters = sum(int(np.prod(leaf.shape)) for _, leaf in leaves)
-    return ImportResult(workdir, family, cfg, tokenizer.vocab_size, parameters)
+    return ImportResult(workdir, family, cfg, tokenizer.vocab_size, parameters, phase)
 
 
 def write_params_checkpoint(
-    workdir, cfg: ModelConfig, params, tokenizer, mesh, rules, *, source: dict | None = None
+    workdir,
+    cfg: ModelConfig,
+    params,
+    tokenizer,
+    mesh,
+    rules,
+    *,
+    source: dict | None = None,
+    phase: str = "pretrain",
 ) -> None:
     """WORKDIR/checkpoints/0 holding `params` (placed on `mesh`), as `init_from` reads it.
+
+    `phase` is what `sample` and `chat` read: "sft" makes them apply the chat template.
 
     No optimizer state: `init_from` reads parameters only and starts a fresh optimizer.
     """
@@ -360,7 +379,7 @@ def write_params_checkpoint(
     zero = jax.device_put(jnp.zeros((), jnp.int32), replicated)
     state = TrainState(step=zero, params=params, opt_state={}, bad_steps=zero, skipped_steps=zero)
     metadata = {
-        "phase": "pretrain",
+        "phase": phase,
         "config": {"sharding_rules": [list(rule) for rule in rules]},
         "model": dataclasses.asdict(cfg),
         "mesh": {axis: int(size) for axis, size in mesh.shape.items()},

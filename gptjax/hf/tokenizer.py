@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from etils import epath
 
 from gptjax.errors import DataError
+from gptjax.hf.chat import TEMPLATE_FILE
 from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import CHAT_TOKENS, Tokenizer
 from gptjax.tokenizer.hf_bundle import (
@@ -33,6 +34,8 @@ from gptjax.tokenizer.hf_bundle import (
 )
 
 HF_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+# Kept in the bundle as they came, so export-hf writes them back (the chat template included).
+HF_KEPT_FILES = (*HF_CONFIG_FILES, TEMPLATE_FILE)
 
 
 def _read_json(path: epath.Path) -> dict:
@@ -103,8 +106,8 @@ def read_hf_tokenizer(
 ) -> HFTokenizer:
     """The tokenizer of a Hugging Face model directory: tokenizer.json, else tokenizer.model."""
     model_dir = as_path(model_dir, "model directory")
-    present = [name for name in HF_CONFIG_FILES if (model_dir / name).is_file()]
-    configs = [_read_json(model_dir / name) for name in present]
+    present = [name for name in HF_KEPT_FILES if (model_dir / name).is_file()]
+    configs = [_read_json(model_dir / name) for name in present if name in HF_CONFIG_FILES]
     files = {name: (model_dir / name).read_text("utf-8") for name in present}
     if (model_dir / HF_JSON).is_file():
         backend = _tokenizers_backend(model_dir / HF_JSON)
