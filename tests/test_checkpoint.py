@@ -139,3 +139,30 @@ def test_checkpoints_listing_and_tree(saved):
     up = next(line for line in tree if line.startswith("params['blocks']['mlp']['up_DF']"))
     assert "(2, 32, 64) float32" in up and "fsdp" in up
     assert any(line.startswith("trainer['step'] () int32") for line in tree)
+
+
+def test_only_the_training_thread_reports_steps_to_the_preemption_sync(tmp_path, monkeypatch):
+    """JAX's sync point is the last reported step + 1. Orbax's finalize thread reports each
+    committed save's (older) step; a SIGTERM handled just after that set a sync point the loop
+    had already passed, and the run ignored the notice (seen as a flaky SIGTERM test)."""
+    import threading
+
+    from jax.experimental import multihost_utils
+
+    reports = []
+
+    def spy(step):
+        reports.append((step, threading.get_ident()))
+        return False
+
+    monkeypatch.setattr(multihost_utils, "reached_preemption_sync_point", spy)
+    step_fn, state, mesh = setup(SAVED_MESH)
+    metadata = {"model": dataclasses.asdict(MODEL), "phase": "pretrain", "mesh": SAVED_MESH}
+    with Checkpointer(tmp_path, keep_last=3) as checkpointer:
+        for seed in (0, 1):
+            state, _ = run_steps(step_fn, state, mesh, [make_batch(seed=seed)])
+            checkpointer.save(state, metadata, b"tokenizer-bytes")
+            assert checkpointer.reached_preemption(seed + 1) is False
+        checkpointer.wait()
+    assert checkpointer.steps() == [1, 2]
+    assert reports and {thread for _, thread in reports} == {threading.get_ident()}

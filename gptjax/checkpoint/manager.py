@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 
 import jax
@@ -34,6 +35,27 @@ ITEMS = ("params", "trainer", "metadata", "tokenizer")
 ARRAY_ITEMS = ("params", "trainer")
 RESUME_FLAG = "--config.checkpoint.resume_step={step}"
 STEP_FLAG = "--step {step}"  # sample, chat, eval, export-hf, checkpoints --tree
+
+
+class _LoopOnlyPreemptionManager(ocp.CheckpointManager):
+    """An Orbax CheckpointManager whose preemption check answers only the training loop.
+
+    JAX's preemption sync point is "the highest step any process last reported, plus one",
+    and every call of `reached_preemption(step)` reports `step`. Orbax's own finalize thread
+    also calls it, with the step of the save it just committed, which lags the loop: a notice
+    (SIGTERM) handled right after such a call set the sync point to a step the loop had
+    already passed, and the run ignored the notice to its end. Only the thread that made the
+    manager (the one that runs the loop and calls save) reports steps.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._loop_thread = threading.get_ident()
+        super().__init__(*args, **kwargs)
+
+    def reached_preemption(self, step: int) -> bool:
+        if threading.get_ident() != self._loop_thread:
+            return False  # Orbax's finalize thread: it only times the preemption save
+        return super().reached_preemption(step)
 
 
 def checkpoint_dir(workdir: PathLike):
@@ -106,7 +128,7 @@ class Checkpointer:
             "tokenizer": ocp.JsonCheckpointHandler(),
         }
         try:
-            self.manager = ocp.CheckpointManager(
+            self.manager = _LoopOnlyPreemptionManager(
                 self.directory, item_names=ITEMS, item_handlers=handlers, options=options
             )
         except (OSError, ValueError) as error:

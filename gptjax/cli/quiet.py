@@ -29,7 +29,19 @@ class _OrbaxTaskFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return _ORBAX_PATH not in message and "TensorStore" not in message
+        if _ORBAX_PATH in message or "TensorStore" in message or "OCDBT" in message:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and _raised_in_orbax(error))
+
+
+def _raised_in_orbax(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if _ORBAX_PATH in frame.tb_frame.f_code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _drop_abandoned_reads(unraisable) -> None:
@@ -45,7 +57,12 @@ def _drop_abandoned_reads(unraisable) -> None:
 
 
 def quiet_library_noise() -> None:
-    absl_logger = logging.getLogger("absl")  # where absl.logging (Orbax's logger) writes
+    # absl.logging must be imported first: it installs the logger class that names the real
+    # caller (Orbax's file) in each record. A plain `logging.getLogger("absl")` made before
+    # that import would be an ordinary Logger, whose records all name absl's own file.
+    from absl import logging as absl_logging
+
+    absl_logger = absl_logging.get_absl_logger()  # where Orbax writes
     if not any(isinstance(f, _OrbaxLogFilter) for f in absl_logger.filters):
         absl_logger.addFilter(_OrbaxLogFilter())
     asyncio_logger = logging.getLogger("asyncio")
