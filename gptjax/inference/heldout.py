@@ -70,7 +70,7 @@ def _builtin_text(data: dict, tokenizer: Tokenizer) -> tuple[str, RunSplit]:
         bos_id=tokenizer.bos_id,
         pad_id=tokenizer.pad_id,
     )
-    what = f"the built-in corpus's documents held out by a hash at fraction {fraction}"
+    what = f"the built-in corpus's validation documents (hash split, fraction {fraction})"
     return rows.sha256(), RunSplit(what, documents=frozenset(valid))
 
 
@@ -104,7 +104,7 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
         train, valid = split_preferences(items, fraction)
         packed = pack_preferences(train, tokenizer, data["seq_len"])
         questions = frozenset(_split_key(p["messages"]) for p in valid)
-    what = f"the questions of data.{kind}={data[kind]!r} held out at fraction {fraction}"
+    what = f"the held-out questions of data.{kind}={data[kind]!r} (fraction {fraction})"
     return packed.sha256(), RunSplit(what, questions=questions)
 
 
@@ -127,7 +127,9 @@ def run_split(metadata: dict, tokenizer: Tokenizer) -> RunSplit:
         return RunSplit("", unknown=f"its data.{source} cannot be rebuilt here ({error})")
     if digest != recorded:
         return RunSplit(
-            "", unknown=f"its recorded data hash does not match {split.what} as read now"
+            "",
+            unknown=f"its recorded data hash does not match its data.{source} as rebuilt here "
+            "(the files or the split changed since)",
         )
     return split
 
@@ -146,7 +148,7 @@ def text_verdict(split: RunSplit, documents: Sequence[str], prepared_sha256: str
             return Verdict(True, f"held out by its run ({split.what})")
         return _not_known(f"its run trained on prepared data, and this is not {split.what}")
     if not split.documents:
-        return _not_known(f"its run's held-out set is {split.what}, not text documents")
+        return _not_known(f"its run held out {split.what}, not text documents")
     outside = sum(doc not in split.documents for doc in documents)
     if outside or not documents:
         return _not_known(f"{outside:,} of {len(documents):,} documents are not in {split.what}")
