@@ -107,7 +107,8 @@ def test_prepared_data_is_identified_by_its_manifest():
     assert text_verdict(split, [], manifest_sha256(manifest)).held_out
     other = manifest | {"format": "y"}
     assert not text_verdict(split, [], manifest_sha256(other)).held_out
-    assert not text_verdict(RunSplit("x", documents=frozenset({"a"})), [], "abc").held_out
+    verdict = text_verdict(RunSplit("x", documents=frozenset({"a"})), [], "abc")
+    assert not verdict.held_out and verdict.note.endswith("not this prepared split")
 
 
 def test_small_held_out_sets_are_warned_about_with_their_count():

@@ -70,7 +70,7 @@ def _builtin_text(data: dict, tokenizer: Tokenizer) -> tuple[str, RunSplit]:
         bos_id=tokenizer.bos_id,
         pad_id=tokenizer.pad_id,
     )
-    what = f"the built-in corpus's validation documents (hash split, fraction {fraction})"
+    what = f"the built-in corpus's validation documents, hash split at fraction {fraction}"
     return rows.sha256(), RunSplit(what, documents=frozenset(valid))
 
 
@@ -104,7 +104,7 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
         train, valid = split_preferences(items, fraction)
         packed = pack_preferences(train, tokenizer, data["seq_len"])
         questions = frozenset(_split_key(p["messages"]) for p in valid)
-    what = f"the held-out questions of data.{kind}={data[kind]!r} (fraction {fraction})"
+    what = f"the held-out questions of data.{kind}={data[kind]!r}, fraction {fraction}"
     return packed.sha256(), RunSplit(what, questions=questions)
 
 
@@ -147,6 +147,8 @@ def text_verdict(split: RunSplit, documents: Sequence[str], prepared_sha256: str
         if prepared_sha256 == split.prepared_sha256:
             return Verdict(True, f"held out by its run ({split.what})")
         return _not_known(f"its run trained on prepared data, and this is not {split.what}")
+    if prepared_sha256:
+        return _not_known(f"its run held out {split.what}, not this prepared split")
     if not split.documents:
         return _not_known(f"its run held out {split.what}, not text documents")
     outside = sum(doc not in split.documents for doc in documents)
