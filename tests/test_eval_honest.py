@@ -162,3 +162,20 @@ def test_pairs_keep_their_kind_and_a_bad_kind_names_its_line(tmp_path):
     path.write_text(json.dumps(lines[0] | {"kind": 3}) + "\n")
     with pytest.raises(DataError, match="pairs.jsonl:1: kind must be a non-empty string"):
         read_tagged_preferences([str(path)])
+
+
+@pytest.mark.parametrize(
+    "flags, code, message",
+    [
+        (["--beta", "0"], 2, "--beta must be positive"),
+        (["--text", "prepared:"], 65, "name the directory"),
+        (["--text", "prepared:{tmp}/none"], 65, "is not a prepared dataset"),
+    ],
+)
+def test_eval_refuses_bad_flags_in_one_line_before_loading(tmp_path, capsys, flags, code, message):
+    from gptjax import cli
+
+    flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
+    assert cli.main(["eval", str(tmp_path), *flags]) == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
