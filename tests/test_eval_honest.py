@@ -2,6 +2,7 @@
 on hand-made data (the CLI on trained models: tests/test_chat_recipe.py)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,13 +22,13 @@ from gptjax.inference.heldout import (
 )
 from gptjax.inference.preference_eval import _sums, read_tagged_preferences
 from gptjax.raw_template import raw_prompt, render_raw
-from gptjax.tokenizer import train_tokenizer
+from gptjax.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    docs = corpus.builtin_documents()[::20]  # a small tokenizer: these tests read no quality
-    return train_tokenizer(docs, tmp_path_factory.mktemp("tok"), vocab_size=400)
+def tok():
+    # A checked-in tokenizer with the chat symbols: no tokenizer to train here.
+    return load_tokenizer(Path(__file__).parent / "fixtures/checkpoint_v0_1/tokenizer")
 
 
 def _sft_metadata(tok, fraction=0.05, seq_len=128) -> dict:
