@@ -225,10 +225,13 @@ def _preferences(loaded, args, pairs, chat: bool) -> dict:
     if args.reference:
         reference = load(args.reference, argparse.Namespace(step=None, mesh=args.mesh))
     elif recorded:
-        reference = load(
-            f"{recorded['workdir']}/checkpoints/{recorded['step']}",
-            argparse.Namespace(step=None, mesh=args.mesh),
-        )
+        path = as_path(recorded["workdir"], "reference") / "checkpoints" / str(recorded["step"])
+        if not path.is_dir():  # moved or deleted since the DPO run
+            raise ConfigError(
+                f"{loaded.workdir} records its DPO reference as {path}, which is gone; give "
+                "--reference WORKDIR (the SFT model it started from)"
+            )
+        reference = load(str(path), argparse.Namespace(step=None, mesh=args.mesh))
     beta = args.beta or float(loaded.metadata["config"].get("dpo", {}).get("beta", 0.1))
     figures = preference_metrics(
         loaded, pairs, reference=reference, beta=beta, batch_size=args.batch_size, chat=chat
