@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 _ORBAX_PATH = f"{os.sep}orbax{os.sep}"
 
@@ -69,3 +70,8 @@ def quiet_library_noise() -> None:
     if not any(isinstance(f, _OrbaxTaskFilter) for f in asyncio_logger.filters):
         asyncio_logger.addFilter(_OrbaxTaskFilter())
     sys.unraisablehook = _drop_abandoned_reads
+    # A failed save abandons Orbax's other write coroutines; Python warns about each at exit.
+    # gptjax itself has no coroutines, so every such warning is a library's abandoned work.
+    warnings.filterwarnings(
+        "ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning
+    )
