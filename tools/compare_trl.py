@@ -130,6 +130,7 @@ def write_jsonl(path: Path, records) -> None:
 
 def prepare_data(args, out: Path, tokenizer, seq_len: int) -> dict:
     """The conversation and pair files both sides read, and their training splits."""
+    from gptjax.chat_template import render
     from gptjax.data.conversations import (
         pack_conversations,
         read_conversations,
@@ -166,8 +167,13 @@ def prepare_data(args, out: Path, tokenizer, seq_len: int) -> dict:
     write_jsonl(files["sft_train"], ({"messages": c} for c in sft_train))
     write_jsonl(files["dpo_train"], ({k: p[k] for k in fields} for p in dpo_train))
     sft_rows = pack_conversations(sft_train, tokenizer, seq_len)
+    # gptjax's rendering of the first training conversations, which TRL's side must equal.
+    rendered = [
+        dict(zip(("ids", "mask"), render(tokenizer, c), strict=True)) for c in sft_train[:64]
+    ]
     return {
         "files": files,
+        "rendered": rendered,
         "pairs_per_row": packed.num_packed / packed.num_rows,
         "conversations_per_row": (sft_rows.num_examples - sft_rows.num_without_targets)
         / sft_rows.num_rows,
@@ -290,6 +296,7 @@ def run(args) -> dict:
     # TRL's DPOTrainer pads pairs instead of packing them: the same pairs per step.
     settings["dpo"]["trl_batch"] = max(1, round(settings["dpo"]["batch"] * data["pairs_per_row"]))
     settings["sft"]["packing"] = not args.no_trl_packing
+    settings["sft"]["rendered"] = data["rendered"]
     env, files = _env(args.threads), data["files"]
     print(json.dumps(data["counts"]), file=sys.stderr)
 
@@ -346,7 +353,10 @@ def run(args) -> dict:
             Path(dpo_dir), Path(sft_dir), data["dpo_held_out"], dpo
         )
     table = markdown_table({n: results[n] for n in names})
-    report = {"settings": settings, "counts": data["counts"], "results": results, "table": table}
+    shown = {
+        phase: {k: v for k, v in s.items() if k != "rendered"} for phase, s in settings.items()
+    }
+    report = {"settings": shown, "counts": data["counts"], "results": results, "table": table}
     (out / "comparison.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 

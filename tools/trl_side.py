@@ -82,12 +82,30 @@ def _model_and_tokenizer(model_dir: str):
     return model, tokenizer
 
 
+def check_rendering(tokenizer, rows: list[dict], expected: list[dict]) -> None:
+    """Exit unless the training template gives, for the first training conversations, the
+    ids and loss mask gptjax's chat template gives (`expected`, rendered by compare_trl.py):
+    otherwise the two sides would not train on the same tokens."""
+    for i, (row, want) in enumerate(zip(rows, expected, strict=False)):
+        got = tokenizer.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        # gptjax's mask is on targets (ids[1:]); TRL's on the tokens themselves.
+        ids, mask = list(got["input_ids"]), list(got["assistant_masks"])
+        if ids != want["ids"] or mask[1:] != want["mask"][1:]:
+            raise SystemExit(
+                f"trl_side.py: conversation {i} renders differently under TRL than under gptjax "
+                f"(ids equal: {ids == want['ids']}, masks equal: {mask == want['mask']})"
+            )
+
+
 def run_sft(spec: dict) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = _model_and_tokenizer(spec["model"])
     rows = [{"messages": r["messages"]} for r in _read_jsonl(spec["train"])]
+    check_rendering(tokenizer, rows, spec["rendered"])
     config = SFTConfig(
         **_common_args(spec),
         per_device_train_batch_size=spec["batch"],
@@ -111,6 +129,7 @@ def run_sft(spec: dict) -> dict:
         "examples": len(rows),
         "rows": packed_rows,
         "examples_per_step": spec["batch"] * len(rows) / packed_rows,
+        "rendering_checked": len(spec["rendered"]),
         "final_loss": result.training_loss,
     }
 
