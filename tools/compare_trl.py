@@ -21,9 +21,10 @@ From a pretrained gptjax workdir (BASE) and one conversation set it:
 
 Batches: gptjax packs conversations first-fit into rows of seq_len tokens and a step takes
 --batch rows; TRL packs the same way ("bfd", one example per segment) and takes --batch
-packed rows. For DPO gptjax packs pairs into rows; TRL's DPOTrainer does not pack, so its
-batch is the mean number of pairs in gptjax's --batch rows. Both losses are means over
-answer tokens (SFT) or over pairs (DPO) of the whole batch.
+packed rows, or with --no-trl-packing pads single conversations, as many per step as
+gptjax's rows hold on average. For DPO gptjax packs pairs into rows; TRL's DPOTrainer does
+not pack, so its batch is the mean number of pairs in gptjax's --batch rows. Both losses are
+means over answer tokens (SFT) or over pairs (DPO) of the whole batch.
 """
 
 from __future__ import annotations
@@ -63,7 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads; gptjax devices")
     p.add_argument("--max-generate", type=int, default=200, help="held-out answers for BLEU")
-    p.add_argument("--no-trl-packing", action="store_true", help="TRL pads instead of packing")
+    p.add_argument(
+        "--no-trl-packing",
+        action="store_true",
+        help="TRL's SFT pads batches of single conversations (as many per step as gptjax's rows "
+        "hold) instead of its padding-free 'bfd' packing, whose block-diagonal attention over "
+        "the whole flattened batch is slow without flash attention (CPU)",
+    )
     return p.parse_args(argv)
 
 
@@ -296,6 +303,9 @@ def run(args) -> dict:
     # TRL's DPOTrainer pads pairs instead of packing them: the same pairs per step.
     settings["dpo"]["trl_batch"] = max(1, round(settings["dpo"]["batch"] * data["pairs_per_row"]))
     settings["sft"]["packing"] = not args.no_trl_packing
+    if args.no_trl_packing:  # padded batches of single conversations: as many as gptjax's rows hold
+        per_row = data["conversations_per_row"]
+        settings["sft"]["trl_batch"] = max(1, round(settings["sft"]["batch"] * per_row))
     settings["sft"]["rendered"] = data["rendered"]
     env, files = _env(args.threads), data["files"]
     print(json.dumps(data["counts"]), file=sys.stderr)
@@ -315,7 +325,7 @@ def run(args) -> dict:
         per_row = data["pairs_per_row" if phase == "dpo" else "conversations_per_row"]
         results[f"gptjax {phase}"] = {"wall_seconds": seconds, "workdir": str(work)}
         trl_dir = out / f"trl-{phase}-hf"
-        trl_s = s | ({"batch": s["trl_batch"]} if phase == "dpo" else {})
+        trl_s = s | ({"batch": s["trl_batch"]} if "trl_batch" in s else {})
         seconds, report = trl_train(
             phase, trl_s, start["trl"], trl_dir, train_file, out / f"trl-{phase}.log"
         )
