@@ -62,7 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dpo-warmup", type=int, help="warmup steps (default: the config's)")
     p.add_argument("--beta", type=float, help="DPO beta (default: configs/tiny_dpo.py's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads; gptjax devices")
+    p.add_argument("--devices", type=int, default=2, help="gptjax's simulated CPU devices (2)")
+    # Measured on the shared 2-core host (load ~12): one torch fwd+bwd+AdamW step of 30x100
+    # tokens took 7-11 s with 2 threads and 2.2-3.9 s with 1 (OpenMP's barriers wait on a
+    # descheduled thread); on an idle host 2 threads may win.
+    p.add_argument("--torch-threads", type=int, default=1, help="TRL's torch threads (1)")
     p.add_argument("--max-generate", type=int, default=200, help="held-out answers for BLEU")
     p.add_argument(
         "--no-trl-packing",
@@ -97,7 +101,8 @@ def phase_settings(args, base_model: dict) -> dict[str, dict]:
             "seq_len": base_model["max_seq_len"],
             "beta": args.beta or config.dpo.beta,
             "label_smoothing": config.dpo.label_smoothing,
-            "threads": args.threads,
+            "threads": args.torch_threads,
+            "devices": args.devices,
         }
     return settings
 
@@ -106,10 +111,10 @@ def _gptjax(*argv: str) -> list[str]:
     return [sys.executable, "-m", "gptjax.cli", *argv]
 
 
-def _env(threads: int) -> dict:
+def _env(devices: int) -> dict:
     # One simulated host device per core, as `make demo` runs gptjax (docs/benchmarks.md).
     return os.environ | {
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={threads}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
 
@@ -228,7 +233,7 @@ def trl_train(phase: str, s: dict, model_dir: Path, out: Path, train_file: Path,
     spec_file = log.with_suffix(".spec.json")
     spec_file.write_text(json.dumps(spec, indent=2))
     command = [sys.executable, str(ROOT / "tools" / "trl_side.py"), phase, str(spec_file)]
-    seconds = timed(command, log, _env(s["threads"]))
+    seconds = timed(command, log, _env(s["devices"]))
     report = json.loads(log.read_text().strip().splitlines()[-1])
     return seconds, report
 
@@ -307,7 +312,7 @@ def run(args) -> dict:
         per_row = data["conversations_per_row"]
         settings["sft"]["trl_batch"] = max(1, round(settings["sft"]["batch"] * per_row))
     settings["sft"]["rendered"] = data["rendered"]
-    env, files = _env(args.threads), data["files"]
+    env, files = _env(args.devices), data["files"]
     print(json.dumps(data["counts"]), file=sys.stderr)
 
     base_hf = out / "base-hf"
