@@ -112,9 +112,15 @@ def _gptjax(*argv: str) -> list[str]:
 
 
 def _env(devices: int) -> dict:
-    # One simulated host device per core, as `make demo` runs gptjax (docs/benchmarks.md).
+    # One simulated host device per core, as `make demo` runs gptjax (docs/benchmarks.md);
+    # the caller's other XLA flags are kept.
+    kept = [
+        flag
+        for flag in os.environ.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count")
+    ]
     return os.environ | {
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"]),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
 
