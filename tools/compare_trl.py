@@ -298,11 +298,12 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def run(args) -> dict:
+    from gptjax.errors import ConfigError
     from gptjax.inference.load import load_model
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"compare_trl: --out {out} is not empty; give a new directory")
+        raise ConfigError(f"--out {out} is not empty; give a new directory")
     out.mkdir(parents=True, exist_ok=True)
     base = load_model(args.base)
     model = dict(base.metadata["model"])
@@ -388,8 +389,14 @@ def _conversation_figures(scored: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from gptjax.errors import GptjaxError
+
     args = parse_args(argv)
-    report = run(args)
+    try:
+        report = run(args)
+    except GptjaxError as error:  # one line and its exit code, as the gptjax CLI does
+        print(f"compare_trl: error: {error}", file=sys.stderr)
+        return error.exit_code
     print(json.dumps(report["counts"]))
     print(report["table"])
     return 0
