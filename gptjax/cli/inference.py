@@ -19,6 +19,22 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_repetition_args(parser: argparse.ArgumentParser, *, penalty: float, ngram: int):
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=penalty,
+        help="divide the positive logits of tokens already in the text (prompt included) by "
+        f"this, multiply the negative ones (HF/CTRL; > 1 discourages repeats, 1 = off; {penalty})",
+    )
+    parser.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=ngram,
+        help=f"never produce an n-gram of this many tokens twice (HF; 0 = off; {ngram})",
+    )
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float, top_p: float):
     parser.add_argument("--max-new-tokens", type=int, default=128, help="token budget (128)")
     parser.add_argument(
@@ -49,6 +65,7 @@ def add_parsers(verbs) -> None:
     )
     _add_model_args(sample)
     _add_sampling_args(sample, temperature=0.8, top_p=1.0)
+    _add_repetition_args(sample, penalty=1.0, ngram=0)
     sample.set_defaults(run=_sample)
 
     chat = verbs.add_parser(
@@ -61,6 +78,8 @@ def add_parsers(verbs) -> None:
     chat.add_argument("--system", help="system prompt")
     _add_model_args(chat)
     _add_sampling_args(chat, temperature=0.7, top_p=0.9)
+    # A small model's greedy answers loop; no 3-gram twice keeps them moving (README "Generation").
+    _add_repetition_args(chat, penalty=1.0, ngram=3)
     chat.set_defaults(run=_chat)
 
     evaluate = verbs.add_parser(
@@ -104,6 +123,7 @@ def add_parsers(verbs) -> None:
     evaluate.add_argument(
         "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
     )
+    _add_repetition_args(evaluate, penalty=1.0, ngram=0)
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
     _add_model_args(evaluate)
@@ -124,6 +144,18 @@ def _check_sampling(args) -> None:
         raise ConfigError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
     if not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1] (1 = off), got {args.top_p}")
+    _check_repetition(args)
+
+
+def _check_repetition(args) -> None:
+    if not 0 < args.repetition_penalty < float("inf"):
+        raise ConfigError(
+            f"--repetition-penalty must be > 0 (1 = off), got {args.repetition_penalty}"
+        )
+    if args.no_repeat_ngram_size < 0:
+        raise ConfigError(
+            f"--no-repeat-ngram-size must be >= 0 (0 = off), got {args.no_repeat_ngram_size}"
+        )
 
 
 def _load(path: str, args):
@@ -181,6 +213,8 @@ def _sample(args) -> None:
         template=args.template,
         log=lambda line: print(line, file=sys.stderr),
         budget_name="--max-new-tokens",
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     chat = uses_chat(loaded, args.template)
     for prompt, completion in zip(prompts, completions, strict=True):
@@ -200,6 +234,8 @@ def _chat(args) -> None:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         system=args.system,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     interactive = sys.stdin.isatty()
     if interactive:
@@ -260,6 +296,16 @@ def _one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _repetition_note(args) -> str:
+    """How the greedy answers were kept from repeating, for the header line ("" when not)."""
+    settings = []
+    if args.repetition_penalty != 1.0:
+        settings.append(f"repetition penalty {args.repetition_penalty:g}")
+    if args.no_repeat_ngram_size:
+        settings.append(f"no repeated {args.no_repeat_ngram_size}-gram")
+    return f" ({', '.join(settings)})" if settings else ""
+
+
 def _evaluate(args) -> None:
     from gptjax.inference.evaluate import conversation_metrics, side_by_side, text_metrics
     from gptjax.inference.load import workdir_and_step
@@ -273,6 +319,7 @@ def _evaluate(args) -> None:
     for name in ("max_generate", "max_new_tokens", "show"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    _check_repetition(args)
     text_specs = args.text or ([] if args.conversations else ["builtin"])
     conversation_specs = args.conversations or ([] if args.text else ["builtin"])
     documents = _heldout_text(text_specs, args.validation_fraction) if text_specs else []
@@ -306,6 +353,8 @@ def _evaluate(args) -> None:
                 max_batches=args.max_batches,
                 max_generate=args.max_generate,
                 max_new_tokens=args.max_new_tokens,
+                repetition_penalty=args.repetition_penalty,
+                no_repeat_ngram_size=args.no_repeat_ngram_size,
             )
         names.append(f"{loaded.workdir.name} ({loaded.phase} {loaded.step})")
         results.append(result)
@@ -319,7 +368,7 @@ def _evaluate(args) -> None:
         first = results[0]
         print(
             f"held-out conversations: {len(conversations)} ({', '.join(conversation_specs)}); "
-            f"answers generated greedily for {first['generated']}, "
+            f"answers generated greedily{_repetition_note(args)} for {first['generated']}, "
             f"{first['too_long']} prompts too long for the context"
         )
     print(side_by_side(names, results, _TABLE_ROWS))

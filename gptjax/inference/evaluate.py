@@ -110,6 +110,8 @@ def generation_metrics(
     batch_size: int,
     max_new_tokens: int,
     show_progress: bool = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict:
     """Greedy answers to each conversation's last user turn, scored by BLEU and exact match.
 
@@ -134,6 +136,8 @@ def generation_metrics(
                 batch,
                 max_new_tokens=min(max_new_tokens, context - longest),
                 stop_ids=stops,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
             )
             for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
                 answers[i] = loaded.tokenizer.decode(ids)
@@ -159,6 +163,8 @@ def conversation_metrics(
     max_generate: int,
     max_new_tokens: int,
     show_progress: bool = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict:
     """Answer-token loss/accuracy over all conversations, generation metrics on the first
     `max_generate` of them."""
@@ -178,6 +184,8 @@ def conversation_metrics(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         show_progress=show_progress,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     return {
         "answer_loss": forced["loss"],
