@@ -65,3 +65,13 @@ def test_exact_match_and_length_mismatch():
         corpus_bleu(["a"], [])
     with pytest.raises(ConfigError):
         exact_match(["a"], ["a", "b"])
+
+
+def test_loops_finds_a_word_trigram_said_three_times():
+    from gptjax.inference.evaluate import loops
+
+    assert loops("[bp)] [bp)] [bp)] [bp)] [bp)]")
+    assert loops("Return the a b. Return the a b. Return the a b.")
+    assert not loops("Return the a b. Return the a b.")  # twice is not yet a loop
+    assert not loops("Serialize obj to a JSON formatted str.")
+    assert loops("a b c a b c x a b c") and loops("x y x y", n=2, times=2)

@@ -287,6 +287,8 @@ _TABLE_ROWS = (
     ("answer token accuracy", "answer_accuracy", ".3f"),
     ("BLEU (greedy answers)", "bleu", ".2f"),
     ("exact match", "exact_match", ".3f"),
+    ("answers looping (3-gram 3x)", "looping", ".3f"),
+    ("answers cut at the budget", "cut_at_budget", ".3f"),
 )
 
 
@@ -304,6 +306,20 @@ def _repetition_note(args) -> str:
     if args.no_repeat_ngram_size:
         settings.append(f"no repeated {args.no_repeat_ngram_size}-gram")
     return f" ({', '.join(settings)})" if settings else ""
+
+
+def _print_examples(names: list[str], results: list[dict], show: int) -> None:
+    """The first `show` questions, each with its reference and every model's answer under it,
+    so the models compare line by line."""
+    width = max(len("reference"), *(len(name) for name in names))
+    for index in range(show):
+        if any(index >= len(result.get("examples", [])) for result in results):
+            return
+        question, reference, _ = results[0]["examples"][index]
+        print(f"Q: {_one_line(question)}")
+        print(f"  {'reference':{width}s}  {_one_line(reference)}")
+        for name, result in zip(names, results, strict=True):
+            print(f"  {name:{width}s}  {_one_line(result['examples'][index][2])}")
 
 
 def _evaluate(args) -> None:
@@ -372,10 +388,7 @@ def _evaluate(args) -> None:
             f"{first['too_long']} prompts too long for the context"
         )
     print(side_by_side(names, results, _TABLE_ROWS))
-    for name, result in zip(names, results, strict=True):
-        for reference, answer in result.get("examples", [])[: args.show]:
-            print(f"[{name}] reference: {_one_line(reference)}")
-            print(f"{' ' * (len(name) + 3)}answer:    {_one_line(answer)}")
+    _print_examples(names, results, args.show)
     if args.json:
         as_path(args.json, "--json").write_text(
             json.dumps(results, indent=2) + "\n", encoding="utf-8"

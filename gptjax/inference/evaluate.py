@@ -103,6 +103,19 @@ def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
     return prompts, references
 
 
+def loops(text: str, n: int = 3, times: int = 3) -> bool:
+    """Whether some n-gram of words occurs `times` or more times in `text`: an answer that
+    went round in circles (a greedy small model's usual failure)."""
+    words = text.split()
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return True
+    return False
+
+
 def generation_metrics(
     loaded: LoadedModel,
     conversations: Sequence[list[dict]],
@@ -113,16 +126,18 @@ def generation_metrics(
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
 ) -> dict:
-    """Greedy answers to each conversation's last user turn, scored by BLEU and exact match.
+    """Greedy answers to each conversation's last user turn, scored by BLEU and exact match,
+    with the fractions that loop (a word 3-gram three times) and that run out of budget.
 
     A prompt that leaves no room in the context for an answer is reported in `too_long`,
-    not scored. Returns the metrics and the (reference, answer) pairs.
+    not scored. Returns the metrics and the (question, reference, answer) triples.
     """
     prompts, references = answer_prompts(loaded, conversations)
     context = loaded.model_config.max_seq_len
     fits = [i for i, p in enumerate(prompts) if len(p) < context]
     stops = (end_of_turn_id(loaded.tokenizer), loaded.tokenizer.eos_id)
     answers: dict[int, str] = {}
+    cut = 0  # answers that ran into the token budget instead of ending their turn
     bar = ProgressBar(len(fits), desc="generate", unit="answer", enabled=show_progress)
     with loaded.activated():
         for start in range(0, len(fits), batch_size):
@@ -130,17 +145,19 @@ def generation_metrics(
             longest = max(len(prompts[i]) for i in chunk)
             # The last chunk is filled up with copies so every call has one (compiled) shape.
             batch = [prompts[i] for i in chunk] + [prompts[chunk[-1]]] * (batch_size - len(chunk))
+            budget = min(max_new_tokens, context - longest)
             outputs = generate(
                 loaded.graphdef,
                 loaded.params,
                 batch,
-                max_new_tokens=min(max_new_tokens, context - longest),
+                max_new_tokens=budget,
                 stop_ids=stops,
                 repetition_penalty=repetition_penalty,
                 no_repeat_ngram_size=no_repeat_ngram_size,
             )
             for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
                 answers[i] = loaded.tokenizer.decode(ids)
+                cut += len(ids) == budget
             bar.update(start + len(chunk))
     bar.close()
     hyps = [answers[i] for i in fits]
@@ -148,9 +165,12 @@ def generation_metrics(
     return {
         "bleu": corpus_bleu(hyps, refs) if fits else 0.0,
         "exact_match": exact_match(hyps, refs),
+        "looping": sum(map(loops, hyps)) / len(hyps) if fits else 0.0,
+        "cut_at_budget": cut / len(fits) if fits else 0.0,
         "generated": len(fits),
         "too_long": len(prompts) - len(fits),
-        "examples": list(zip(refs, hyps, strict=True)),
+        # (question, reference, answer): the question is the last user turn's text.
+        "examples": [(conversations[i][-2]["content"], references[i], answers[i]) for i in fits],
     }
 
 
