@@ -22,6 +22,7 @@ from test_resume import losses, wait_for_step
 
 from gptjax.inference.evaluate import loops
 from gptjax.metrics import read_metrics
+from gptjax.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]
@@ -275,7 +276,7 @@ def demo_chat_script() -> tuple[list[str], list[str]]:
 @pytest.mark.slow
 def test_the_demos_scripted_chat_answers_every_question_without_looping(dpo_run):
     """`make demo`'s ending on this module's DPO run: every question is answered (none refused
-    for the context), and no answer says a 3-gram of words three times."""
+    for the context), and no answer says a 3-gram (of words, or of tokens) three times."""
     workdir, _ = dpo_run
     questions, flags = demo_chat_script()
     assert len(questions) >= 3 and questions[-1] == "/quit"
@@ -287,8 +288,10 @@ def test_the_demos_scripted_chat_answers_every_question_without_looping(dpo_run)
     assert "error:" not in result.stdout, result.stdout
     answers = [part.split("\nyou> ")[0] for part in result.stdout.split("assistant> ")[1:]]
     assert len(answers) == len(questions) - 1, result.stdout
+    tok = load_tokenizer(workdir / "tokenizer")
     for answer in answers:
-        assert answer.strip() and not loops(answer), result.stdout
+        assert answer.strip(), result.stdout
+        assert not loops(answer.split()) and not loops(tok.encode(answer)), result.stdout
 
 
 @pytest.mark.slow

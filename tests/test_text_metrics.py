@@ -67,11 +67,11 @@ def test_exact_match_and_length_mismatch():
         exact_match(["a"], ["a", "b"])
 
 
-def test_loops_finds_a_word_trigram_said_three_times():
+def test_loops_finds_a_trigram_said_three_times():
     from gptjax.inference.evaluate import loops
 
-    assert loops("[bp)] [bp)] [bp)] [bp)] [bp)]")
-    assert loops("Return the a b. Return the a b. Return the a b.")
-    assert not loops("Return the a b. Return the a b.")  # twice is not yet a loop
-    assert not loops("Serialize obj to a JSON formatted str.")
-    assert loops("a b c a b c x a b c") and loops("x y x y", n=2, times=2)
+    assert loops("[bp)] [bp)] [bp)] [bp)] [bp)]".split())
+    assert loops([7, 8, 9, 7, 8, 9, 1, 7, 8, 9])
+    assert not loops("Return the a b. Return the a b.".split())  # twice is not yet a loop
+    assert not loops("Serialize obj to a JSON formatted str.".split())
+    assert loops("x y x y".split(), n=2, times=2) and not loops([1, 2, 3], n=3, times=2)

@@ -287,7 +287,7 @@ _TABLE_ROWS = (
     ("answer token accuracy", "answer_accuracy", ".3f"),
     ("BLEU (greedy answers)", "bleu", ".2f"),
     ("exact match", "exact_match", ".3f"),
-    ("answers looping (3-gram 3x)", "looping", ".3f"),
+    ("answers looping (3-gram 3x)", "looping", ".3f"),  # token 3-grams
     ("answers cut at the budget", "cut_at_budget", ".3f"),
 )
 

@@ -103,13 +103,12 @@ def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
     return prompts, references
 
 
-def loops(text: str, n: int = 3, times: int = 3) -> bool:
-    """Whether some n-gram of words occurs `times` or more times in `text`: an answer that
-    went round in circles (a greedy small model's usual failure)."""
-    words = text.split()
-    counts: dict[tuple[str, ...], int] = {}
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i : i + n])
+def loops(items: Sequence, n: int = 3, times: int = 3) -> bool:
+    """Whether some n-gram of `items` (token ids, or words) occurs `times` or more times: an
+    answer that went round in circles (a greedy small model's usual failure)."""
+    counts: dict[tuple, int] = {}
+    for i in range(len(items) - n + 1):
+        gram = tuple(items[i : i + n])
         counts[gram] = counts.get(gram, 0) + 1
         if counts[gram] >= times:
             return True
@@ -127,7 +126,7 @@ def generation_metrics(
     no_repeat_ngram_size: int = 0,
 ) -> dict:
     """Greedy answers to each conversation's last user turn, scored by BLEU and exact match,
-    with the fractions that loop (a word 3-gram three times) and that run out of budget.
+    with the fractions that loop (a token 3-gram three times) and that run out of budget.
 
     A prompt that leaves no room in the context for an answer is reported in `too_long`,
     not scored. Returns the metrics and the (question, reference, answer) triples.
@@ -137,7 +136,7 @@ def generation_metrics(
     fits = [i for i, p in enumerate(prompts) if len(p) < context]
     stops = (end_of_turn_id(loaded.tokenizer), loaded.tokenizer.eos_id)
     answers: dict[int, str] = {}
-    cut = 0  # answers that ran into the token budget instead of ending their turn
+    cut = looping = 0  # answers that ran into the budget / said a token 3-gram three times
     bar = ProgressBar(len(fits), desc="generate", unit="answer", enabled=show_progress)
     with loaded.activated():
         for start in range(0, len(fits), batch_size):
@@ -158,6 +157,7 @@ def generation_metrics(
             for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
                 answers[i] = loaded.tokenizer.decode(ids)
                 cut += len(ids) == budget
+                looping += loops(ids)
             bar.update(start + len(chunk))
     bar.close()
     hyps = [answers[i] for i in fits]
@@ -165,7 +165,7 @@ def generation_metrics(
     return {
         "bleu": corpus_bleu(hyps, refs) if fits else 0.0,
         "exact_match": exact_match(hyps, refs),
-        "looping": sum(map(loops, hyps)) / len(hyps) if fits else 0.0,
+        "looping": looping / len(fits) if fits else 0.0,
         "cut_at_budget": cut / len(fits) if fits else 0.0,
         "generated": len(fits),
         "too_long": len(prompts) - len(fits),
