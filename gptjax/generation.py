@@ -18,7 +18,7 @@ Design:
     longest prompt plus max_new_tokens (both capped at the model's context), so chat turns of
     different lengths re-use the compiled prefill and step. The jitted pair is cached per
     (graphdef, sampling settings); the settings are static, shapes come from the buckets.
-  - Repetition: `repetition_penalty` and `no_repeat_ngram_size` (gptjax.repetition, HF's
+  - Repetition: `repetition_penalty` and `no_repeat_ngram_size` (gptjax.repetition_controls, HF's
     semantics) read a [B, S] history of each row's tokens (prompt, then one written per step,
     donated like the cache), so their shapes stay fixed; both off compiles neither.
   - Randomness: step i samples with fold_in(key(seed), i), so a seed reproduces its output.
@@ -42,7 +42,7 @@ from flax import nnx
 
 from gptjax.errors import ConfigError
 from gptjax.model import KVCache, ModelConfig, constrain
-from gptjax.repetition import ban_repeated_ngrams, penalize_repeats
+from gptjax.repetition_controls import ban_repeated_ngrams, penalize_repeats
 
 _MIN_PROMPT_BUCKET = 16
 

@@ -65,13 +65,3 @@ def test_exact_match_and_length_mismatch():
         corpus_bleu(["a"], [])
     with pytest.raises(ConfigError):
         exact_match(["a"], ["a", "b"])
-
-
-def test_loops_finds_a_trigram_said_three_times():
-    from gptjax.inference.evaluate import loops
-
-    assert loops("[bp)] [bp)] [bp)] [bp)] [bp)]".split())
-    assert loops([7, 8, 9, 7, 8, 9, 1, 7, 8, 9])
-    assert not loops("Return the a b. Return the a b.".split())  # twice is not yet a loop
-    assert not loops("Serialize obj to a JSON formatted str.".split())
-    assert loops("x y x y".split(), n=2, times=2) and not loops([1, 2, 3], n=3, times=2)

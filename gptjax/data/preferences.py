@@ -223,12 +223,15 @@ def _encode(pair: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int], lis
 
 
 def pack_preferences(
-    pairs: Sequence[dict], tokenizer: Tokenizer, seq_len: int
+    pairs: Sequence[dict], tokenizer: Tokenizer, seq_len: int, *, encode=None
 ) -> PackedPreferences:
     """Lay out every pair as one two-branch segment and pack them into rows of seq_len.
 
-    The layout, the too-long policy and the order follow the module docstring.
+    The layout, the too-long policy and the order follow the module docstring. `encode(pair,
+    tokenizer) -> (prompt, chosen, rejected)` ids in another format than the chat template's
+    (`gptjax eval --template raw`).
     """
+    encode = encode or _encode
     if seq_len <= 0:
         raise ConfigError(f"seq_len={seq_len} must be positive")
     if not pairs:
@@ -237,7 +240,7 @@ def pack_preferences(
     for index, pair in enumerate(pairs):
         where = pair.get("where") or f"pair {index}"
         pair = _checked(pair.get("messages"), pair.get("chosen"), pair.get("rejected"), where)
-        prompt, chosen, rejected = _encode(pair, tokenizer)
+        prompt, chosen, rejected = encode(pair, tokenizer)
         length = len(prompt) - 1 + len(chosen) + len(rejected)
         longest = max(longest, length)
         if length > seq_len:
