@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 
 # The whole recipe: pretrain -> SFT -> DPO -> the three models evaluated side by side -> a
 # scripted chat. Each step resumes or skips what a previous `make demo` already finished.
+# The chat adds a repetition penalty of 1.2 to chat's default no-repeat 3-grams: on the demo
+# models it keeps the answers short and on topic (README "Generation").
 demo: $(STAMP)
 	export XLA_FLAGS="--xla_force_host_platform_device_count=$(CPU_DEVICES)" && \
 	$(BIN)/gptjax train --config configs/tiny.py --workdir runs/demo && \
@@ -23,9 +25,10 @@ demo: $(STAMP)
 		--config.init_from=runs/demo && \
 	$(BIN)/gptjax train --config configs/tiny_dpo.py --workdir runs/demo-dpo \
 		--config.init_from=runs/demo-sft && \
-	$(BIN)/gptjax eval runs/demo runs/demo-sft runs/demo-dpo --max-batches 16 --max-generate 64 && \
+	$(BIN)/gptjax eval runs/demo runs/demo-sft runs/demo-dpo --max-batches 16 --max-generate 64 \
+		--show 2 && \
 	printf '%s\n' 'What does `json.dumps` do?' 'What does `os.path.join` do?' /quit | \
-		$(BIN)/gptjax chat runs/demo-dpo --temperature 0
+		$(BIN)/gptjax chat runs/demo-dpo --temperature 0 --repetition-penalty 1.2
 
 # Everything, slow end-to-end runs included (what CI runs); lists the 20 slowest tests.
 test: $(STAMP)

@@ -18,6 +18,9 @@ Design:
     longest prompt plus max_new_tokens (both capped at the model's context), so chat turns of
     different lengths re-use the compiled prefill and step. The jitted pair is cached per
     (graphdef, sampling settings); the settings are static, shapes come from the buckets.
+  - Repetition: `repetition_penalty` and `no_repeat_ngram_size` (gptjax.repetition_controls, HF's
+    semantics) read a [B, S] history of each row's tokens (prompt, then one written per step,
+    donated like the cache), so their shapes stay fixed; both off compiles neither.
   - Randomness: step i samples with fold_in(key(seed), i), so a seed reproduces its output.
   - The host reads step i's tokens while step i+1 already runs on the device; stopped rows
     keep decoding (their tokens are dropped) so the batch keeps its compiled shape.
@@ -39,6 +42,7 @@ from flax import nnx
 
 from gptjax.errors import ConfigError
 from gptjax.model import KVCache, ModelConfig, constrain
+from gptjax.repetition_controls import ban_repeated_ngrams, penalize_repeats
 
 _MIN_PROMPT_BUCKET = 16
 
@@ -85,17 +89,30 @@ def generate_stream(
     top_p: float = 1.0,
     seed: int = 0,
     stop_ids: Sequence[int] = (),
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> Iterator[list[int | None]]:
     """Yields, once per step, each prompt's new token id (None once its row has stopped).
 
     A stop id ends its row and is not yielded. The stream ends when every row has stopped or
     `max_new_tokens` were produced. Arguments are checked now, not at the first `next()`.
+    `repetition_penalty` (1 = off) divides the positive logits of tokens already in the row
+    (prompt included) and multiplies the negative ones; `no_repeat_ngram_size` n (0 = off)
+    never lets the row repeat an n-gram it holds. Both act before temperature/top-k/top-p.
     """
     config: ModelConfig = nnx.merge(graphdef, params).config
     _validate(config, prompts, max_new_tokens, temperature, top_k, top_p, stop_ids)
+    _validate_repetition(repetition_penalty, no_repeat_ngram_size)
     if temperature == 0.0:
         top_k, top_p = 0, 1.0  # unused by argmax: greedy calls share one compiled pair
-    prefill, step = _compiled(graphdef, float(temperature), int(top_k), float(top_p))
+    prefill, step = _compiled(
+        graphdef,
+        float(temperature),
+        int(top_k),
+        float(top_p),
+        float(repetition_penalty),
+        int(no_repeat_ngram_size),
+    )
     max_new_tokens = int(max_new_tokens)
     lengths = np.array([len(p) for p in prompts], np.int32)
     cache_len = _bucket(int(lengths.max()) + max_new_tokens, config.max_seq_len)
@@ -118,6 +135,8 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     stop_ids: Sequence[int] = (),
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
     """Continues each prompt (token ids) by up to `max_new_tokens`; returns only the new ids."""
     outputs: list[list[int]] = [[] for _ in prompts]
@@ -131,6 +150,8 @@ def generate(
         top_p=top_p,
         seed=seed,
         stop_ids=stop_ids,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     for new_ids in stream:
         for row, token in enumerate(new_ids):
@@ -144,14 +165,16 @@ def _stream(params, prefill, step, tokens_BP, lengths, cache_len, max_new_tokens
         return
     key = jax.random.key(seed)
     lengths_B = jnp.asarray(lengths)
-    next_B, cache = prefill(params, tokens_BP, lengths_B, key, cache_len=cache_len)
+    next_B, cache, history_BS = prefill(params, tokens_BP, lengths_B, key, cache_len=cache_len)
     stops = set(stop_ids)
     done = np.zeros(len(lengths), bool)
     for i in range(max_new_tokens):
         current_B = next_B
         if i + 1 < max_new_tokens:
             # Queued before reading step i's tokens, so the device is busy while the host waits.
-            next_B, cache = step(params, cache, current_B, lengths_B, i + 1, key)
+            next_B, cache, history_BS = step(
+                params, cache, history_BS, current_B, lengths_B, i + 1, key
+            )
         new_ids: list[int | None] = []
         for row, token in enumerate(np.asarray(current_B).tolist()):
             if not done[row] and token in stops:
@@ -164,32 +187,48 @@ def _stream(params, prefill, step, tokens_BP, lengths, cache_len, max_new_tokens
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(graphdef, temperature: float, top_k: int, top_p: float):
+def _compiled(
+    graphdef,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repetition_penalty: float,
+    no_repeat_ngram_size: int,
+):
     """The jitted (prefill, step) pair for one model and sampling setting."""
 
-    def sample(logits_B1V, key, index):
+    def sample(logits_B1V, history_BS, length_B, key, index):
+        logits_BV = logits_B1V[:, 0]
+        if repetition_penalty != 1.0:
+            logits_BV = penalize_repeats(logits_BV, history_BS, length_B, repetition_penalty)
+        if no_repeat_ngram_size > 0:
+            logits_BV = ban_repeated_ngrams(logits_BV, history_BS, length_B, no_repeat_ngram_size)
         key = jax.random.fold_in(key, index)
-        next_B = sample_next(logits_B1V[:, 0], key, temperature, top_k, top_p)
+        next_B = sample_next(logits_BV, key, temperature, top_k, top_p)
         # Replicated, so every process of a multi-host mesh can read all rows.
         return constrain(next_B, (None,))
 
     def prefill(params, tokens_BP, lengths_B, key, cache_len: int):
         model = nnx.merge(graphdef, params)
-        batch = tokens_BP.shape[0]
+        batch, prompt_len = tokens_BP.shape
         cache = KVCache.empty(model.config, batch, cache_len)
         start_B = jnp.zeros(batch, jnp.int32)
         logits_B1V, cache = model.decode(tokens_BP, cache, start_B, logits_at_B=lengths_B - 1)
-        return sample(logits_B1V, key, 0), cache
+        padding = ((0, 0), (0, cache_len - prompt_len))
+        history_BS = jnp.pad(jnp.asarray(tokens_BP, jnp.int32), padding)
+        return sample(logits_B1V, history_BS, lengths_B, key, 0), cache, history_BS
 
-    def step(params, cache, tokens_B, lengths_B, index, key):
+    def step(params, cache, history_BS, tokens_B, lengths_B, index, key):
         # Step `index` feeds each row's token number index-1 at position length + index - 1.
         model = nnx.merge(graphdef, params)
-        logits_B1V, cache = model.decode(tokens_B[:, None], cache, lengths_B + index - 1)
-        return sample(logits_B1V, key, index), cache
+        position_B = lengths_B + index - 1
+        logits_B1V, cache = model.decode(tokens_B[:, None], cache, position_B)
+        history_BS = history_BS.at[jnp.arange(tokens_B.shape[0]), position_B].set(tokens_B)
+        return sample(logits_B1V, history_BS, position_B + 1, key, index), cache, history_BS
 
     return (
         jax.jit(prefill, static_argnames="cache_len"),
-        jax.jit(step, donate_argnames="cache"),
+        jax.jit(step, donate_argnames=("cache", "history_BS")),
     )
 
 
@@ -223,3 +262,16 @@ def _validate(config, prompts, max_new_tokens, temperature, top_k, top_p, stop_i
             raise ConfigError(f"generate: prompt {row} has token ids outside [0, {vocab})")
     if any(not 0 <= s < vocab for s in stop_ids):
         raise ConfigError(f"generate: stop_ids {list(stop_ids)} must be in [0, {vocab})")
+
+
+def _validate_repetition(repetition_penalty, no_repeat_ngram_size) -> None:
+    if not 0.0 < repetition_penalty < float("inf"):  # also refuses NaN
+        raise ConfigError(
+            f"generate: repetition_penalty must be a number > 0 (1 = off, > 1 discourages "
+            f"repeats), got {repetition_penalty}"
+        )
+    if not isinstance(no_repeat_ngram_size, numbers.Integral) or no_repeat_ngram_size < 0:
+        raise ConfigError(
+            f"generate: no_repeat_ngram_size must be an integer >= 0 (0 = off), got "
+            f"{no_repeat_ngram_size!r}"
+        )

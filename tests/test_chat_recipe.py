@@ -8,7 +8,9 @@ import json
 import math
 import os
 import pty
+import re
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -18,7 +20,9 @@ import pytest
 from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
 from test_resume import losses, wait_for_step
 
+from gptjax.inference.repetition import repeats_ngram
 from gptjax.metrics import read_metrics
+from gptjax.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]
@@ -258,6 +262,37 @@ def test_chat_in_a_terminal_answers_resets_and_quits(runs):
     finally:
         term.process.kill()
         os.close(term.fd)
+
+
+def demo_chat_script() -> tuple[list[str], list[str]]:
+    """The questions and `gptjax chat` flags of `make demo`'s last command, from the Makefile."""
+    makefile = (ROOT / "Makefile").read_text()
+    pattern = r"printf '%s\\n' (.*?) \| \\\n\s*\$\(BIN\)/gptjax chat runs/demo-dpo(.*)"
+    found = re.search(pattern, makefile)
+    assert found, "make demo's scripted chat line moved; update this test"
+    return shlex.split(found.group(1)), shlex.split(found.group(2))
+
+
+@pytest.mark.slow
+def test_the_demos_scripted_chat_answers_every_question_without_looping(dpo_run):
+    """`make demo`'s ending on this module's DPO run: every question is answered (none refused
+    for the context), and no answer says a 3-gram (of words, or of tokens) three times."""
+    workdir, _ = dpo_run
+    questions, flags = demo_chat_script()
+    assert len(questions) >= 3 and questions[-1] == "/quit"
+    result = subprocess.run(
+        [*GPTJAX, "chat", str(workdir), *flags], input="\n".join(questions) + "\n",
+        cwd=ROOT, capture_output=True, text=True, env=subprocess_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error:" not in result.stdout, result.stdout
+    answers = [part.split("\nyou> ")[0] for part in result.stdout.split("assistant> ")[1:]]
+    assert len(answers) == len(questions) - 1, result.stdout
+    tok = load_tokenizer(workdir / "tokenizer")
+    for answer in answers:
+        assert answer.strip(), result.stdout
+        assert not repeats_ngram(answer.split()), result.stdout
+        assert not repeats_ngram(tok.encode(answer)), result.stdout
 
 
 @pytest.mark.slow

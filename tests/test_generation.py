@@ -125,7 +125,7 @@ def test_stop_ids_end_a_row_and_are_not_returned():
 def test_prompts_of_other_lengths_reuse_the_compiled_functions():
     graphdef, params = split_model("gpt2")
     generate(graphdef, params, [[1, 2, 3], [4]], max_new_tokens=5)
-    prefill, step = _compiled(graphdef, 0.0, 0, 1.0)
+    prefill, step = _compiled(graphdef, 0.0, 0, 1.0, 1.0, 0)
     sizes = (prefill._cache_size(), step._cache_size())
     generate(graphdef, params, [[1, 2, 3, 4, 5, 6, 7], [8, 9]], max_new_tokens=6)
     assert (prefill._cache_size(), step._cache_size()) == sizes  # same (P=16, S=16) buckets
@@ -212,10 +212,10 @@ def test_generation_on_a_data_2_tensor_4_mesh_equals_one_device():
         assert sharded["blocks"]["attn"]["q_DHK"][...].sharding.spec[2] == "tensor"
         got = generate(graphdef, sharded, PROMPTS, max_new_tokens=8)
         # The same shapes as that call's prefill (P=16, S=32), so nothing compiles again.
-        prefill, _ = _compiled(graphdef, 0.0, 0, 1.0)
+        prefill, _ = _compiled(graphdef, 0.0, 0, 1.0, 1.0, 0)
         lengths = jnp.asarray(np.full(4, 3, np.int32))
         tokens = np.ones((4, 16), np.int32)
-        _, cache = prefill(sharded, tokens, lengths, jax.random.key(0), cache_len=32)
+        _, cache, _ = prefill(sharded, tokens, lengths, jax.random.key(0), cache_len=32)
     assert got == want
     # [N, B, S, G, K]: rows over data, kv heads over tensor, as the logical names say.
     spec = jax.sharding.PartitionSpec(None, "data", None, "tensor", None)

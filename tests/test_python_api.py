@@ -129,3 +129,31 @@ def test_the_readme_python_block_runs_as_printed(capsys):
     exec(block.replace('"runs/demo-sft"', repr(str(FIXTURE))), {})  # noqa: S102
     out = capsys.readouterr().out
     assert out.strip(), "the block printed nothing"
+
+
+def test_repetition_controls_reach_generation_the_same_way_from_sample_and_the_api(model, capsys):
+    settings = ["--max-new-tokens", "16", "--temperature", "0"]
+    repeat = ["--no-repeat-ngram-size", "2", "--repetition-penalty", "1.3"]
+    code, out, err = _sample(capsys, "--prompt", PROMPT, *settings, *repeat)
+    assert code == 0, err
+    text = model.generate(
+        PROMPT, max_new_tokens=16, temperature=0, no_repeat_ngram_size=2, repetition_penalty=1.3
+    )
+    assert out == f"---\n{PROMPT}{text}\n"
+    assert text != model.generate(PROMPT, max_new_tokens=16, temperature=0)  # off by default
+    ids = model.tokenizer.encode(PROMPT + text)
+    pairs = list(zip(ids, ids[1:], strict=False))
+    assert len(pairs) == len(set(pairs))  # the fixture's prompt repeats no pair either
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--repetition-penalty", "0"], "--repetition-penalty must be > 0 (1 = off), got 0.0"),
+        (["--no-repeat-ngram-size", "-2"], "--no-repeat-ngram-size must be >= 0 (0 = off), got -2"),
+    ],
+)
+def test_bad_repetition_flags_exit_2_with_one_line(capsys, flags, message):
+    code, out, err = _sample(capsys, "--prompt", PROMPT, *flags)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].endswith(message)

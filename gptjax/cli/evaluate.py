@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gptjax.cli.inference import add_model_args, load
+from gptjax.cli.inference import add_model_args, add_repetition_args, check_repetition, load
 from gptjax.errors import ConfigError, DataError
 from gptjax.paths import as_path
 
@@ -51,6 +51,7 @@ def add_parsers(verbs) -> None:
     evaluate.add_argument(
         "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
     )
+    add_repetition_args(evaluate, penalty=1.0, ngram=0)
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
     add_model_args(evaluate)
@@ -125,6 +126,7 @@ def _check_args(args) -> None:
     for name in ("max_generate", "max_new_tokens", "show"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    check_repetition(args)
     if args.beta is not None and args.beta <= 0:
         raise ConfigError(f"--beta must be positive, got {args.beta}")
 
@@ -208,6 +210,8 @@ def _score(loaded, args, texts, conversations, pairs) -> dict:
             max_generate=args.max_generate,
             max_new_tokens=args.max_new_tokens,
             chat=chat,
+            repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
         )
         verdict = conversations_verdict(split, conversations)
         result |= {"conversations_held_out": verdict.held_out, "conversations_note": verdict.note}
@@ -264,6 +268,16 @@ def _held_out_lines(names, results, key: str) -> list[str]:
     return [f"  {name}: {result[key]}" for name, result in zip(names, results, strict=True)]
 
 
+def _repetition_note(args) -> str:
+    """How the greedy answers were kept from repeating, for the header line ("" when not)."""
+    settings = []
+    if args.repetition_penalty != 1.0:
+        settings.append(f"repetition penalty {args.repetition_penalty:g}")
+    if args.no_repeat_ngram_size:
+        settings.append(f"no repeated {args.no_repeat_ngram_size}-gram")
+    return f" ({', '.join(settings)})" if settings else ""
+
+
 def _report(args, names, results, texts, conversation_specs, conversations, pairs) -> None:
     from gptjax.inference.evaluate import side_by_side
 
@@ -278,7 +292,8 @@ def _report(args, names, results, texts, conversation_specs, conversations, pair
     if conversations:
         print(
             f"conversations: {len(conversations)} ({', '.join(conversation_specs)}); answers "
-            f"generated greedily for {first['generated']}, {first['too_long']} prompts too "
+            f"generated greedily{_repetition_note(args)} for {first['generated']}, "
+            f"{first['too_long']} prompts too "
             "long for the context"
         )
         print("\n".join(_held_out_lines(names, results, "conversations_note")))

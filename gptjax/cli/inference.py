@@ -18,6 +18,33 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_repetition_args(parser: argparse.ArgumentParser, *, penalty: float, ngram: int):
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=penalty,
+        help="divide the positive logits of tokens already in the text (prompt included) by "
+        f"this, multiply the negative ones (HF/CTRL; > 1 discourages repeats, 1 = off; {penalty})",
+    )
+    parser.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=ngram,
+        help=f"never produce an n-gram of this many tokens twice (HF; 0 = off; {ngram})",
+    )
+
+
+def check_repetition(args) -> None:
+    if not 0 < args.repetition_penalty < float("inf"):
+        raise ConfigError(
+            f"--repetition-penalty must be > 0 (1 = off), got {args.repetition_penalty}"
+        )
+    if args.no_repeat_ngram_size < 0:
+        raise ConfigError(
+            f"--no-repeat-ngram-size must be >= 0 (0 = off), got {args.no_repeat_ngram_size}"
+        )
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser, *, temperature: float, top_p: float):
     parser.add_argument("--max-new-tokens", type=int, default=128, help="token budget (128)")
     parser.add_argument(
@@ -48,6 +75,7 @@ def add_parsers(verbs) -> None:
     )
     add_model_args(sample)
     _add_sampling_args(sample, temperature=0.8, top_p=1.0)
+    add_repetition_args(sample, penalty=1.0, ngram=0)
     sample.set_defaults(run=_sample)
 
     chat = verbs.add_parser(
@@ -60,6 +88,8 @@ def add_parsers(verbs) -> None:
     chat.add_argument("--system", help="system prompt")
     add_model_args(chat)
     _add_sampling_args(chat, temperature=0.7, top_p=0.9)
+    # A small model's greedy answers loop; no 3-gram twice keeps them moving (README "Generation").
+    add_repetition_args(chat, penalty=1.0, ngram=3)
     chat.set_defaults(run=_chat)
 
 
@@ -77,6 +107,7 @@ def _check_sampling(args) -> None:
         raise ConfigError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
     if not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1] (1 = off), got {args.top_p}")
+    check_repetition(args)
 
 
 def load(path: str, args):
@@ -134,6 +165,8 @@ def _sample(args) -> None:
         template=args.template,
         log=lambda line: print(line, file=sys.stderr),
         budget_name="--max-new-tokens",
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     chat = uses_chat(loaded, args.template)
     for prompt, completion in zip(prompts, completions, strict=True):
@@ -153,6 +186,8 @@ def _chat(args) -> None:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         system=args.system,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     interactive = sys.stdin.isatty()
     if interactive:

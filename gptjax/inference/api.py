@@ -53,6 +53,8 @@ class TrainedModel:
         top_p: float = 1.0,
         seed: int = 0,
         template: str = "auto",
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
         log: Callable[[str], None] = _to_stderr,
     ) -> str | list[str]:
         """The completion of a prompt (a str), or of each of a list of prompts (a list).
@@ -60,6 +62,8 @@ class TrainedModel:
         `template`: "auto" (chat for sft/dpo checkpoints, raw continuation otherwise),
         "chat" or "raw". `temperature=0` is greedy. A budget longer than the context the
         prompt leaves is capped, with one note to `log` (stderr by default).
+        `repetition_penalty` (> 1 discourages tokens already in the text; 1 = off) and
+        `no_repeat_ngram_size` (n: no n-gram occurs twice; 0 = off) as in Hugging Face.
         """
         single = isinstance(prompts, str)
         completions = complete(
@@ -72,6 +76,8 @@ class TrainedModel:
             seed=seed,
             template=template,
             log=log,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         return completions[0] if single else completions
 

@@ -3,6 +3,8 @@
 The session keeps the message history and renders it with the same chat template SFT trained
 on (`gptjax.chat_template`), so every reply is generated from the whole conversation. The
 reply is streamed as it is decoded and ends at the end-of-turn token or the token budget.
+When the conversation grows too long for the model's context, its oldest exchanges are
+forgotten (with a note) so the reply keeps at least min(max_new_tokens, context / 2) tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ HELP = (
 
 
 class ContextFull(ConfigError):
-    """The conversation no longer fits the model's context; the user turn was not kept."""
+    """The user turn alone does not fit the model's context; it was not kept."""
 
 
 class ChatSession:
@@ -35,9 +37,13 @@ class ChatSession:
         max_new_tokens: int = 128,
         seed: int = 0,
         system: str | None = None,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 3,
     ):
         self.loaded = loaded
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.max_new_tokens, self.seed = max_new_tokens, seed
         self.system = system
         self.messages: list[dict] = []
@@ -59,19 +65,37 @@ class ChatSession:
             raise ConfigError(f"/temperature takes a number >= 0, got {text!r}")
         self.temperature = value
 
-    def _conversation(self, user_text: str) -> list[dict]:
+    def _conversation(self, user_text: str, history: list[dict] | None = None) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return [*system, *self.messages, {"role": "user", "content": user_text}]
+        history = self.messages if history is None else history
+        return [*system, *history, {"role": "user", "content": user_text}]
+
+    def make_room(self, user_text: str) -> int:
+        """Forgets the oldest exchanges until the conversation with `user_text` leaves the reply
+        min(max_new_tokens, context / 2) tokens; returns how many exchanges were forgotten.
+        ContextFull when `user_text` (with the system prompt) alone fills the context."""
+        tok, context = self.loaded.tokenizer, self.loaded.model_config.max_seq_len
+        room = min(self.max_new_tokens, context // 2)
+        kept = list(self.messages)
+        while True:
+            prompt, _ = render(tok, self._conversation(user_text, kept), add_generation_prompt=True)
+            if len(prompt) + room <= context or not kept:
+                break
+            kept = kept[2:]  # one user turn and its reply
+        if len(prompt) >= context:
+            raise ContextFull(
+                f"this message is {len(prompt)} tokens with the chat markers, the model's "
+                f"context is {context}: shorten it (it was not kept)"
+            )
+        forgotten = (len(self.messages) - len(kept)) // 2
+        self.messages = kept
+        return forgotten
 
     def reply(self, user_text: str, write: Callable[[str], None]) -> str:
         """Streams the assistant's answer to `write` and adds both turns to the history."""
         tok, context = self.loaded.tokenizer, self.loaded.model_config.max_seq_len
+        self.make_room(user_text)
         prompt, _ = render(tok, self._conversation(user_text), add_generation_prompt=True)
-        if len(prompt) >= context:
-            raise ContextFull(
-                f"the conversation is {len(prompt)} tokens, the model's context is {context}: "
-                "/reset to start over (this message was not kept)"
-            )
         budget = min(self.max_new_tokens, context - len(prompt))
         ids: list[int] = []
         shown = ""
@@ -86,6 +110,8 @@ class ChatSession:
                 top_p=self.top_p,
                 seed=self.seed + self.turns,
                 stop_ids=(end_of_turn_id(tok), tok.eos_id),
+                repetition_penalty=self.repetition_penalty,
+                no_repeat_ngram_size=self.no_repeat_ngram_size,
             ):
                 if step[0] is None:
                     break
@@ -147,6 +173,12 @@ def run_chat(
             elif command.startswith("/"):
                 write(f"unknown command {command}; {HELP}\n")
             else:
+                forgotten = session.make_room(line)
+                if forgotten:
+                    write(
+                        f"(forgot the oldest {forgotten} exchange{'s' * (forgotten > 1)} to fit "
+                        f"the model's {session.loaded.model_config.max_seq_len}-token context)\n"
+                    )
                 write("assistant> ")
                 session.reply(line, write)
                 write("\n")

@@ -61,6 +61,8 @@ def complete(
     template: str = "auto",
     log: Callable[[str], None] = print,
     budget_name: str = "max_new_tokens",
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """The completion text of each prompt (a chat answer, or the continuation of the text)."""
     if max_new_tokens <= 0:
@@ -86,6 +88,8 @@ def complete(
             top_p=top_p,
             seed=seed,
             stop_ids=stops,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
     return [
         completion_text(tok, asked, out, chat=chat) for asked, out in zip(ids, outputs, strict=True)

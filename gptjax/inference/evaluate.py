@@ -119,6 +119,8 @@ def generation_metrics(
     max_new_tokens: int,
     chat: bool = True,
     show_progress: bool = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict:
     """Greedy answers to each conversation's last user turn, scored by BLEU, exact match and
     repetition.
@@ -146,6 +148,8 @@ def generation_metrics(
                 batch,
                 max_new_tokens=min(max_new_tokens, context - longest),
                 stop_ids=stops,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
             )
             for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
                 answers[i] = completion_text(tok, prompts[i], list(ids), chat=chat)
@@ -174,6 +178,8 @@ def conversation_metrics(
     max_new_tokens: int,
     chat: bool = True,
     show_progress: bool = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict:
     """Answer-token loss/accuracy over all conversations, generation metrics on the first
     `max_generate` of them; `chat=False` in the raw-text format."""
@@ -200,6 +206,8 @@ def conversation_metrics(
         max_new_tokens=max_new_tokens,
         chat=chat,
         show_progress=show_progress,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     return {
         "answer_loss": forced["loss"],
