@@ -119,7 +119,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         )
     data_hash = _data_hash(data)
     multihost.check_same_data(data.tokenizer.sha256, data_hash)
-    objective = objective.for_tokenizer(data.tokenizer)
+    objective = objective.for_tokenizer(data.tokenizer).for_pair_kinds(data.pair_kinds)
     _log_validation_set(config, data, log)
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
