@@ -10,7 +10,6 @@ from gptjax.chat_template import end_of_turn_id, role_id
 from gptjax.data import corpus, pipeline, rows
 from gptjax.data.conversations import builtin_conversations, split_conversations
 from gptjax.data.preferences import (
-    PAIR_KINDS,
     PREFERENCE_FIELDS,
     builtin_preferences,
     kinds_of,
@@ -21,6 +20,7 @@ from gptjax.data.preferences import (
 )
 from gptjax.data.row_fit import length_to_keep, overflow_warning
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import PAIR_KINDS
 from gptjax.tokenizer import Tokenizer, train_tokenizer
 
 # Fixed by the tokenizer contract (gptjax.tokenizer), written out: <pad> <s> and the chat ids.

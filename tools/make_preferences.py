@@ -20,13 +20,9 @@ import sys
 from pathlib import Path
 
 from gptjax.data.conversations import read_conversations
-from gptjax.data.preferences import (
-    DEFAULT_KINDS,
-    PAIR_KINDS,
-    check_kinds,
-    preferences_from_conversations,
-)
+from gptjax.data.preferences import preferences_from_conversations
 from gptjax.errors import GptjaxError
+from gptjax.pair_kinds import DEFAULT_KINDS, PAIR_KINDS, check_kinds
 
 
 def main(argv=None) -> int:

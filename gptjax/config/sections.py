@@ -13,10 +13,10 @@ from typing import Literal
 
 import ml_collections
 
-from gptjax.data.preferences import DEFAULT_KINDS, check_kinds
 from gptjax.dpo import LOSS_TYPES, REFERENCE_MODES
 from gptjax.model import ModelConfig
 from gptjax.objectives import PHASES
+from gptjax.pair_kinds import DEFAULT_KINDS, check_kinds
 from gptjax.schema import check_types, from_mapping, hint, require
 from gptjax.sharding import MESH_AXES, check_mesh_request
 from gptjax.tokenizer import MODEL_TYPES

@@ -44,19 +44,11 @@ from gptjax.data.corpus import hash_units
 from gptjax.data.row_fit import overflow_warning
 from gptjax.data.rows import ArrayRows
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import DEFAULT_KINDS, UNTAGGED, check_kinds
 from gptjax.tokenizer import Tokenizer
 
 # The batch fields: the SFT fields (gptjax.data.rows.FIELDS) plus branch_ids.
 PREFERENCE_FIELDS = ("inputs", "targets", "segment_ids", "positions", "branch_ids", "weights")
-# Kinds of wrong answer that derived pairs reject (each pair's "kind"), hardest first.
-# other_answer: another question's true answer, fluent and on topic for some name, so only
-# knowing which answer belongs to which question tells them apart. shuffled: the true answer's
-# own words in a shuffled order, which fluency alone tells apart: an SFT model already prefers
-# the true answer almost always, so these pairs teach little and inflate reward accuracy.
-PAIR_KINDS = ("other_answer", "shuffled")
-DEFAULT_KINDS = ("other_answer",)
-# The kind reported for pairs without one, next to tagged pairs.
-UNTAGGED = "untagged"
 # How many left-out pairs describe() names; the rest are only counted.
 _NAMED_TOO_LONG = 3
 
@@ -132,18 +124,6 @@ def builtin_preferences(kinds: Sequence[str] = DEFAULT_KINDS, log=None) -> list[
     """`preferences_from_conversations` of `builtin_conversations()`; "where" is
     "builtin:INDEX" into that list."""
     return preferences_from_conversations(builtin_conversations(), "builtin", kinds, log)
-
-
-def check_kinds(kinds: Sequence[str], what: str) -> tuple[str, ...]:
-    """`kinds` as a tuple of known pair kinds (PAIR_KINDS), or ConfigError naming `what`."""
-    kinds = tuple(kinds)
-    unknown = [kind for kind in kinds if kind not in PAIR_KINDS]
-    if unknown or not kinds or len(set(kinds)) != len(kinds):
-        raise ConfigError(
-            f"{what}={','.join(kinds)!r}: give one or more of {', '.join(PAIR_KINDS)}, "
-            "comma-separated, each once"
-        )
-    return kinds
 
 
 def preferences_from_conversations(

@@ -28,10 +28,7 @@ from gptjax.data.conversations import (
 )
 from gptjax.data.corpus import builtin_documents, split_documents
 from gptjax.data.preferences import (
-    PAIR_KINDS,
-    UNTAGGED,
     builtin_preferences,
-    check_kinds,
     kinds_of,
     pack_preferences,
     read_preferences,
@@ -41,6 +38,7 @@ from gptjax.data.rows import Rows
 from gptjax.data.shards import Prepared, ShardedTokens, open_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import PAIR_KINDS, UNTAGGED, check_kinds
 from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import (
     Tokenizer,
