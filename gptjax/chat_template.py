@@ -72,7 +72,7 @@ def check_messages(messages: object, where: str = "") -> list[dict]:
     return messages
 
 
-def _encode_content(tokenizer: Tokenizer, content: str) -> list[int]:
+def encode_content(tokenizer: Tokenizer, content: str) -> list[int]:
     """`tokenizer.encode(content)`, with any chat symbol in the text spelled as byte pieces."""
     ids: list[int] = []
     for i, part in enumerate(_CHAT_TEXT.split(content)):
@@ -102,7 +102,7 @@ def render(
     ids, mask = [tokenizer.bos_id], [0]
     for message in messages:
         trained = int(message["role"] == "assistant")
-        content = _encode_content(tokenizer, message["content"])
+        content = encode_content(tokenizer, message["content"])
         ids += [role_id(tokenizer, message["role"]), *content, end]
         mask += [0] + [trained] * (len(content) + 1)
     if add_generation_prompt:

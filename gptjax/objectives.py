@@ -51,8 +51,11 @@ class Objective:
         kinds)."""
         return self
 
-    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
-        """The final held-out line `gptjax train` prints."""
+    def summary_line(
+        self, evaluation: dict, unigram_entropy: float, start: dict | None = None
+    ) -> str:
+        """The final held-out line `gptjax train` prints; `start` is the evaluation of the
+        model the run started from (step 0 of a finetuning run), when there was one."""
         raise NotImplementedError
 
 
@@ -77,13 +80,25 @@ class NextTokenObjective(Objective):
             )
         return details
 
-    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
-        # The unigram entropy is what a model that ignores all context would reach: a loss
-        # below it shows the model learned something from the context.
+    def summary_line(
+        self, evaluation: dict, unigram_entropy: float, start: dict | None = None
+    ) -> str:
         valid = evaluation["loss"]
         per_byte = ""
         if "bits_per_byte" in evaluation:
             per_byte = f" ({evaluation['bits_per_byte']:.3f} bits/byte)"
+        if self.chat:
+            # SFT scores answer tokens only: their unigram entropy is no bar for a model that
+            # reads the question, so the yardstick is the model the run started from.
+            line = (
+                f"held-out answer loss {valid:.3f} nats/token{per_byte}, perplexity "
+                f"{evaluation['perplexity']:.2f}, token accuracy {evaluation['accuracy']:.3f}"
+            )
+            if start:
+                line += f" (the starting model: {start['loss']:.3f}, {start['accuracy']:.3f})"
+            return line
+        # The unigram entropy is what a model that ignores all context would reach: a loss
+        # below it shows the model learned something from the context.
         return (
             f"validation loss {valid:.3f} nats/token{per_byte} vs unigram entropy "
             f"{unigram_entropy:.3f} ({'below' if valid < unigram_entropy else 'NOT below'} it by "
@@ -114,13 +129,18 @@ class PreferenceObjective(Objective):
             f"chosen logp/token {evaluation['chosen_logp']:.3f}"
         ) + self._per_kind(evaluation)
 
-    def summary_line(self, evaluation: dict, unigram_entropy: float) -> str:
-        return (
+    def summary_line(
+        self, evaluation: dict, unigram_entropy: float, start: dict | None = None
+    ) -> str:
+        line = (
             f"held-out DPO loss {evaluation['loss']:.3f}, reward accuracy "
-            f"{evaluation['reward_accuracy']:.3f}, likelihood accuracy "
-            f"{evaluation['likelihood_accuracy']:.3f}, reward margin "
-            f"{evaluation['reward_margin']:.3f}"
-        ) + self._per_kind(evaluation)
+            f"{evaluation['reward_accuracy']:.3f}, reward margin {evaluation['reward_margin']:.3f}"
+        )
+        if "likelihood_accuracy" in evaluation:
+            line += f", likelihood accuracy {evaluation['likelihood_accuracy']:.3f}"
+            if start and "likelihood_accuracy" in start:
+                line += f" (the starting model: {start['likelihood_accuracy']:.3f})"
+        return line + self._per_kind(evaluation)
 
     def _per_kind(self, evaluation: dict) -> str:
         """ "; KIND (N pairs): reward accuracy R, likelihood accuracy P" for each kind."""

@@ -284,6 +284,58 @@ def test_dpo_raises_held_out_reward_accuracy_without_collapsing_the_chosen_answe
 
 
 @pytest.mark.slow
+def test_eval_scores_every_phase_on_pairs_and_labels_what_each_run_held_out(
+    runs, dpo_run, tmp_path
+):
+    from gptjax.data.preferences import builtin_preferences, split_preferences
+
+    base, sft, _ = runs
+    dpo, _ = dpo_run
+    _, held_out = split_preferences(builtin_preferences(), 0.05)
+    pairs = tmp_path / "pairs.jsonl"
+    fields = ("messages", "chosen", "rejected")
+    tagged = [
+        {k: p[k] for k in fields} | {"kind": ("even", "odd")[i % 2]} for i, p in enumerate(held_out)
+    ]
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in tagged))
+    out = tmp_path / "eval.json"
+    common = ["--max-batches", "2", "--max-generate", "4", "--max-new-tokens", "8"]
+    result = gptjax(
+        "eval", str(base), str(sft), str(dpo), "--text", "builtin", "--conversations",
+        "builtin", "--preferences", str(pairs), *common, "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_phase = {r["phase"]: r for r in json.loads(out.read_text())}
+    base_r, sft_r, dpo_r = by_phase["pretrain"], by_phase["sft"], by_phase["dpo"]
+    # --template auto: the base model is asked in raw text, the chat models in the template.
+    assert [r["template"] for r in (base_r, sft_r, dpo_r)] == ["raw", "chat", "chat"]
+    # Held out only where the run's own recorded split proves it.
+    assert base_r["text_held_out"] and not sft_r["text_held_out"]
+    assert not base_r["conversations_held_out"] and sft_r["conversations_held_out"]
+    assert dpo_r["preferences_held_out"] and dpo_r["conversations_held_out"]
+    assert "not known to be held out" in base_r["conversations_note"]
+    assert "warning: only 22 held-out documents" in result.stderr
+    # Every phase gets the policy's own preference, per kind; rewards need a reference,
+    # which only the DPO checkpoint records (the SFT model it started from).
+    for r in (base_r, sft_r, dpo_r):
+        figures = r["preferences"]
+        assert set(figures) == {"all", "even", "odd"}
+        assert figures["all"]["pairs"] == figures["even"]["pairs"] + figures["odd"]["pairs"] > 0
+        assert 0 <= figures["all"]["likelihood_accuracy"] <= 1
+        assert 0 <= r["repetition"] <= 1
+    assert "reward_accuracy" not in base_r["preferences"]["all"]
+    assert dpo_r["reference"].startswith(str(sft)) and 0 <= dpo_r["pairs_all_reward_accuracy"] <= 1
+    assert "reward accuracy [odd]" in result.stdout
+    # The policy against itself: every reward is 0, so no pair is won.
+    same = gptjax(
+        "eval", str(dpo), "--preferences", str(pairs), "--reference", str(dpo), "--json", str(out)
+    )
+    assert same.returncode == 0, same.stderr[-3000:]
+    (self_ref,) = json.loads(out.read_text())
+    assert self_ref["pairs_all_reward_accuracy"] == 0 and self_ref["pairs_all_reward_margin"] == 0
+
+
+@pytest.mark.slow
 def test_dpo_resumes_exactly_after_a_kill(runs, dpo_run, tmp_path):
     _, sft, _ = runs
     uninterrupted, _ = dpo_run

@@ -362,3 +362,16 @@ def test_one_file_char_level_with_a_tail_then_train_on_it(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     evals = [r["eval/loss"] for r in read_metrics(workdir / "metrics.jsonl") if "eval/loss" in r]
     assert evals[-1] < evals[0]
+    # `gptjax eval` scores the very split the run held out (the same rows: the same loss) and
+    # calls it held out; the whole file, which the run trained on, is not known to be.
+    out = tmp_path / "eval.json"
+    rows = ["--batch-size", 16, "--max-batches", 4]  # train.eval_batch_size x eval_batches
+    held = _gptjax("eval", workdir, "--text", f"prepared:{data}", *rows, "--json", out)
+    assert held.returncode == 0, held.stderr[-3000:]
+    (result,) = json.loads(out.read_text())
+    assert result["text_held_out"] and "held out by its run" in held.stdout
+    assert result["text_loss"] == pytest.approx(evals[-1], rel=1e-4)
+    whole = _gptjax("eval", workdir, "--text", f"text:{path}", *rows, "--json", out)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert not json.loads(out.read_text())[0]["text_held_out"]
+    assert "not known to be held out" in whole.stdout

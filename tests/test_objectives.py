@@ -82,8 +82,23 @@ def test_the_tokenizer_binds_what_its_ids_spell(phase, marker_bytes, tmp_path):
     assert objective_for("dpo", DPO).for_tokenizer(tok).loss is not None  # DPO keeps its own
 
 
-def test_next_token_lines():
+def test_sft_summary_reports_answer_figures_not_the_unigram_bar():
     objective = objective_for("sft")
+    evaluation = {"loss": 3.417, "perplexity": 30.47, "accuracy": 0.25, "bits_per_byte": 1.5}
+    line = objective.summary_line(evaluation, 2.303)
+    assert "unigram" not in line and "NOT below" not in line
+    assert line == (
+        "held-out answer loss 3.417 nats/token (1.500 bits/byte), perplexity 30.47, "
+        "token accuracy 0.250"
+    )
+    start = {"loss": 5.1, "accuracy": 0.1}
+    assert objective.summary_line(evaluation, 2.303, start).endswith(
+        "(the starting model: 5.100, 0.100)"
+    )
+
+
+def test_next_token_lines():
+    objective = objective_for("pretrain")
     evaluation = {"loss": 2.0, "perplexity": 7.389, "accuracy": 0.41234}
     assert objective.eval_details(evaluation) == "ppl 7.4, accuracy 0.412"
     assert objective.summary_line(evaluation, 2.5) == (
@@ -109,14 +124,14 @@ def test_dpo_lines():
     assert objective.eval_details(evaluation) == (
         "reward accuracy 0.750, likelihood accuracy 0.500, margin 0.125, chosen logp/token -1.500"
     )
-    assert objective.summary_line(evaluation, 2.5) == (
-        "held-out DPO loss 0.600, reward accuracy 0.750, likelihood accuracy 0.500, "
-        "reward margin 0.125"
+    assert objective.summary_line(evaluation, 2.5, {"likelihood_accuracy": 0.25}) == (
+        "held-out DPO loss 0.600, reward accuracy 0.750, reward margin 0.125, likelihood "
+        "accuracy 0.500 (the starting model: 0.250)"
     )
     tagged = objective.for_pair_kinds(("other_answer", "shuffled"))
     evaluation |= {"weight/other_answer": 3.0, "reward_accuracy/other_answer": 2 / 3}
     evaluation |= {"likelihood_accuracy/other_answer": 1 / 3}
     assert tagged.summary_line(evaluation, 2.5).endswith(
-        "reward margin 0.125; other_answer (3 pairs): reward accuracy 0.667, likelihood "
+        "likelihood accuracy 0.500; other_answer (3 pairs): reward accuracy 0.667, likelihood "
         "accuracy 0.333"
     )  # a kind absent from the evaluation (shuffled here) is not shown

@@ -120,8 +120,8 @@ _ENDS_WITH_ANSWER = [{"role": "user", "content": "q"}, {"role": "assistant", "co
         ({"messages": _ENDS_WITH_ANSWER, "chosen": "c", "rejected": "r"}, "assistant turn"),
         ({"messages": [{"role": "bot", "content": "x"}], "chosen": "c", "rejected": "r"}, "bot"),
         ({"messages": _user("q"), "prompt": "q", "chosen": "c", "rejected": "r"}, "both"),
-        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": 3}, "kind is 3"),
-        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": " "}, "kind is ' '"),
+        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": 3}, "non-empty string, got 3"),
+        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": " "}, 'non-empty string, got " "'),
     ],
 )
 def test_read_names_file_and_line_of_a_bad_line(tmp_path, bad, match):

@@ -153,7 +153,7 @@ def _train(args) -> None:
     if not is_primary():
         return  # process 0 prints the summary
     evaluation, entropy = summary["eval"], summary["unigram_entropy"]
-    print(objective.summary_line(evaluation, entropy))
+    print(objective.summary_line(evaluation, entropy, summary.get("start_eval")))
     train_stats = summary["train"]
     if train_stats:
         print(

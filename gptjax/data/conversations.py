@@ -261,11 +261,13 @@ def _first_fit(lengths: Sequence[int], seq_len: int) -> list[tuple[int, int]]:
 
 
 def pack_conversations(
-    conversations: Sequence[list[dict]], tokenizer: Tokenizer, seq_len: int
+    conversations: Sequence[list[dict]], tokenizer: Tokenizer, seq_len: int, *, render_fn=render
 ) -> PackedConversations:
     """Render every conversation with the chat template and pack them into rows of seq_len.
 
     Truncation, examples without targets and the packing order follow the module docstring.
+    `render_fn(tokenizer, messages) -> (ids, mask)` is another format's rendering
+    (`gptjax.raw_template.render_raw` scores a base model in the text it was trained on).
     """
     if seq_len <= 0:
         raise ConfigError(f"seq_len={seq_len} must be positive")
@@ -273,7 +275,7 @@ def pack_conversations(
         raise DataError("no conversations to pack; the SFT data set is empty")
     examples, truncated, without, lengths = [], 0, 0, []
     for conversation in conversations:
-        ids, mask = render(tokenizer, conversation)
+        ids, mask = render_fn(tokenizer, conversation)
         lengths.append(len(ids) - 1)
         if len(ids) > seq_len + 1:
             ids, mask = ids[: seq_len + 1], mask[: seq_len + 1]

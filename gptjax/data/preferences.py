@@ -26,6 +26,7 @@ Policies, all reported by `PackedPreferences.describe()`:
 """
 
 import dataclasses
+import json
 import random
 from collections.abc import Sequence
 from typing import ClassVar
@@ -62,7 +63,7 @@ def _checked(
 ) -> dict:
     """The pair as a dict, or DataError naming `where` (the rules read_preferences states)."""
     if kind is not None and not (isinstance(kind, str) and kind.strip()):
-        raise DataError(f"{where}: kind is {kind!r}; give a non-empty name such as other_answer")
+        raise DataError(f"{where}: kind must be a non-empty string, got {json.dumps(kind)}")
     messages = check_messages(messages, where)
     if messages[-1]["role"] != "user":
         raise DataError(
@@ -275,14 +276,22 @@ def _encode(pair: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int], lis
 
 
 def pack_preferences(
-    pairs: Sequence[dict], tokenizer: Tokenizer, seq_len: int, kinds: Sequence[str] = ()
+    pairs: Sequence[dict],
+    tokenizer: Tokenizer,
+    seq_len: int,
+    kinds: Sequence[str] = (),
+    *,
+    encode=None,
 ) -> PackedPreferences:
     """Lay out every pair as one two-branch segment and pack them into rows of seq_len.
 
     The layout, the too-long policy and the order follow the module docstring. With `kinds`
     (every pair's "kind" among them; UNTAGGED for a pair without one) the rows also carry
-    each pair's kind (`PackedPreferences.pair_kinds`).
+    each pair's kind (`PackedPreferences.pair_kinds`). `encode(pair, tokenizer) -> (prompt,
+    chosen, rejected)` ids in another format than the chat template's (`gptjax eval
+    --template raw`).
     """
+    encode = encode or _encode
     if seq_len <= 0:
         raise ConfigError(f"seq_len={seq_len} must be positive")
     if not pairs:
@@ -293,7 +302,7 @@ def pack_preferences(
         where = pair.get("where") or f"pair {index}"
         kind = pair.get("kind")
         pair = _checked(pair.get("messages"), pair.get("chosen"), pair.get("rejected"), where, kind)
-        prompt, chosen, rejected = _encode(pair, tokenizer)
+        prompt, chosen, rejected = encode(pair, tokenizer)
         length = len(prompt) - 1 + len(chosen) + len(rejected)
         lengths.append(length)
         if length > seq_len:

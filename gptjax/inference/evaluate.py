@@ -3,7 +3,9 @@
 Text: perplexity and next-token accuracy over packed rows of held-out documents.
 Conversations: answer-token loss and accuracy with teacher forcing (the same loss mask SFT
 trains with), then greedy generation of each final assistant turn, scored against the
-reference with corpus BLEU (sacrebleu-compatible) and exact match.
+reference with corpus BLEU (sacrebleu-compatible), exact match and the share of answers that
+loop (gptjax.inference.repetition). `chat=False` asks in the raw-text format a base model was
+trained on (gptjax.raw_template) instead of the chat template.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ import jax
 import numpy as np
 
 from gptjax import sharding
-from gptjax.chat_template import end_of_turn_id, render
+from gptjax.chat_template import completion_text, end_of_turn_id, render
 from gptjax.errors import ConfigError, DataError
 from gptjax.generation import generate
 from gptjax.inference.bleu import corpus_bleu, exact_match
 from gptjax.inference.load import LoadedModel
+from gptjax.inference.repetition import repetition_rate
 from gptjax.metrics import ProgressBar
 from gptjax.steps import TEXT_SUMS, average_sums, lm_objective, make_eval_step
 from gptjax.tokenizer.text_lengths import text_lengths
 
 
-def _check_batch(loaded: LoadedModel, batch_size: int) -> None:
+def check_batch(loaded: LoadedModel, batch_size: int) -> None:
     shards = sharding.data_parallel_size(dict(loaded.mesh.shape))
     if batch_size <= 0 or batch_size % shards:
         raise ConfigError(
@@ -64,32 +67,34 @@ def teacher_forced(
 
 def text_metrics(
     loaded: LoadedModel,
-    documents: Sequence[str],
+    stream: np.ndarray,
     *,
     seq_len: int,
     batch_size: int,
     max_batches: int | None,
 ) -> dict[str, float]:
-    """Perplexity and token accuracy on documents, packed `[bos] doc [eos]` into rows."""
+    """Perplexity and token accuracy on a `[bos] doc [eos] ...` token stream of the model's
+    tokenizer (`gptjax.data.token_rows.encode_documents`), cut into rows."""
     from gptjax.data.pipeline import eval_batches
-    from gptjax.data.token_rows import TokenRows, encode_documents
+    from gptjax.data.token_rows import TokenRows
 
-    _check_batch(loaded, batch_size)
+    check_batch(loaded, batch_size)
     if not 0 < seq_len <= loaded.model_config.max_seq_len:
         raise ConfigError(
             f"--seq-len={seq_len} must be in (0, the model's context "
             f"{loaded.model_config.max_seq_len}]"
         )
     tok = loaded.tokenizer
-    rows = TokenRows(
-        encode_documents(documents, tok), seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id
-    )
+    rows = TokenRows(stream, seq_len=seq_len, bos_id=tok.bos_id, pad_id=tok.pad_id)
     batches = eval_batches(rows, batch_size=batch_size, max_batches=max_batches)
     return teacher_forced(loaded, batches, markers_are_text=True)
 
 
-def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
-    """(prompt ids, reference text) per conversation: all turns but the last, then the header."""
+def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]], chat: bool = True):
+    """(prompt ids, reference text) per conversation: all turns but the last, then the header
+    (in the raw format: their text, one line each)."""
+    from gptjax.raw_template import raw_prompt
+
     prompts, references = [], []
     for index, messages in enumerate(conversations):
         if messages[-1]["role"] != "assistant":
@@ -97,7 +102,10 @@ def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]]):
                 f"conversation {index}: the last message must be the assistant's reference "
                 f"answer, got role {messages[-1]['role']!r}"
             )
-        ids, _ = render(loaded.tokenizer, messages[:-1], add_generation_prompt=True)
+        if chat:
+            ids, _ = render(loaded.tokenizer, messages[:-1], add_generation_prompt=True)
+        else:
+            ids = raw_prompt(loaded.tokenizer, messages[:-1])
         prompts.append(ids)
         references.append(messages[-1]["content"])
     return prompts, references
@@ -109,18 +117,22 @@ def generation_metrics(
     *,
     batch_size: int,
     max_new_tokens: int,
+    chat: bool = True,
     show_progress: bool = True,
 ) -> dict:
-    """Greedy answers to each conversation's last user turn, scored by BLEU and exact match.
+    """Greedy answers to each conversation's last user turn, scored by BLEU, exact match and
+    repetition.
 
     A prompt that leaves no room in the context for an answer is reported in `too_long`,
     not scored. Returns the metrics and the (reference, answer) pairs.
     """
-    prompts, references = answer_prompts(loaded, conversations)
+    prompts, references = answer_prompts(loaded, conversations, chat)
     context = loaded.model_config.max_seq_len
     fits = [i for i, p in enumerate(prompts) if len(p) < context]
-    stops = (end_of_turn_id(loaded.tokenizer), loaded.tokenizer.eos_id)
+    tok = loaded.tokenizer
+    stops = (end_of_turn_id(tok), tok.eos_id) if chat else (tok.eos_id,)
     answers: dict[int, str] = {}
+    answer_ids: dict[int, list[int]] = {}
     bar = ProgressBar(len(fits), desc="generate", unit="answer", enabled=show_progress)
     with loaded.activated():
         for start in range(0, len(fits), batch_size):
@@ -136,7 +148,8 @@ def generation_metrics(
                 stop_ids=stops,
             )
             for i, ids in zip(chunk, outputs[: len(chunk)], strict=True):
-                answers[i] = loaded.tokenizer.decode(ids)
+                answers[i] = completion_text(tok, prompts[i], list(ids), chat=chat)
+                answer_ids[i] = list(ids)
             bar.update(start + len(chunk))
     bar.close()
     hyps = [answers[i] for i in fits]
@@ -144,6 +157,7 @@ def generation_metrics(
     return {
         "bleu": corpus_bleu(hyps, refs) if fits else 0.0,
         "exact_match": exact_match(hyps, refs),
+        "repetition": repetition_rate([answer_ids[i] for i in fits]),
         "generated": len(fits),
         "too_long": len(prompts) - len(fits),
         "examples": list(zip(refs, hyps, strict=True)),
@@ -158,15 +172,22 @@ def conversation_metrics(
     max_batches: int | None,
     max_generate: int,
     max_new_tokens: int,
+    chat: bool = True,
     show_progress: bool = True,
 ) -> dict:
     """Answer-token loss/accuracy over all conversations, generation metrics on the first
-    `max_generate` of them."""
+    `max_generate` of them; `chat=False` in the raw-text format."""
     from gptjax.data.conversations import pack_conversations
     from gptjax.data.pipeline import eval_batches
+    from gptjax.raw_template import render_raw
 
-    _check_batch(loaded, batch_size)
-    packed = pack_conversations(conversations, loaded.tokenizer, loaded.model_config.max_seq_len)
+    check_batch(loaded, batch_size)
+    packed = pack_conversations(
+        conversations,
+        loaded.tokenizer,
+        loaded.model_config.max_seq_len,
+        render_fn=render if chat else render_raw,
+    )
     forced = teacher_forced(
         loaded,
         eval_batches(packed, batch_size=batch_size, max_batches=max_batches),
@@ -177,6 +198,7 @@ def conversation_metrics(
         conversations[:max_generate],
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        chat=chat,
         show_progress=show_progress,
     )
     return {
@@ -190,11 +212,14 @@ def conversation_metrics(
 
 
 def side_by_side(names: Sequence[str], results: Sequence[dict], rows: Sequence[tuple]) -> str:
-    """A plain-text table: one column per model, one row per (label, key, format)."""
+    """A plain-text table: one column per model, one row per (label, key, format); a model
+    without that figure (a reward with no reference model) shows "-"."""
     width = max(28, *(len(n) + 2 for n in names))
     lines = [f"{'':30s}" + "".join(f"{n:>{width}s}" for n in names)]
     for label, key, fmt in rows:
-        if all(key in r for r in results):
-            cells = "".join(f"{format(r[key], fmt):>{width}s}" for r in results)
+        if any(key in r for r in results):
+            cells = "".join(
+                f"{format(r[key], fmt) if key in r else '-':>{width}s}" for r in results
+            )
             lines.append(f"{label:30s}{cells}")
     return "\n".join(lines)

@@ -402,8 +402,9 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
     saves = SaveSchedule(cfg.checkpoint, cfg.train.steps, int(run.state.step))
     # The starting model's figures, for contrast: always when finetuning, else if asked.
+    start_evaluation = None
     if int(run.state.step) == 0 and (cfg.init_from or cfg.train.eval_at_start):
-        _evaluate_and_log(run, 0, step_log.writer, log)
+        start_evaluation = _evaluate_and_log(run, 0, step_log.writer, log)
     state, pending, evaluation = run.state, None, {}
     step_log.restart()  # compiling and the starting evaluation are not training time
     for step in range(int(run.state.step), cfg.train.steps):
@@ -446,6 +447,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
         "steps": cfg.train.steps,
         "eval": evaluation,
         "train": step_log.final_summary(),
+        "start_eval": start_evaluation,  # the starting model's, for the summary line
         "compile_sec": compile_sec,
         "unigram_entropy": run.data.unigram_entropy,
         "run": run,
