@@ -16,6 +16,7 @@ from gptjax.data.preferences import (
     pack_preferences,
     preferences_from_conversations,
     read_preferences,
+    split_builtin_preferences,
     split_preferences,
 )
 from gptjax.data.row_fit import length_to_keep, overflow_warning
@@ -442,3 +443,12 @@ def test_make_preferences_tags_each_pair_with_its_kind(tmp_path, capsys):
     assert "1 input answers read the same shuffled" in capsys.readouterr().err
     assert read_preferences([str(out)])[1]["kind"] == "shuffled"  # what training reads back
     assert tool.main([source, "--out", str(out), "--kinds", "easy"]) == 2
+
+
+def test_builtin_split_trains_on_its_kinds_and_holds_out_every_kind():
+    train, valid = split_builtin_preferences(("other_answer",), 0.05)
+    assert {p["kind"] for p in train} == {"other_answer"}
+    assert {p["kind"] for p in valid} == set(PAIR_KINDS)
+    assert train == split_preferences(builtin_preferences(), 0.05)[0]  # the default pairs
+    both_train, both_valid = split_builtin_preferences(PAIR_KINDS, 0.05)
+    assert both_valid == valid and len(both_train) > 1.9 * len(train)

@@ -45,7 +45,7 @@ from gptjax.data.corpus import hash_units
 from gptjax.data.row_fit import overflow_warning
 from gptjax.data.rows import ArrayRows
 from gptjax.errors import ConfigError, DataError
-from gptjax.pair_kinds import DEFAULT_KINDS, UNTAGGED, check_kinds
+from gptjax.pair_kinds import DEFAULT_KINDS, PAIR_KINDS, UNTAGGED, check_kinds
 from gptjax.tokenizer import Tokenizer
 
 # The batch fields: the SFT fields (gptjax.data.rows.FIELDS) plus branch_ids.
@@ -187,6 +187,16 @@ def preferences_from_conversations(
             "repeated word): they have no shuffled pair"
         )
     return pairs
+
+
+def split_builtin_preferences(
+    kinds: Sequence[str], validation_fraction: float, log=None
+) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) built-in pairs as a DPO run reads them: training pairs of `kinds`
+    only, held-out pairs of every kind (PAIR_KINDS) whatever the training mix, so each
+    evaluation shows the easy and the hard comparison side by side."""
+    train, valid = split_preferences(builtin_preferences(PAIR_KINDS, log), validation_fraction)
+    return [pair for pair in train if pair["kind"] in kinds], valid
 
 
 def split_preferences(

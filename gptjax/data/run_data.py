@@ -28,17 +28,17 @@ from gptjax.data.conversations import (
 )
 from gptjax.data.corpus import builtin_documents, split_documents
 from gptjax.data.preferences import (
-    builtin_preferences,
     kinds_of,
     pack_preferences,
     read_preferences,
+    split_builtin_preferences,
     split_preferences,
 )
 from gptjax.data.rows import Rows
 from gptjax.data.shards import Prepared, ShardedTokens, open_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
-from gptjax.pair_kinds import PAIR_KINDS, UNTAGGED, check_kinds
+from gptjax.pair_kinds import UNTAGGED, check_kinds
 from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import (
     Tokenizer,
@@ -229,11 +229,11 @@ def _split_specs(text: str) -> tuple[bool, list[str]]:
 def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.preferences)
     trained_kinds = check_kinds(_kind_list(data_config.preference_kinds), "data.preference_kinds")
-    # The built-in held-out questions get a pair of every kind whatever the training mix, so
-    # each evaluation shows the easy and the hard comparison side by side.
-    derived = builtin_preferences(PAIR_KINDS, log) if builtin else []
-    train, valid = split_preferences(derived, data_config.validation_fraction)
-    train = [pair for pair in train if pair["kind"] in trained_kinds]
+    train, valid = [], []
+    if builtin:
+        train, valid = split_builtin_preferences(
+            trained_kinds, data_config.validation_fraction, log
+        )
     if files:
         file_train, file_valid = split_preferences(
             read_preferences(files), data_config.validation_fraction
