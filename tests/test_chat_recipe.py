@@ -270,10 +270,11 @@ def test_dpo_raises_held_out_reward_accuracy_without_collapsing_the_chosen_answe
     # Step 0: the policy is the reference, so every reward is 0 and the loss is log 2.
     assert start["eval/loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert start["eval/reward_accuracy"] == 0.0 and start["eval/reward_margin"] == 0.0
-    # Held-out pairs (the questions SFT held out). This 2-layer model after 40+60+40 steps
-    # measured 0.60; the demo's tiny model reaches more (docs/benchmarks.md).
-    assert end["eval/reward_accuracy"] > 0.55
-    assert end["eval/reward_margin"] > 0 and end["eval/loss"] < math.log(2)
+    # Held-out pairs (the questions SFT held out), of the kind trained on (other_answer; the
+    # shuffled kind is held out too, its figures follow below). The demo's tiny model reaches
+    # 0.85 (README, DPO section).
+    assert end["eval/reward_accuracy/other_answer"] > 0.55
+    assert end["eval/reward_margin/other_answer"] > 0
     assert end["eval/chosen_logp"] > start["eval/chosen_logp"] - 0.5  # no collapse
     assert "held-out DPO loss" in result.stdout
     # Held-out built-in pairs hold both kinds; the figures are reported for each.
