@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
     # source="preferences" (DPO): "builtin" (true vs wrong answers to the built-in questions)
     # or JSONL files/globs of {"prompt" or "messages", "chosen", "rejected"}, comma-separated.
     data.preferences = ""
+    # The pairs "builtin" trains on, comma-separated: other_answer (another question's true
+    # answer: the hard kind, which teaches) and/or shuffled (the true answer's words shuffled:
+    # easy, an SFT model already prefers the true answer). Held-out pairs hold both kinds.
+    data.preference_kinds = "other_answer"
     # True: packed rows restart positions and attention at each document (segment_ids);
     # False: plain concatenate-and-chunk, attention crosses document boundaries.
     data.packing = True

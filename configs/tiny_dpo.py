@@ -4,9 +4,11 @@ Run:    gptjax train --config configs/tiny_dpo.py --workdir runs/demo-dpo \\
             --config.init_from=runs/demo-sft
 The policy starts from the SFT checkpoint named by `init_from`; the same weights, frozen,
 are the reference. Data: the built-in preference set (each built-in question's true answer
-chosen over another question's answer or its own words shuffled), split like the SFT set so
-held-out questions stay held out. Evaluation reports the held-out DPO loss, reward accuracy
-and margin, and the chosen answers' log-probability per token. Figures: docs/benchmarks.md.
+chosen over another question's answer: data.preference_kinds="other_answer", the hard kind),
+split like the SFT set so held-out questions stay held out; those hold a pair of each kind.
+Evaluation reports the held-out DPO loss, reward and likelihood accuracy (overall and per
+pair kind) and margin, and the chosen answers' log-probability per token. Figures: README
+(DPO section) and docs/benchmarks.md.
 """
 
 from pathlib import Path
@@ -30,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.source = "preferences"
     data.conversations = ""
     data.preferences = "builtin"  # or JSONL files/globs, comma-separated
+    data.preference_kinds = "other_answer"  # the built-in pairs trained on (see configs/tiny.py)
 
     train = config.train
     train.steps = 150

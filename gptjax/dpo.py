@@ -90,8 +90,15 @@ def dpo_objective(
     beta: float,
     label_smoothing: float = 0.0,
     loss_type: str = "sigmoid",
+    pair_kinds: tuple[str, ...] = (),
 ):
-    """(sum of pair losses, sums) for `gptjax.steps`: the weight is the number of pairs."""
+    """(sum of pair losses, sums) for `gptjax.steps`: the weight is the number of pairs.
+
+    With `pair_kinds` bound and a batch that carries `pair_kinds` (held-out rows of tagged
+    pairs, gptjax.data.preferences), the sums also hold the pairs of each kind
+    (`weight/KIND`) and their reward accuracy, likelihood accuracy and reward margin
+    (`NAME/KIND`), which `gptjax.steps.average_sums` divides by that kind's weight.
+    """
     policy_w, policy_l, tokens_w, tokens_l = answer_logps(graphdef, params, batch, dropout_key)
     if reference is None:  # precomputed once, carried in the batch
         reference_w, reference_l = batch["reference_chosen"], batch["reference_rejected"]
@@ -126,13 +133,37 @@ def dpo_objective(
         # reference on the preference data (an estimate of their KL divergence there).
         "kl": count((policy_w - reference_w + policy_l - reference_l) / answer_tokens),
     }
+    if pair_kinds and "pair_kinds" in batch:
+        sums |= _per_kind_sums(
+            batch["pair_kinds"],
+            pair_kinds,
+            pair,
+            {
+                "reward_accuracy": (reward_w > reward_l).astype(jnp.float32),
+                "likelihood_accuracy": (policy_w > policy_l).astype(jnp.float32),
+                "reward_margin": reward_w - reward_l,
+            },
+        )
     return count(losses), sums
 
 
-def make_dpo_objective(dpo_config):
+def _per_kind_sums(kind_ids, pair_kinds: tuple[str, ...], pair, values: dict) -> dict:
+    """{"weight/KIND": pairs of that kind, "NAME/KIND": sum of values[NAME] over them}; kind
+    ids are 1-based indices into `pair_kinds`, laid out per segment like the log-probs."""
+    sums = {}
+    for index, kind in enumerate(pair_kinds, start=1):
+        of_kind = pair & (kind_ids == index)
+        sums[f"weight/{kind}"] = jnp.sum(of_kind.astype(jnp.float32))
+        for name, value in values.items():
+            sums[f"{name}/{kind}"] = jnp.sum(jnp.where(of_kind, value, 0.0))
+    return sums
+
+
+def make_dpo_objective(dpo_config, pair_kinds: tuple[str, ...] = ()):
     return functools.partial(
         dpo_objective,
         beta=float(dpo_config.beta),
         label_smoothing=float(dpo_config.label_smoothing),
         loss_type=dpo_config.loss,
+        pair_kinds=tuple(pair_kinds),
     )

@@ -46,6 +46,11 @@ class Objective:
         spells, for bits per byte)."""
         return self
 
+    def for_pair_kinds(self, pair_kinds: tuple[str, ...]) -> Objective:
+        """This objective with the kinds of its held-out pairs (only preference pairs have
+        kinds)."""
+        return self
+
     def summary_line(
         self, evaluation: dict, unigram_entropy: float, start: dict | None = None
     ) -> str:
@@ -107,11 +112,22 @@ class PreferenceObjective(Objective):
     needs_reference: ClassVar[bool] = True
     trains_on_pairs: ClassVar[bool] = True
 
+    # The held-out pairs' kinds (gptjax.data.preferences), when tagged: the loss then also
+    # sums each kind's figures, which the log lines show.
+    pair_kinds: tuple[str, ...] = ()
+    dpo_config: object = None
+
+    def for_pair_kinds(self, pair_kinds: tuple[str, ...]) -> Objective:
+        """This objective reporting its held-out figures per pair kind too."""
+        loss = None if self.dpo_config is None else make_dpo_objective(self.dpo_config, pair_kinds)
+        return dataclasses.replace(self, loss=loss, pair_kinds=tuple(pair_kinds))
+
     def eval_details(self, evaluation: dict) -> str:
         return (
-            f"reward accuracy {evaluation['reward_accuracy']:.3f}, margin "
-            f"{evaluation['reward_margin']:.3f}, chosen logp/token {evaluation['chosen_logp']:.3f}"
-        )
+            f"reward accuracy {evaluation['reward_accuracy']:.3f}, likelihood accuracy "
+            f"{evaluation['likelihood_accuracy']:.3f}, margin {evaluation['reward_margin']:.3f}, "
+            f"chosen logp/token {evaluation['chosen_logp']:.3f}"
+        ) + self._per_kind(evaluation)
 
     def summary_line(
         self, evaluation: dict, unigram_entropy: float, start: dict | None = None
@@ -124,7 +140,17 @@ class PreferenceObjective(Objective):
             line += f", likelihood accuracy {evaluation['likelihood_accuracy']:.3f}"
             if start and "likelihood_accuracy" in start:
                 line += f" (the starting model: {start['likelihood_accuracy']:.3f})"
-        return line
+        return line + self._per_kind(evaluation)
+
+    def _per_kind(self, evaluation: dict) -> str:
+        """ "; KIND (N pairs): reward accuracy R, likelihood accuracy P" for each kind."""
+        return "".join(
+            f"; {kind} ({evaluation[f'weight/{kind}']:.0f} pairs): reward accuracy "
+            f"{evaluation[f'reward_accuracy/{kind}']:.3f}, likelihood accuracy "
+            f"{evaluation[f'likelihood_accuracy/{kind}']:.3f}"
+            for kind in self.pair_kinds
+            if f"weight/{kind}" in evaluation
+        )
 
 
 def objective_for(phase: str, dpo_config=None) -> Objective:
@@ -137,5 +163,5 @@ def objective_for(phase: str, dpo_config=None) -> Objective:
         return NextTokenObjective(phase, chat=True)
     if phase == "dpo":
         loss = None if dpo_config is None else make_dpo_objective(dpo_config)
-        return PreferenceObjective(phase, chat=True, loss=loss)
+        return PreferenceObjective(phase, chat=True, loss=loss, dpo_config=dpo_config)
     raise ConfigError(f"phase must be one of {PHASES}, got {phase!r}")

@@ -91,7 +91,19 @@ def average_sums(loss_sum, sums: dict, xp=jnp) -> dict:
     """
     weight = xp.maximum(sums["weight"], 1.0)
     out = {"loss": loss_sum / weight}
-    out |= {name: v / weight for name, v in sums.items() if name not in ("weight", *TEXT_SUMS)}
+    # A group's sums ("NAME/GROUP", e.g. DPO's per pair kind) divide by the group's own weight
+    # ("weight/GROUP", kept as the count it is).
+    groups = {name.split("/", 1)[1] for name in sums if name.startswith("weight/")}
+    for name, value in sums.items():
+        if name == "weight" or name in TEXT_SUMS or name.startswith("weight/"):
+            continue
+        group = name.split("/", 1)[1] if "/" in name else None
+        if group in groups:  # NaN for a group without pairs, not a made-up 0
+            count = sums[f"weight/{group}"]
+            out[name] = xp.where(count > 0, value / xp.maximum(count, 1.0), math.nan)
+        else:
+            out[name] = value / weight
+    out |= {name: value for name, value in sums.items() if name.startswith("weight/")}
     for name, key, unit in (("bits_per_byte", "bytes", math.log(2)), ("nats_per_char", "chars", 1)):
         if key in sums:
             spelled = sums[key]

@@ -12,7 +12,7 @@ from flax import nnx
 
 from gptjax.dpo import answer_logps, dpo_objective, preference_losses
 from gptjax.model import ModelConfig, Transformer
-from gptjax.steps import make_train_step, new_train_state
+from gptjax.steps import average_sums, make_train_step, new_train_state
 
 MODEL = ModelConfig.llama(
     vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, mlp_dim=64,
@@ -160,3 +160,31 @@ def test_a_large_beta_keeps_the_policy_near_the_reference():
             state, metrics = step(state, batch, reference)
         gap[beta] = float(metrics["reward_margin"]) / beta
     assert 0 < gap[5.0] < gap[0.05] / 5
+
+
+def test_per_kind_figures_equal_those_of_each_kind_alone():
+    """Tagged held-out pairs: each kind's reward and likelihood accuracy and margin are the
+    figures its pairs give evaluated alone; a kind with no pair is NaN, not 0."""
+    graphdef, params = nnx.split(Transformer(MODEL, rngs=nnx.Rngs(0)))
+    reference = jax.tree.map(lambda x: x * 1.05, params)
+    pairs = [*PAIRS, ([2, 6, 3], [12, 13], [14, 15, 16]), ([2, 9], [17], [18, 19])]
+    kinds = [1, 2, 1, 1]  # 1-based into ("hard", "easy", "absent")
+    rows = [_pair_row(*pair) for pair in pairs]
+    for row, kind in zip(rows, kinds, strict=True):
+        row["pair_kinds"] = [kind] + [0] * (L - 1)  # column s-1 holds segment s's kind
+    objective = functools.partial(
+        dpo_objective, beta=0.5, reference=reference, pair_kinds=("hard", "easy", "absent")
+    )
+    loss, sums = objective(graphdef, params, _batch(rows), None)
+    tagged = average_sums(loss, jax.device_get(sums), np)
+    for name, kind in (("hard", 1), ("easy", 2)):
+        alone_rows = [row for row, k in zip(rows, kinds, strict=True) if k == kind]
+        alone = average_sums(*objective(graphdef, params, _batch(alone_rows), None), np)
+        assert tagged[f"weight/{name}"] == len(alone_rows)
+        for metric in ("reward_accuracy", "likelihood_accuracy", "reward_margin"):
+            assert tagged[f"{metric}/{name}"] == pytest.approx(float(alone[metric]), abs=1e-6)
+    assert tagged["weight/absent"] == 0 and math.isnan(tagged["reward_accuracy/absent"])
+    # The likelihood accuracy is the policy's own preference: 1 where log pi(w) > log pi(l).
+    chosen, rejected, _, _ = answer_logps(graphdef, params, _batch(rows))
+    wins = [float(chosen[i, 0] > rejected[i, 0]) for i, k in enumerate(kinds) if k == 1]
+    assert tagged["likelihood_accuracy/hard"] == pytest.approx(sum(wins) / len(wins))

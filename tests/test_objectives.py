@@ -39,7 +39,15 @@ def test_pretrain_and_sft_share_the_next_token_loss():
 def test_dpo_loss_carries_the_dpo_settings():
     loss = objective_for("dpo", DPO).loss
     assert loss.func is dpo_objective
-    assert loss.keywords == {"beta": 0.3, "label_smoothing": 0.05, "loss_type": "ipo"}
+    assert loss.keywords == {
+        "beta": 0.3,
+        "label_smoothing": 0.05,
+        "loss_type": "ipo",
+        "pair_kinds": (),
+    }
+    tagged = objective_for("dpo", DPO).for_pair_kinds(("other_answer", "shuffled"))
+    assert tagged.loss.keywords["pair_kinds"] == ("other_answer", "shuffled")
+    assert tagged.loss.keywords["beta"] == 0.3
     # Asked about its kind alone (as the checkpoint loader does), DPO has no loss to train with.
     bare = objective_for("dpo")
     assert bare.loss is None and bare.chat and bare.needs_reference
@@ -112,15 +120,18 @@ def test_next_token_lines():
 def test_dpo_lines():
     objective = objective_for("dpo", DPO)
     evaluation = {"loss": 0.6, "reward_accuracy": 0.75, "reward_margin": 0.125}
-    evaluation["chosen_logp"] = -1.5
+    evaluation |= {"chosen_logp": -1.5, "likelihood_accuracy": 0.5}
     assert objective.eval_details(evaluation) == (
-        "reward accuracy 0.750, margin 0.125, chosen logp/token -1.500"
+        "reward accuracy 0.750, likelihood accuracy 0.500, margin 0.125, chosen logp/token -1.500"
     )
-    assert objective.summary_line(evaluation, 2.5) == (
-        "held-out DPO loss 0.600, reward accuracy 0.750, reward margin 0.125"
-    )
-    evaluation["likelihood_accuracy"] = 0.5
     assert objective.summary_line(evaluation, 2.5, {"likelihood_accuracy": 0.25}) == (
         "held-out DPO loss 0.600, reward accuracy 0.750, reward margin 0.125, likelihood "
         "accuracy 0.500 (the starting model: 0.250)"
     )
+    tagged = objective.for_pair_kinds(("other_answer", "shuffled"))
+    evaluation |= {"weight/other_answer": 3.0, "reward_accuracy/other_answer": 2 / 3}
+    evaluation |= {"likelihood_accuracy/other_answer": 1 / 3}
+    assert tagged.summary_line(evaluation, 2.5).endswith(
+        "likelihood accuracy 0.500; other_answer (3 pairs): reward accuracy 0.667, likelihood "
+        "accuracy 0.333"
+    )  # a kind absent from the evaluation (shuffled here) is not shown

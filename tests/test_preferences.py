@@ -12,11 +12,16 @@ from gptjax.data.conversations import builtin_conversations, split_conversations
 from gptjax.data.preferences import (
     PREFERENCE_FIELDS,
     builtin_preferences,
+    kinds_of,
     pack_preferences,
+    preferences_from_conversations,
     read_preferences,
+    split_builtin_preferences,
     split_preferences,
 )
+from gptjax.data.row_fit import length_to_keep, overflow_warning
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import PAIR_KINDS
 from gptjax.tokenizer import Tokenizer, train_tokenizer
 
 # Fixed by the tokenizer contract (gptjax.tokenizer), written out: <pad> <s> and the chat ids.
@@ -72,7 +77,7 @@ def test_read_both_formats_xz_and_globs(tmp_path):
             "",
             {"messages": chat, "chosen": "bye", "rejected": "what", "id": 7},
             {"prompt": "Q", "system": "S", "chosen": "A", "rejected": "B"},
-            {"prompt": "Q2", "system": None, "chosen": "A", "rejected": "B"},
+            {"prompt": "Q2", "system": None, "chosen": "A", "rejected": "B", "kind": " hard "},
         ],
     )
     b = _write(tmp_path / "b.jsonl.xz", [{"prompt": "xz?", "chosen": "yes", "rejected": "no"}])
@@ -86,7 +91,8 @@ def test_read_both_formats_xz_and_globs(tmp_path):
             "rejected": "B",
             "where": f"{a}:4",
         },
-        {"messages": _user("Q2"), "chosen": "A", "rejected": "B", "where": f"{a}:5"},
+        {"messages": _user("Q2"), "chosen": "A", "rejected": "B", "where": f"{a}:5"}
+        | {"kind": "hard"},
         {"messages": _user("xz?"), "chosen": "yes", "rejected": "no", "where": f"{b}:1"},
     ]
     assert read_preferences(b) == got[-1:]
@@ -115,6 +121,8 @@ _ENDS_WITH_ANSWER = [{"role": "user", "content": "q"}, {"role": "assistant", "co
         ({"messages": _ENDS_WITH_ANSWER, "chosen": "c", "rejected": "r"}, "assistant turn"),
         ({"messages": [{"role": "bot", "content": "x"}], "chosen": "c", "rejected": "r"}, "bot"),
         ({"messages": _user("q"), "prompt": "q", "chosen": "c", "rejected": "r"}, "both"),
+        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": 3}, "non-empty string, got 3"),
+        ({"prompt": "q", "chosen": "c", "rejected": "r", "kind": " "}, 'non-empty string, got " "'),
     ],
 )
 def test_read_names_file_and_line_of_a_bad_line(tmp_path, bad, match):
@@ -145,26 +153,43 @@ def test_read_missing_files(tmp_path):
 
 
 def test_builtin_preferences(builtin):
+    """By default one pair per question, tagged other_answer: another question's true answer."""
     conversations = builtin_conversations()
     assert len(builtin) == len(conversations)
     answers = [c[1]["content"] for c in conversations]
-    kinds = {"other answer": 0, "shuffled": 0}
     for i, (pair, conversation) in enumerate(zip(builtin, conversations, strict=True)):
-        assert pair["where"] == f"builtin:{i}"
+        assert pair["where"] == f"builtin:{i}" and pair["kind"] == "other_answer"
         assert pair["messages"] == conversation[:1] and pair["chosen"] == answers[i]
-        chosen, rejected = pair["chosen"], pair["rejected"]
-        assert rejected.split() != chosen.split()
-        if rejected in answers:
-            kinds["other answer"] += 1
-        else:
-            assert sorted(rejected.split()) == sorted(chosen.split()), pair
-            kinds["shuffled"] += 1
-    for count in kinds.values():
-        assert 0.4 < count / len(builtin) < 0.6, kinds
+        assert pair["rejected"] in answers and pair["rejected"].split() != pair["chosen"].split()
     q = "What does `json.dumps` do?"
     dumps = next(p for p in builtin if p["messages"][0]["content"] == q)
     assert dumps["chosen"] == "Serialize ``obj`` to a JSON formatted ``str``."
     assert builtin_preferences() == builtin
+
+
+def test_builtin_preferences_of_both_kinds_and_unshufflable_answers():
+    notes = []
+    both = builtin_preferences(PAIR_KINDS, log=notes.append)
+    shuffled = [p for p in both if p["kind"] == "shuffled"]
+    others = [p for p in both if p["kind"] == "other_answer"]
+    assert others == builtin_preferences()  # the same hard pairs, whatever else is asked
+    for pair in shuffled:
+        assert sorted(pair["rejected"].split()) == sorted(pair["chosen"].split())
+        assert pair["rejected"].split() != pair["chosen"].split()
+    # Answers that read the same shuffled have no shuffled pair, and the note counts them.
+    missing = len(others) - len(shuffled)
+    assert notes == [] if missing == 0 else len(notes) == 1 and f"{missing:,} builtin" in notes[0]
+    one_word = [[*_user("q1"), {"role": "assistant", "content": "Yes."}]]
+    one_word.append([*_user("q2"), {"role": "assistant", "content": "No, never."}])
+    notes.clear()
+    pairs = preferences_from_conversations(one_word, "x", ("shuffled",), log=notes.append)
+    assert (
+        [p["where"] for p in pairs] == ["x:1"]
+        and len(notes) == 1
+        and notes[0].startswith("note: 1 x answers")
+    )
+    with pytest.raises(ConfigError, match="other_answer, shuffled"):
+        preferences_from_conversations(one_word, "x", ("worse",))
 
 
 def test_split_holds_out_the_questions_sft_holds_out(builtin):
@@ -354,3 +379,76 @@ def test_eval_batches_pad_with_weightless_rows(packed):
     assert (last["inputs"][tail:] == PAD).all() and (last["weights"][tail:] == 0).all()
     assert (last["segment_ids"][tail:] == 0).all() and (last["branch_ids"][tail:] == 0).all()
     assert sum(b["weights"].sum() for b in batches) == packed.trained_tokens
+
+
+def test_tagged_pairs_carry_their_kind_per_segment_and_long_pairs_warn(tok):
+    pairs = [
+        {**_pair("Why?", "Because.", "No."), "kind": "shuffled"},
+        _pair("How?", "Like so.", "Unlike."),
+        {**_pair("Who?", "Me.", "You. " * 40), "kind": "other_answer"},  # too long for 32
+        {**_pair("When?", "Now.", "Later."), "kind": "other_answer"},
+    ]
+    kinds = kinds_of(pairs)
+    assert kinds == ("other_answer", "shuffled", "untagged") and kinds_of(pairs[1:2]) == ()
+    packed = pack_preferences(pairs, tok, 32, kinds)
+    segment_kinds = {}
+    for row in range(packed.num_rows):
+        for s in range(1, packed.segment_ids[row].max() + 1):
+            segment_kinds[(row, s)] = packed.pair_kinds[row, s - 1]
+        assert not packed.pair_kinds[row, packed.segment_ids[row].max() :].any()
+    assert sorted(segment_kinds.values()) == [1, 2, 3]  # the too-long pair is left out
+    assert "pair_kinds" in packed.arrays and packed.padding(1)["pair_kinds"].sum() == 0
+    assert "pair_kinds" not in pack_preferences(pairs, tok, 32).arrays
+    # 1 of 4 pairs (25%) left out: over the 10% share, the warning names the seq_len for 95%.
+    warning = packed.overflow_warning("DPO train pairs")
+    longest = max(packed.lengths)
+    assert warning == (
+        "warning: 25% of the DPO train pairs (1 of 4) are longer than data.seq_len=32 tokens "
+        f"and left out; data.seq_len={longest} would fit 95% of them"
+    )
+    assert pack_preferences(pairs, tok, longest).overflow_warning("x") is None
+
+
+def test_length_to_keep_and_the_warning_share():
+    assert length_to_keep(list(range(1, 101))) == 95 and length_to_keep([7]) == 7
+    assert overflow_warning("pairs", [10] * 90 + [50] * 10, 20, "left out") is None  # 10%
+    assert "11% of the pairs (11 of 100)" in overflow_warning(
+        "pairs", [10] * 89 + [50] * 11, 20, "left out"
+    )
+
+
+def test_make_preferences_tags_each_pair_with_its_kind(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_preferences.py"
+    spec = importlib.util.spec_from_file_location("make_preferences", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    source = _write(
+        tmp_path / "chats.jsonl",
+        [
+            {"prompt": "What is a?", "response": "The first letter of it."},
+            {"prompt": "What is b?", "response": "The second letter here."},
+            {"prompt": "What is c?", "response": "Yes."},  # one word: no shuffled pair
+        ],
+    )
+    out = tmp_path / "prefs.jsonl"
+    assert tool.main([source, "--out", str(out)]) == 0
+    default = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kind"] for r in default] == ["other_answer"] * 3
+    assert tool.main([source, "--out", str(out), "--kinds", "other_answer,shuffled"]) == 0
+    both = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kind"] for r in both] == ["other_answer", "shuffled"] * 2 + ["other_answer"]
+    assert "1 input answers read the same shuffled" in capsys.readouterr().err
+    assert read_preferences([str(out)])[1]["kind"] == "shuffled"  # what training reads back
+    assert tool.main([source, "--out", str(out), "--kinds", "easy"]) == 2
+
+
+def test_builtin_split_trains_on_its_kinds_and_holds_out_every_kind():
+    train, valid = split_builtin_preferences(("other_answer",), 0.05)
+    assert {p["kind"] for p in train} == {"other_answer"}
+    assert {p["kind"] for p in valid} == set(PAIR_KINDS)
+    assert train == split_preferences(builtin_preferences(), 0.05)[0]  # the default pairs
+    both_train, both_valid = split_builtin_preferences(PAIR_KINDS, 0.05)
+    assert both_valid == valid and len(both_train) > 1.9 * len(train)

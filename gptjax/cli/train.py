@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from gptjax.errors import ConfigError
 from gptjax.paths import as_path
@@ -111,11 +112,22 @@ def _add_process_args(train: argparse.ArgumentParser) -> None:
     )
 
 
-def _train(args) -> None:
-    from gptjax.config import apply_overrides, load_config_file
+def _adopt_architecture(config, workdir, on_purpose) -> None:
+    """A finetune's architecture from its starting checkpoint, for --print-config and
+    --dry-run (a training run does this itself, once the runtime has started)."""
+    from gptjax.train.architecture import adopt_architecture, starting_model
 
-    config = load_config_file(args.config)
-    apply_overrides(config, args.overrides)
+    start = starting_model(config, workdir)
+    if start is not None:
+        adopt_architecture(config, *start, on_purpose, lambda line: print(line, file=sys.stderr))
+
+
+def _train(args) -> None:
+    from gptjax.config import load_config_with_origins
+
+    config, on_purpose = load_config_with_origins(args.config, args.overrides)
+    if args.print_config or args.dry_run:
+        _adopt_architecture(config, args.workdir, on_purpose)
     if args.print_config:
         print(config)
         return
@@ -136,7 +148,7 @@ def _train(args) -> None:
         process_id=args.process_id,
         initialization_timeout=args.initialization_timeout,
     )
-    summary = train(config, args.workdir, cluster=cluster)
+    summary = train(config, args.workdir, cluster=cluster, on_purpose=on_purpose)
     objective = summary.pop("run").objective
     if not is_primary():
         return  # process 0 prints the summary

@@ -7,7 +7,7 @@ checked against before anything is compiled.
 """
 
 from gptjax.config.checks import check_across_sections, validate, validate_static
-from gptjax.config.files import apply_overrides, load_config_file
+from gptjax.config.files import apply_overrides, load_config_file, load_config_with_origins
 from gptjax.config.sections import (
     CheckpointConfig,
     DataConfig,
@@ -33,6 +33,7 @@ __all__ = [
     "apply_overrides",
     "check_across_sections",
     "load_config_file",
+    "load_config_with_origins",
     "model_config",
     "run_config",
     "validate",

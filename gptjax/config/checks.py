@@ -101,8 +101,8 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         )
     # data.vocab_size sizes the tokenizer a run trains for itself; prepared data brings its own
     # tokenizer (and data.tokenizer names one), whose size is checked against the model when
-    # it is loaded (gptjax.tokenizer.check_vocab).
-    trains_tokenizer = data.source != "prepared" and not data.tokenizer
+    # it is loaded (gptjax.tokenizer.check_vocab). A run with init_from uses its checkpoint's.
+    trains_tokenizer = data.source != "prepared" and not data.tokenizer and not run.init_from
     require(
         not trains_tokenizer or data.vocab_size <= model.vocab_size,
         f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="

@@ -16,9 +16,58 @@ import ml_collections
 
 from gptjax.errors import ConfigError
 
+# While config files load (one may load another, its base), each level collects the
+# (flattened fields, fields set on purpose) of the files loaded inside it.
+_loading: list[list[tuple[dict, dict]]] = []
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict:
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            flat |= {f"{name}.{k}": v for k, v in _flat(value).items()}
+        else:
+            flat[name] = value
+    return flat
+
 
 def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
-    path = Path(path)
+    """The ConfigDict of a config file's `get_config()`."""
+    return load_config_with_origins(path)[0]
+
+
+def load_config_with_origins(
+    path: str | Path, overrides: Sequence[str] = ()
+) -> tuple[ml_collections.ConfigDict, dict[str, str]]:
+    """The config of `path` with `overrides` applied, and the fields set on purpose: {dotted
+    field: who set it}, e.g. {"model.num_layers": "--config.model.num_layers=2"}.
+
+    On purpose: a command-line override, or a field a config file changes from the config
+    file it loads (configs/gpt2_124m.py's model, not the configs/tiny.py values that
+    configs/tiny_sft.py inherits). A file that loads no other (configs/tiny.py) states
+    defaults only. What a finetune may take from its `init_from` checkpoint instead
+    (gptjax.train.architecture) is decided by this.
+    """
+    _loading.append([])
+    try:
+        config = _load(Path(path))
+    finally:
+        bases = _loading.pop()
+    on_purpose: dict[str, str] = {}
+    if bases:  # the file loaded another: what it changed from that base it meant
+        base, base_on_purpose = bases[0]
+        on_purpose |= base_on_purpose
+        on_purpose |= {k: str(path) for k, v in _flat(config).items() if base.get(k, v) != v}
+        on_purpose |= {k: str(path) for k in _flat(config).keys() - base.keys()}
+    if _loading:  # loaded by another file: it compares itself against this result
+        _loading[-1].append((_flat(config), on_purpose))
+    apply_overrides(config, overrides)
+    for item in overrides:
+        on_purpose[item.split("=", 1)[0]] = f"--config.{item}"
+    return config, on_purpose
+
+
+def _load(path: Path) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"gptjax_config_{path.stem}", path)

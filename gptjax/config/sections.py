@@ -16,6 +16,7 @@ import ml_collections
 from gptjax.dpo import LOSS_TYPES, REFERENCE_MODES
 from gptjax.model import ModelConfig
 from gptjax.objectives import PHASES
+from gptjax.pair_kinds import DEFAULT_KINDS, check_kinds
 from gptjax.schema import check_types, from_mapping, hint, require
 from gptjax.sharding import MESH_AXES, check_mesh_request
 from gptjax.tokenizer import MODEL_TYPES
@@ -59,9 +60,15 @@ class DataConfig:
     tokenizer: str
     seq_len: int
     validation_fraction: float
+    # Configs written before pair kinds existed lack it: the default is the hard kind.
+    preference_kinds: str = DEFAULT_KINDS[0]
 
     def __post_init__(self):
         check_types(self, "data")
+        check_kinds(
+            [kind.strip() for kind in self.preference_kinds.split(",") if kind.strip()],
+            "data.preference_kinds",
+        )
         _positive(self, "data", ("vocab_size", "seq_len"))
         require(
             0 < self.validation_fraction < 1,

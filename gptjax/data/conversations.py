@@ -29,6 +29,7 @@ from etils import epath
 from gptjax.chat_template import check_messages, render
 from gptjax.data.corpus import builtin_docstrings, hash_units
 from gptjax.data.files import expand_files, open_compressed
+from gptjax.data.row_fit import overflow_warning
 from gptjax.data.rows import FIELDS, ArrayRows
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import Tokenizer
@@ -225,8 +226,15 @@ class PackedConversations(ArrayRows):
     num_examples: int  # conversations given, including those left out
     num_truncated: int  # cut to their first seq_len+1 tokens
     num_without_targets: int  # no trained token (none to begin with, or cut away): left out
+    # row positions each conversation needs whole (its rendered length - 1), in input order
+    lengths: tuple[int, ...] = ()
 
     FIELD_NAMES: ClassVar[tuple[str, ...]] = FIELDS
+
+    def overflow_warning(self, what: str) -> str | None:
+        """A warning line when over 10% of the conversations were cut to fit a row (or left
+        out with no answer token left), naming the data.seq_len that fits 95% whole."""
+        return overflow_warning(what, self.lengths, self.seq_len, "truncated to fit")
 
     def describe(self) -> str:
         """One log line with every count."""
@@ -265,9 +273,10 @@ def pack_conversations(
         raise ConfigError(f"seq_len={seq_len} must be positive")
     if not conversations:
         raise DataError("no conversations to pack; the SFT data set is empty")
-    examples, truncated, without = [], 0, 0
+    examples, truncated, without, lengths = [], 0, 0, []
     for conversation in conversations:
         ids, mask = render_fn(tokenizer, conversation)
+        lengths.append(len(ids) - 1)
         if len(ids) > seq_len + 1:
             ids, mask = ids[: seq_len + 1], mask[: seq_len + 1]
             truncated += 1
@@ -303,4 +312,5 @@ def pack_conversations(
         num_examples=len(conversations),
         num_truncated=truncated,
         num_without_targets=without,
+        lengths=tuple(lengths),
     )

@@ -26,6 +26,7 @@ Policies, all reported by `PackedPreferences.describe()`:
 """
 
 import dataclasses
+import json
 import random
 from collections.abc import Sequence
 from typing import ClassVar
@@ -41,8 +42,10 @@ from gptjax.data.conversations import (
     read_jsonl_records,
 )
 from gptjax.data.corpus import hash_units
+from gptjax.data.row_fit import overflow_warning
 from gptjax.data.rows import ArrayRows
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import DEFAULT_KINDS, PAIR_KINDS, UNTAGGED, check_kinds
 from gptjax.tokenizer import Tokenizer
 
 # The batch fields: the SFT fields (gptjax.data.rows.FIELDS) plus branch_ids.
@@ -55,8 +58,12 @@ def _normalised(text: str) -> str:
     return " ".join(text.split())
 
 
-def _checked(messages: object, chosen: object, rejected: object, where: str) -> dict:
+def _checked(
+    messages: object, chosen: object, rejected: object, where: str, kind: object = None
+) -> dict:
     """The pair as a dict, or DataError naming `where` (the rules read_preferences states)."""
+    if kind is not None and not (isinstance(kind, str) and kind.strip()):
+        raise DataError(f"{where}: kind must be a non-empty string, got {json.dumps(kind)}")
     messages = check_messages(messages, where)
     if messages[-1]["role"] != "user":
         raise DataError(
@@ -70,7 +77,10 @@ def _checked(messages: object, chosen: object, rejected: object, where: str) -> 
             raise DataError(f"{where}: {name} is empty; a pair needs two answers")
     if _normalised(chosen) == _normalised(rejected):
         raise DataError(f"{where}: chosen and rejected are the same text; nothing to prefer")
-    return {"messages": messages, "chosen": chosen, "rejected": rejected, "where": where}
+    pair = {"messages": messages, "chosen": chosen, "rejected": rejected, "where": where}
+    if kind is not None:
+        pair["kind"] = kind.strip()
+    return pair
 
 
 def _pair(line: str, where: str) -> dict:
@@ -94,37 +104,47 @@ def _pair(line: str, where: str) -> dict:
             f"{where}: expected a prompt or a messages list next to chosen and rejected, "
             f"found keys {sorted(record)}"
         )
-    return _checked(messages, record["chosen"], record["rejected"], where)
+    return _checked(messages, record["chosen"], record["rejected"], where, record.get("kind"))
 
 
 def read_preferences(paths: Sequence[str]) -> list[dict]:
     """Preference pairs from JSONL files (paths or globs; .xz/.gz read as such), in order.
 
     Each non-blank line is {"prompt", "chosen", "rejected"} with an optional "system", or
-    {"messages": [... ending with a user turn], "chosen", "rejected"}; other keys are
-    ignored. A bad line is a DataError naming file:line: invalid JSON, a missing or
-    non-text field, a prompt not ending with a user turn, an empty answer, or chosen equal
-    to rejected up to whitespace.
+    {"messages": [... ending with a user turn], "chosen", "rejected"}, each with an optional
+    "kind" (a name for the sort of wrong answer rejected is, e.g. "other_answer", by which
+    the DPO evaluation reports its figures); other keys are ignored. A bad line is a
+    DataError naming file:line: invalid JSON, a missing or non-text field, a prompt not
+    ending with a user turn, an empty answer, chosen equal to rejected up to whitespace, or
+    a kind that is not a non-empty string.
     """
     return read_jsonl_records(paths, _pair, "preferences", "preference pairs")
 
 
-def builtin_preferences() -> list[dict]:
+def builtin_preferences(kinds: Sequence[str] = DEFAULT_KINDS, log=None) -> list[dict]:
     """`preferences_from_conversations` of `builtin_conversations()`; "where" is
     "builtin:INDEX" into that list."""
-    return preferences_from_conversations(builtin_conversations(), "builtin")
+    return preferences_from_conversations(builtin_conversations(), "builtin", kinds, log)
 
 
-def preferences_from_conversations(conversations: Sequence[list[dict]], name: str) -> list[dict]:
-    """Pairs where each conversation's true last answer beats a wrong one.
+def preferences_from_conversations(
+    conversations: Sequence[list[dict]],
+    name: str,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    log=None,
+) -> list[dict]:
+    """Pairs where each conversation's true last answer beats a wrong one: one pair of each
+    kind in `kinds` per conversation, tagged with it ("kind").
 
-    The wrong answer is, by the second hash unit of the question (independent of the split,
-    which uses the first): below 0.5 another question's answer (the next question in
-    hash order whose answer differs), else the true answer's words in a shuffled order
-    seeded by the question (the other-answer kind if shuffling changes nothing).
+    `other_answer`: another question's answer (the next question in hash order whose
+    answer differs). `shuffled`: the true answer's words in an order seeded by the question
+    (rotated by one word if the shuffle drew the same order); an answer that no order changes
+    (one word, one repeated word) has no such pair,
+    and how many are left out so is said in one note through `log`.
     Deterministic; "where" is "NAME:INDEX" into `conversations`, whose last message must
     be the assistant's.
     """
+    kinds = check_kinds(kinds, "kinds")
     for i, messages in enumerate(conversations):
         if len(messages) < 2 or (messages[-2]["role"], messages[-1]["role"]) != (
             "user",
@@ -144,15 +164,39 @@ def preferences_from_conversations(conversations: Sequence[list[dict]], name: st
             j = after[j]
         raise DataError(f"every {name} answer is the same text; no wrong answer to pick")
 
-    pairs = []
-    for i, (question, answer) in enumerate(zip(questions, answers, strict=True)):
-        words = answer.split()
-        random.Random(f"builtin_preferences:{question}").shuffle(words)
-        shuffled = " ".join(words)
-        use_other = hash_units(question)[1] < 0.5 or shuffled == _normalised(answer)
-        rejected = other_answer(i) if use_other else shuffled
-        pairs.append(_checked(conversations[i][:-1], answer, rejected, f"{name}:{i}"))
+    def shuffled(i: int) -> str | None:
+        words = answers[i].split()
+        random.Random(f"builtin_preferences:{questions[i]}").shuffle(words)
+        if words == answers[i].split():  # the shuffle drew the same order: rotate by one
+            words = words[1:] + words[:1]  # the same order again only if all words are equal
+        text = " ".join(words)
+        return None if text == _normalised(answers[i]) else text
+
+    wrong = {"other_answer": other_answer, "shuffled": shuffled}
+    pairs, unshuffled = [], 0
+    for i, answer in enumerate(answers):
+        for kind in kinds:
+            rejected = wrong[kind](i)
+            if rejected is None:
+                unshuffled += 1
+                continue
+            pairs.append(_checked(conversations[i][:-1], answer, rejected, f"{name}:{i}", kind))
+    if unshuffled and log is not None:
+        log(
+            f"note: {unshuffled:,} {name} answers read the same shuffled (one word, or one "
+            "repeated word): they have no shuffled pair"
+        )
     return pairs
+
+
+def split_builtin_preferences(
+    kinds: Sequence[str], validation_fraction: float, log=None
+) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) built-in pairs as a DPO run reads them: training pairs of `kinds`
+    only, held-out pairs of every kind (PAIR_KINDS) whatever the training mix, so each
+    evaluation shows the easy and the hard comparison side by side."""
+    train, valid = split_preferences(builtin_preferences(PAIR_KINDS, log), validation_fraction)
+    return [pair for pair in train if pair["kind"] in kinds], valid
 
 
 def split_preferences(
@@ -189,8 +233,27 @@ class PackedPreferences(ArrayRows):
     pad_id: int
     num_pairs: int  # pairs given, including those left out
     too_long: list[str]  # where of each pair longer than a row, left out
+    # row positions each given pair needs (prompt once, both answers), in input order
+    lengths: tuple[int, ...] = ()
+    # With kinds (names), one more field: pair_kinds [num_rows, seq_len] int32, column s-1
+    # holding the 1-based index into kinds of segment s's pair (0: no pair), read by the DPO
+    # evaluation to report its figures per kind (gptjax.dpo).
+    kinds: tuple[str, ...] = ()
+    pair_kinds: np.ndarray | None = None
 
     FIELD_NAMES: ClassVar[tuple[str, ...]] = PREFERENCE_FIELDS
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = {k: getattr(self, k) for k in PREFERENCE_FIELDS}
+        if self.kinds:
+            arrays["pair_kinds"] = self.pair_kinds
+        return arrays
+
+    def overflow_warning(self, what: str) -> str | None:
+        """A warning line when over 10% of the pairs were left out for length, naming the
+        data.seq_len that fits 95% of them."""
+        return overflow_warning(what, self.lengths, self.seq_len, "left out")
 
     @property
     def num_packed(self) -> int:
@@ -223,30 +286,42 @@ def _encode(pair: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int], lis
 
 
 def pack_preferences(
-    pairs: Sequence[dict], tokenizer: Tokenizer, seq_len: int, *, encode=None
+    pairs: Sequence[dict],
+    tokenizer: Tokenizer,
+    seq_len: int,
+    kinds: Sequence[str] = (),
+    *,
+    encode=None,
 ) -> PackedPreferences:
     """Lay out every pair as one two-branch segment and pack them into rows of seq_len.
 
-    The layout, the too-long policy and the order follow the module docstring. `encode(pair,
-    tokenizer) -> (prompt, chosen, rejected)` ids in another format than the chat template's
-    (`gptjax eval --template raw`).
+    The layout, the too-long policy and the order follow the module docstring. With `kinds`
+    (every pair's "kind" among them; UNTAGGED for a pair without one) the rows also carry
+    each pair's kind (`PackedPreferences.pair_kinds`). `encode(pair, tokenizer) -> (prompt,
+    chosen, rejected)` ids in another format than the chat template's (`gptjax eval
+    --template raw`).
     """
     encode = encode or _encode
     if seq_len <= 0:
         raise ConfigError(f"seq_len={seq_len} must be positive")
     if not pairs:
         raise DataError("no preference pairs to pack; the DPO data set is empty")
-    examples, too_long, longest = [], [], 0
+    kind_ids = {kind: k + 1 for k, kind in enumerate(kinds)}
+    examples, too_long, lengths, example_kinds = [], [], [], []
     for index, pair in enumerate(pairs):
         where = pair.get("where") or f"pair {index}"
-        pair = _checked(pair.get("messages"), pair.get("chosen"), pair.get("rejected"), where)
+        kind = pair.get("kind")
+        pair = _checked(pair.get("messages"), pair.get("chosen"), pair.get("rejected"), where, kind)
         prompt, chosen, rejected = encode(pair, tokenizer)
         length = len(prompt) - 1 + len(chosen) + len(rejected)
-        longest = max(longest, length)
+        lengths.append(length)
         if length > seq_len:
             too_long.append(where)
         else:
             examples.append((prompt, chosen, rejected))
+            if kinds:
+                example_kinds.append(kind_ids[pair.get("kind", UNTAGGED)])
+    longest = max(lengths)
     if not examples:
         raise DataError(
             f"none of the {len(pairs):,} preference pairs fits a row of seq_len={seq_len} "
@@ -257,9 +332,14 @@ def pack_preferences(
     rows = {k: np.zeros((num_rows, seq_len), np.int32) for k in PREFERENCE_FIELDS[:5]}
     rows["inputs"][:] = rows["targets"][:] = tokenizer.pad_id
     rows["weights"] = np.zeros((num_rows, seq_len), np.float32)
+    pair_kinds = np.zeros((num_rows, seq_len), np.int32) if kinds else None
     segments = np.zeros(num_rows, np.int32)
-    for (prompt, chosen, rejected), (row, offset) in zip(examples, places, strict=True):
+    for index, ((prompt, chosen, rejected), (row, offset)) in enumerate(
+        zip(examples, places, strict=True)
+    ):
         segments[row] += 1
+        if kinds:
+            pair_kinds[row, segments[row] - 1] = example_kinds[index]
         p = len(prompt)
         branches = (  # (inputs, targets, first position) of branches 0, 1, 2
             (prompt[:-1], prompt[1:], 0),
@@ -275,8 +355,22 @@ def pack_preferences(
             rows["branch_ids"][row, span] = branch
             rows["weights"][row, span] = float(branch > 0)
             offset += len(targets)
-    for array in rows.values():
+    for array in [*rows.values(), *([pair_kinds] if kinds else [])]:
         array.setflags(write=False)
     return PackedPreferences(
-        **rows, pad_id=tokenizer.pad_id, num_pairs=len(pairs), too_long=too_long
+        **rows,
+        pad_id=tokenizer.pad_id,
+        num_pairs=len(pairs),
+        too_long=too_long,
+        lengths=tuple(lengths),
+        kinds=tuple(kinds),
+        pair_kinds=pair_kinds,
     )
+
+
+def kinds_of(pairs: Sequence[dict]) -> tuple[str, ...]:
+    """The kinds of `pairs` in sorted order (UNTAGGED for pairs without one), or () when
+    none is tagged: what `pack_preferences` reports the evaluation by."""
+    if not any("kind" in pair for pair in pairs):
+        return ()
+    return tuple(sorted({pair.get("kind", UNTAGGED) for pair in pairs}))

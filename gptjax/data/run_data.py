@@ -28,15 +28,17 @@ from gptjax.data.conversations import (
 )
 from gptjax.data.corpus import builtin_documents, split_documents
 from gptjax.data.preferences import (
-    builtin_preferences,
+    kinds_of,
     pack_preferences,
     read_preferences,
+    split_builtin_preferences,
     split_preferences,
 )
 from gptjax.data.rows import Rows
 from gptjax.data.shards import Prepared, ShardedTokens, open_prepared, token_counts
 from gptjax.data.token_rows import TokenRows, encode_documents
 from gptjax.errors import ConfigError, DataError
+from gptjax.pair_kinds import UNTAGGED, check_kinds
 from gptjax.paths import PathLike, as_path
 from gptjax.tokenizer import (
     Tokenizer,
@@ -63,6 +65,8 @@ class RunData:
     prepared: Prepared | None = None
     # Which held-out set valid_rows are, in words, for the log ("the valid split of data/x ...")
     valid_source: str = ""
+    # The kinds of the held-out preference pairs, when tagged: DPO's evaluation reports each
+    pair_kinds: tuple[str, ...] = ()
 
 
 def _tokenizer(data_config, train_docs: list[str], workdir: epath.Path, log) -> Tokenizer:
@@ -197,6 +201,13 @@ def _conversations(data_config, model_vocab_size: int, workdir: epath.Path, log)
     packed_valid = pack_conversations(valid, tokenizer, data_config.seq_len)
     log(f"sft train: {packed_train.describe()}")
     log(f"sft held-out: {packed_valid.describe()}")
+    for packed, what in (
+        (packed_train, "SFT train conversations"),
+        (packed_valid, "SFT held-out conversations"),
+    ):
+        warning = packed.overflow_warning(what)
+        if warning:
+            log(warning)
     answers = packed_valid.targets[packed_valid.weights > 0]
     entropy = unigram_entropy_from_counts(np.bincount(answers, minlength=tokenizer.vocab_size))
     return RunData(
@@ -217,8 +228,17 @@ def _split_specs(text: str) -> tuple[bool, list[str]]:
 
 def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -> RunData:
     builtin, files = _split_specs(data_config.preferences)
-    pairs = (builtin_preferences() if builtin else []) + (read_preferences(files) if files else [])
-    train, valid = split_preferences(pairs, data_config.validation_fraction)
+    trained_kinds = check_kinds(_kind_list(data_config.preference_kinds), "data.preference_kinds")
+    train, valid = [], []
+    if builtin:
+        train, valid = split_builtin_preferences(
+            trained_kinds, data_config.validation_fraction, log
+        )
+    if files:
+        file_train, file_valid = split_preferences(
+            read_preferences(files), data_config.validation_fraction
+        )
+        train, valid = train + file_train, valid + file_valid
     if not train or not valid:
         raise DataError(
             f"data.preferences={data_config.preferences!r}: {len(train)} training and "
@@ -228,14 +248,26 @@ def _preferences(data_config, model_vocab_size: int, workdir: epath.Path, log) -
     tokenizer = _tokenizer(data_config, texts, workdir, log)
     check_vocab(tokenizer.vocab_size, model_vocab_size)
     packed_train = pack_preferences(train, tokenizer, data_config.seq_len)
-    packed_valid = pack_preferences(valid, tokenizer, data_config.seq_len)
+    kinds = kinds_of(valid)
+    packed_valid = pack_preferences(valid, tokenizer, data_config.seq_len, kinds)
     log(f"dpo train: {packed_train.describe()}")
     log(f"dpo held-out: {packed_valid.describe()}")
+    for packed, what in ((packed_train, "DPO train pairs"), (packed_valid, "DPO held-out pairs")):
+        warning = packed.overflow_warning(what)
+        if warning:
+            log(warning)
+    counts = ", ".join(f"{sum(p.get('kind', UNTAGGED) == k for p in valid):,} {k}" for k in kinds)
     return RunData(
         tokenizer,
         packed_train,
         packed_valid,
         float("nan"),
         valid_source=f"{len(valid):,} held-out preference pairs chosen by a hash "
-        f"(data.validation_fraction={data_config.validation_fraction})",
+        f"(data.validation_fraction={data_config.validation_fraction})"
+        + (f": {counts}" if kinds else ""),
+        pair_kinds=kinds,
     )
+
+
+def _kind_list(text: str) -> list[str]:
+    return [kind.strip() for kind in text.split(",") if kind.strip()]

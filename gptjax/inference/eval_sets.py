@@ -136,11 +136,12 @@ def preference_set(specs: list[str], fraction: float, split: bool) -> list[dict]
     way), each with its "kind" when the file tags it."""
     from gptjax.data.preferences import builtin_preferences, split_preferences
     from gptjax.inference.preference_eval import read_tagged_preferences
+    from gptjax.pair_kinds import PAIR_KINDS
 
     files = [spec for spec in specs if spec != "builtin"]
     pairs: list[dict] = []
-    if "builtin" in specs:
-        pairs += split_preferences(builtin_preferences(), fraction)[1]
+    if "builtin" in specs:  # every kind, as the DPO phase's own held-out pairs
+        pairs += split_preferences(builtin_preferences(PAIR_KINDS), fraction)[1]
     if files:
         from_files = read_tagged_preferences(files)
         pairs += split_preferences(from_files, fraction)[1] if split else from_files

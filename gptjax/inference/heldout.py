@@ -83,9 +83,9 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
         split_conversations,
     )
     from gptjax.data.preferences import (
-        builtin_preferences,
         pack_preferences,
         read_preferences,
+        split_builtin_preferences,
         split_preferences,
     )
 
@@ -98,10 +98,13 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
         packed = pack_conversations(train, tokenizer, data["seq_len"])
         questions = frozenset(_split_key(c) for c in valid)
     else:
-        items = (builtin_preferences() if builtin else []) + (
-            read_preferences(files) if files else []
-        )
-        train, valid = split_preferences(items, fraction)
+        # As the DPO run read them: built-in training pairs of its data.preference_kinds
+        # (before pair kinds: half of them shuffled, which no longer rebuilds: not known).
+        kinds = [k.strip() for k in data.get("preference_kinds", "other_answer").split(",")]
+        train, valid = split_builtin_preferences(kinds, fraction) if builtin else ([], [])
+        if files:
+            file_train, file_valid = split_preferences(read_preferences(files), fraction)
+            train, valid = train + file_train, valid + file_valid
         packed = pack_preferences(train, tokenizer, data["seq_len"])
         questions = frozenset(_split_key(p["messages"]) for p in valid)
     what = f"the held-out questions of data.{kind}={data[kind]!r}, fraction {fraction}"

@@ -38,13 +38,14 @@ from gptjax.steps import (
     state_and_step,
 )
 from gptjax.train import multihost, resume
+from gptjax.train.architecture import adopt_architecture, starting_model
 from gptjax.train.memory_report import refuse_what_cannot_run
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.reference import precompute, reference_point, restore_reference
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
-from gptjax.train.workdir_lock import hold_workdir, writable_workdir
+from gptjax.train.workdir_lock import fresh_workdir, hold_workdir, writable_workdir
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -119,7 +120,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         )
     data_hash = _data_hash(data)
     multihost.check_same_data(data.tokenizer.sha256, data_hash)
-    objective = objective.for_tokenizer(data.tokenizer)
+    objective = objective.for_tokenizer(data.tokenizer).for_pair_kinds(data.pair_kinds)
     _log_validation_set(config, data, log)
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -286,7 +287,13 @@ def _log_samples(run: Run, step: int, log) -> None:
                 f.write(json.dumps({"step": step, "prompt": prompt, "sample": text}) + "\n")
 
 
-def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = None) -> dict:
+def train(
+    config,
+    workdir: PathLike,
+    log=print,
+    cluster: ClusterSpec | None = None,
+    on_purpose: dict[str, str] | None = None,
+) -> dict:
     """Trains `config` in `workdir`; returns the final summary (also written to metrics).
 
     Returns only once the final checkpoint has committed. Raises Preempted (exit 75) after
@@ -294,13 +301,30 @@ def train(config, workdir: PathLike, log=print, cluster: ClusterSpec | None = No
     processes of a multi-process run (default: a TPU slice is detected, else one process);
     there each process prints its start-up line, then only process 0 logs.
 
+    With `on_purpose` (the fields set on purpose, `gptjax.config.load_config_with_origins`;
+    the CLI passes them) a finetune adopts its starting checkpoint's architecture
+    (`gptjax.train.architecture`); without, the config must match it.
+
     Refused with ConfigError (exit 2) before anything is allocated: a workdir that is a file
     or cannot be written, one held by another run (`workdir_lock`), a run whose state cannot
     fit in the devices' memory (`memory_report.refuse_what_cannot_fit`).
+
+    A run that fails before its first checkpoint commits removes the workdir again if it
+    created it (`fresh_workdir`); a workdir that existed before is left as it was.
     """
     validate_static(config)  # config errors first, before the runtime prints anything
-    workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
+    with fresh_workdir(workdir):
+        workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
+        return _train_in(config, workdir, log, cluster, on_purpose)
+
+
+def _train_in(config, workdir: epath.Path, log, cluster, on_purpose) -> dict:
     initialize_runtime(log, cluster)  # before anything touches a device
+    if on_purpose is not None:
+        start = starting_model(config, workdir)  # reads checkpoint metadata: after the runtime
+        if start is not None:
+            adopt_architecture(config, *start, on_purpose, multihost.primary_log(log))
+            validate_static(config)
     if jax.process_count() > 1:  # each host shows it joined (one process: the mesh line says it)
         log(describe_runtime())
     log = multihost.primary_log(log)

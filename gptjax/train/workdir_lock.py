@@ -38,6 +38,7 @@ import time
 import jax
 from etils import epath
 
+from gptjax.checkpoint.manager import CHECKPOINT_DIR
 from gptjax.errors import ConfigError
 from gptjax.paths import as_path, is_remote
 from gptjax.train import multihost
@@ -263,3 +264,31 @@ def hold_workdir(workdir: epath.Path, command: str):
     finally:
         if lock is not None:
             lock.release()
+
+
+@contextlib.contextmanager
+def fresh_workdir(value):
+    """Removes the workdir again when the block fails before any checkpoint committed in it,
+    if the block created it (its topmost directory that did not exist); a workdir that existed
+    is left as it was. A failed start then leaves nothing half-made to confuse the next one."""
+    try:
+        path = as_path(value, "--workdir")
+    except ConfigError:
+        yield  # the block reports the bad path
+        return
+    created = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        created = candidate
+    try:
+        yield
+    except BaseException:
+        checkpoints = path / CHECKPOINT_DIR
+        committed = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+        if created is not None and created.exists() and not committed:
+            try:
+                created.rmtree()
+            except OSError:  # best effort: the error that stopped the run is what matters
+                pass
+        raise
