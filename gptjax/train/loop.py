@@ -323,6 +323,7 @@ def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
     )
     writer = MetricsWriter(workdir, enabled=primary)
     bar = ProgressBar(config.train.steps, int(run.state.step), enabled=primary)
+    log = bar.log_through(log)  # validation lines and samples never share the bar's line
     try:
         with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
             return _loop(run, StepLog(run, writer, bar, peak, log), log)
