@@ -9,8 +9,8 @@ import math
 import numbers
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TextIO
 
 from etils import epath
 from tqdm import tqdm
@@ -39,17 +39,29 @@ def _to_json_value(key: str, value: Any) -> int | float | str:
     return number if math.isfinite(number) else _NONFINITE_TO_JSON[repr(number)]
 
 
+class MetricsSink(Protocol):
+    """Another place every record goes (Weights & Biases: gptjax.train.wandb_run)."""
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None: ...
+
+    def close(self, exit_code: int = 0) -> None: ...
+
+
 class MetricsWriter:
-    """Appends metrics to `workdir/metrics.jsonl` and `workdir/tensorboard/`.
+    """Appends metrics to `workdir/metrics.jsonl` and `workdir/tensorboard/`, and hands each
+    record to `sinks`.
 
     With `enabled=False` (non-primary processes of a multi-host run) every method is a no-op.
     """
 
-    def __init__(self, workdir: PathLike, *, enabled: bool = True) -> None:
+    def __init__(
+        self, workdir: PathLike, *, enabled: bool = True, sinks: Sequence[MetricsSink] = ()
+    ) -> None:
         self.workdir = as_path(workdir, "workdir")
         self.enabled = enabled
         self._jsonl: TextIO | None = None
         self._tb_writer: Any = None
+        self._sinks = list(sinks) if enabled else []
         if not enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +84,11 @@ class MetricsWriter:
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self._jsonl.flush()  # in a bucket, flush uploads the file: visible while the run goes
         self._write_tensorboard(int(step), scalars)
+        numbers = {
+            k: _JSON_TO_NONFINITE[v] if isinstance(v, str) else v for k, v in scalars.items()
+        }
+        for sink in self._sinks:
+            sink.write(int(step), numbers)
 
     def _write_tensorboard(self, step: int, scalars: Mapping[str, int | float | str]) -> None:
         from tensorflow.core.framework import summary_pb2
@@ -94,8 +111,12 @@ class MetricsWriter:
                 tf.summary.write(key, tf.constant(number, tf.float32), step, metadata=metadata)
         self._tb_writer.flush()
 
-    def close(self) -> None:
-        """Flush and close both outputs; safe to call twice."""
+    def close(self, exit_code: int = 0) -> None:
+        """Flush and close every output (`exit_code`: how the run ended, for the sinks); safe
+        to call twice."""
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close(exit_code)
         if self._jsonl is not None:
             self._files.close()
             self._jsonl = None

@@ -68,6 +68,9 @@ def quiet_library_noise() -> None:
     """The CLI's default: only gptjax's own lines (call before TF or Orbax is imported)."""
     # Before TF loads; a value the user exported is respected.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # wandb's banner and hints ("Tracking run with wandb...", "View run at..."); gptjax prints
+    # one line naming the W&B run instead (gptjax.train.wandb_run).
+    os.environ.setdefault("WANDB_SILENT", "true")
     # Warnings attributed to another package's code are ignored; gptjax's own keep Python's
     # default filters (`module` is the module of the frame a warning is attributed to).
     warnings.filterwarnings("ignore", module=r"(?!gptjax(\.|$))")
