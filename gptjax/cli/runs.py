@@ -11,6 +11,7 @@ from gptjax.curves import plot_run, plot_runs
 from gptjax.errors import CheckpointError
 from gptjax.paths import PathLike, as_path, refuse_a_missing_workdir
 
+# plot_run lived here before gptjax.curves; code that imports it from here keeps working.
 __all__ = ["add_parsers", "plot_run", "plot_runs"]
 
 
