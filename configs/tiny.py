@@ -88,6 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
     # as nanoGPT prints at iter 0); a finetuning run (init_from) always does.
     train.eval_at_start = False
     train.max_bad_steps = 5  # abort (exit 70) after this many consecutive non-finite steps
+    # Weights & Biases, beside metrics.jsonl and TensorBoard (pip install 'gptjax[wandb]'):
+    train.wandb_project = ""  # "" = off; else the W&B project the run logs to
+    train.wandb_entity = ""  # W&B team or user; "" = your default entity
+    train.wandb_run_name = ""  # display name; "" = W&B picks one (the id stays in the workdir)
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.peak_lr = 3e-3  # learning rate after warmup

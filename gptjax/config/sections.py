@@ -98,10 +98,18 @@ class TrainConfig:
     eval_batch_size: int
     max_bad_steps: int
     eval_at_start: bool  # also evaluate before the first step (always when init_from is set)
+    # Weights & Biases (gptjax.train.wandb_run); a config written before them leaves them out.
+    wandb_project: str = ""
+    wandb_entity: str = ""
+    wandb_run_name: str = ""
 
     def __post_init__(self):
         check_types(self, "train")
-        counts = tuple(f.name for f in dataclasses.fields(self) if f.name != "eval_at_start")
+        counts = tuple(
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name != "eval_at_start" and not f.name.startswith("wandb_")
+        )
         _positive(self, "train", counts)
 
 

@@ -22,7 +22,7 @@ from gptjax.checkpoint import Checkpointer
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.data.shard_verify import verify_once
-from gptjax.errors import Preempted
+from gptjax.errors import GptjaxError, Preempted
 from gptjax.generation import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
@@ -45,6 +45,7 @@ from gptjax.train.reference import precompute, reference_point, restore_referenc
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
+from gptjax.train.wandb_run import open_wandb_run, refuse_missing_wandb
 from gptjax.train.workdir_lock import fresh_workdir, hold_workdir, writable_workdir
 
 SAMPLES_FILE = "samples.jsonl"
@@ -313,6 +314,7 @@ def train(
     created it (`fresh_workdir`); a workdir that existed before is left as it was.
     """
     validate_static(config)  # config errors first, before the runtime prints anything
+    refuse_missing_wandb(config)
     with fresh_workdir(workdir):
         workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
         return _train_in(config, workdir, log, cluster, on_purpose)
@@ -337,6 +339,23 @@ def _train_in(config, workdir: epath.Path, log, cluster, on_purpose) -> dict:
 
 def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
     primary = multihost.is_primary()
+    wandb_run = multihost.primary_only(
+        lambda: open_wandb_run(config, workdir, log), "starting the Weights & Biases run"
+    )
+    writer = MetricsWriter(workdir, enabled=primary, sinks=[wandb_run] if wandb_run else [])
+    exit_code = 1  # how the run ended, for W&B: a GptjaxError's code, else 1
+    try:
+        summary = _build_and_train(config, workdir, writer, log)
+        exit_code = 0
+        return summary
+    except GptjaxError as error:
+        exit_code = error.exit_code
+        raise
+    finally:
+        writer.close(exit_code)
+
+
+def _build_and_train(config, workdir: epath.Path, writer: MetricsWriter, log) -> dict:
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
     log(
@@ -345,14 +364,13 @@ def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
         f"{run.data.train_rows.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
         f"({peak_source})"
     )
-    writer = MetricsWriter(workdir, enabled=primary)
-    bar = ProgressBar(config.train.steps, int(run.state.step), enabled=primary)
+    bar = ProgressBar(config.train.steps, int(run.state.step), enabled=multihost.is_primary())
+    log = bar.log_through(log)  # validation lines and samples never share the bar's line
     try:
         with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
             return _loop(run, StepLog(run, writer, bar, peak, log), log)
     finally:
         bar.close()
-        writer.close()
         run.checkpointer.close()  # waits for the last save; a failed one raises (exit 74)
 
 

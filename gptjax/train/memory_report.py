@@ -122,7 +122,8 @@ def host_memory() -> tuple[int, str]:
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(limit_file).read().strip()
+            with open(limit_file) as f:
+                text = f.read().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < physical:
