@@ -10,12 +10,12 @@ import argparse
 import os
 import sys
 
-from gptjax.cli import data, hf, inference, runs, train
+from gptjax.cli import configs, data, hf, inference, runs, train
 from gptjax.cli.quiet import quiet_library_noise
 from gptjax.errors import ConfigError, GptjaxError
 
 # Every verb family registers its subcommands, and binds each to its body, in add_parsers.
-VERB_FAMILIES = (train, runs, data, inference, hf)
+VERB_FAMILIES = (train, configs, runs, data, inference, hf)
 
 _OVERRIDE_PREFIX = "--config."
 

@@ -104,7 +104,7 @@ def add_parsers(verbs) -> None:
     evaluate.add_argument(
         "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
     )
-    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
     _add_model_args(evaluate)
     evaluate.set_defaults(run=_evaluate)

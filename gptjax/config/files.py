@@ -14,13 +14,13 @@ from pathlib import Path
 
 import ml_collections
 
+from gptjax.builtin_configs import resolve_config_path
 from gptjax.errors import ConfigError
 
 
 def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    """Runs a config file's get_config(); `path` may be a built-in config's name."""
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"gptjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
