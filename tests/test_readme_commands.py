@@ -177,7 +177,8 @@ DECISIONS: dict[str, Run | Exclude] = {
     "gptjax train --config configs/tiny.py --workdir runs/tiny": Shrink(
         extra=SMALL, why=PRETRAIN, makes=("runs/tiny/checkpoints/4",)
     ),
-    "XLA_FLAGS=--xla_force_host_platform_device_count=8 gptjax train --config configs/tiny.py "
+    'XLA_FLAGS="$XLA_FLAGS --xla_force_host_platform_device_count=8" gptjax train --config '
+    "configs/tiny.py "
     "--workdir runs/tiny4 --config.model.num_layers=4 --config.mesh.data=2 "
     "--config.mesh.fsdp=4": Shrink(extra=SMALL, why=PRETRAIN, expect=("'data': 2, 'fsdp': 4",)),
     "gptjax train --config configs/tiny.py --workdir runs/x --print-config": Run(
@@ -239,7 +240,7 @@ DECISIONS: dict[str, Run | Exclude] = {
             "--steps",
             "1",
             "--config.model.num_layers=1",
-            "--config.model.vocab_size=512",
+            *SMALL_VOCAB,
         ),
         why="7 benches up to 24 layers and 2048-token rows",
     ),
