@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gptjax.cli import data, evaluate, hf, inference, runs, train
+from gptjax.cli import configs, data, evaluate, hf, inference, runs, train
 from gptjax.cli.quiet import let_library_logging_through, quiet_library_noise
 from gptjax.errors import ConfigError, GptjaxError
 
 # Every verb family registers its subcommands, and binds each to its body, in add_parsers.
-VERB_FAMILIES = (train, runs, data, inference, evaluate, hf)
+VERB_FAMILIES = (train, configs, runs, data, inference, evaluate, hf)
 
 _OVERRIDE_PREFIX = "--config."
 

@@ -1,5 +1,6 @@
-"""Config files (`configs/*.py`), `--config.a.b=value` overrides, and the typed schema they are
-checked against before anything is compiled.
+"""Config files (`configs/*.py`, shipped in the package too: `--config tiny` names one),
+`--config.a.b=value` overrides, and the typed schema they are checked against before anything
+is compiled.
 
 `files`: load a file, apply overrides (the ConfigDict users see, print and checkpoint).
 `sections`: one typed, frozen dataclass per section, each checking its own fields.
