@@ -205,6 +205,9 @@ DECISIONS: dict[str, Run | Exclude] = {
         ),
         why="nanoGPT's baby GPT: 5,000 steps of batch 64, days on 2 CPU cores",
     ),  # fmt: skip
+    "gptjax eval runs/char_baby --text prepared:data/char": Shrink(
+        extra=("--max-batches", "1"), why="1,895 held-out rows of 256 tokens", expect=("data/char",)
+    ),
     "gptjax train --config configs/gpt2_124m.py --workdir runs/gpt2 --dry-run "
     "--device-memory 16": Run(expect=("WARNING: the estimated",)),
     "gptjax train --config configs/llama_1b.py --workdir x --dry-run --devices 32 "
@@ -258,6 +261,11 @@ DECISIONS: dict[str, Run | Exclude] = {
         extra=("--max-batches", "1", "--max-generate", "2", "--max-new-tokens", "4"),
         why="every held-out batch and 200 answers, three models",
         expect=("answer loss (nats/token)", "BLEU"),
+    ),
+    "gptjax eval runs/demo-sft runs/demo-dpo --preferences builtin": Shrink(
+        extra=("--max-batches", "1", "--max-generate", "2", "--max-new-tokens", "4"),
+        why="every held-out batch and 200 answers, two models",
+        expect=("likelihood accuracy",),
     ),
     "gptjax chat runs/demo-dpo": Run(stdin="What does `json.dumps` do?\n/quit\n"),
     "gptjax sample runs/demo-sft --prompt 'What does `json.dumps` do?' --temperature 0": Run(
