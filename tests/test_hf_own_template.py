@@ -74,7 +74,7 @@ CONVERSATION = [
 ]
 
 
-def _tokenizer(out: Path, specials: list[str], named: dict, template: str) -> None:
+def _tokenizer(out: Path, docs, specials: list[str], named: dict, template: str) -> None:
     from tokenizers import Tokenizer as RustTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -87,7 +87,7 @@ def _tokenizer(out: Path, specials: list[str], named: dict, template: str) -> No
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tk.train_from_iterator(builtin_documents()[:100], trainer)
+    tk.train_from_iterator(docs, trainer)
     tk.save(str(out / "tokenizer.json"))
     config = {key: value for key, value in named.items() if value is not None}
     config |= {"chat_template": template, "tokenizer_class": "PreTrainedTokenizerFast"}
@@ -122,10 +122,11 @@ def _hf_prompt(model_dir: Path, messages: list[dict]) -> list[int]:
 def models(tmp_path_factory):
     """kind -> (HF model dir, gptjax workdir imported from it, the import's log lines)."""
     root, out = tmp_path_factory.mktemp("own_template"), {}
+    docs = builtin_documents()[:100]  # read once: it takes seconds
     for seed, (kind, (specials, named, ends, template)) in enumerate(KINDS.items()):
         model_dir = root / kind
         model_dir.mkdir()
-        _tokenizer(model_dir, specials, named, template)
+        _tokenizer(model_dir, docs, specials, named, template)
         tk = json.loads((model_dir / "tokenizer.json").read_text())
         special_id = {t["content"]: t["id"] for t in tk["added_tokens"]}
         torch.manual_seed(seed)
@@ -255,3 +256,30 @@ def test_a_template_that_fails_on_the_probe_leaves_a_pretrained_model(models, tm
     assert len(notes) == 1 and "only renders tool calls" in notes[0] and "\n" not in notes[0]
     assert result.phase == "pretrain" and not load_model(tmp_path / "run").is_chat
     assert "chat_format" not in load_model(tmp_path / "run").metadata
+
+
+@pytest.mark.slow  # compiles the eval step, generation and the pair scorer (~20 s)
+def test_eval_scores_and_generates_in_the_model_template(models):
+    from gptjax.inference.evaluate import conversation_metrics
+    from gptjax.inference.preference_eval import preference_metrics
+
+    loaded = load_model(models["chatml"][1])
+    tok = loaded.tokenizer
+    conversation = [*CONVERSATION, {"role": "assistant", "content": "a rope"}]
+    result = conversation_metrics(
+        loaded,
+        [conversation],
+        batch_size=8,  # the fake devices' data-parallel size
+        max_batches=None,
+        max_generate=1,
+        max_new_tokens=4,
+        show_progress=False,
+    )
+    # Both answers and the <|im_end|> closing each are scored, nothing else.
+    assert result["answer_tokens"] == len(tok.encode("mainmast") + tok.encode("a rope")) + 2
+    assert result["generated"] == 1
+    pair = {"messages": CONVERSATION, "chosen": "a rope", "rejected": "a sail"}
+    ranked = preference_metrics(
+        loaded, [pair], reference=None, beta=0.1, batch_size=8, chat=True, show_progress=False
+    )
+    assert ranked["by_kind"]["all"]["pairs"] == 1 and ranked["too_long"] == 0

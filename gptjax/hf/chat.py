@@ -210,7 +210,16 @@ def imported_phase(
     ends = stop_ids(model_dir, model_config, tokenizer)
     form = JinjaChat(template, _special_token_texts(files), ends)
     try:
-        form.prompt(tokenizer, list(PROBE))
+        probe = form.prompt(tokenizer, list(PROBE))
     except DataError as error:
         return _as_pretrained(f"it fails on a probe conversation ({error})", log)
+    if not set(probe) & set(ends):
+        # E.g. ChatML over a tokenizer without <|im_end|>: the template's markers are plain
+        # text to this model, and no answer would ever end at a token it stops at.
+        names = ", ".join(str(tokenizer.backend.tk.id_to_token(i)) for i in ends)
+        return _as_pretrained(
+            f"its template closes no turn with an end token of the model ({names}), so the "
+            "model was not trained with it",
+            log,
+        )
     return "sft", form
