@@ -41,6 +41,13 @@ def _compiled(source: str):
             "this model has its own chat template, which needs jinja2: pip install 'gptjax[hf]'"
         ) from None
 
+    version = tuple(int(part) for part in jinja2.__version__.split(".")[:3] if part.isdigit())
+    if version < (3, 1, 6):  # older ones have known sandbox escapes (transformers refuses too)
+        raise ConfigError(
+            f"jinja2 {jinja2.__version__} is too old to run a model's chat template safely; "
+            "pip install 'jinja2>=3.1.6'"
+        )
+
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
 
