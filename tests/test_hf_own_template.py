@@ -154,7 +154,8 @@ def models(tmp_path_factory):
         third = _greedy_ids(model, prompt, 3)[2]
         _swap_head_rows(model_dir, third, special_id[named["eos_token"]])
         lines: list[str] = []
-        import_hf(model_dir, root / f"{kind}-run", log=lines.append)
+        result = import_hf(model_dir, root / f"{kind}-run", log=lines.append)
+        lines += result.describe()
         out[kind] = (model_dir, root / f"{kind}-run", lines)
     return out
 
@@ -165,6 +166,7 @@ def test_import_records_a_chat_model_with_its_template_and_end_ids(kind, models)
     loaded = load_model(workdir)
     assert loaded.phase == "sft" and loaded.is_chat
     assert not any(line.startswith("note:") for line in lines)
+    assert "answers as a chat model, in its own chat template" in "\n".join(lines)
     tk = AutoTokenizer.from_pretrained(model_dir)
     ends = {tk.convert_tokens_to_ids(t) for t in KINDS[kind][2]}
     assert set(loaded.chat_format.stop_ids(loaded.tokenizer)) == ends

@@ -286,7 +286,9 @@ class ImportResult:
             f"--config.init_from={self.workdir} {overrides} "
             # Validation compares it with the model's rows; the tokenizer itself comes from
             # the checkpoint.
-            f"--config.data.vocab_size={self.tokenizer_vocab}",
+            f"--config.data.vocab_size={self.tokenizer_vocab}"
+            # README "Finetuning a model that has its own template".
+            + ("  (SFT teaches gptjax's chat template, not its own)" if self.own_template else ""),
         ]
 
 
