@@ -23,7 +23,7 @@ from gptjax.cli import main
 from gptjax.data.corpus import builtin_documents
 from gptjax.hf.exporter import export_hf
 from gptjax.hf.importer import import_hf
-from gptjax.inference.chat import ChatSession
+from gptjax.inference.chat import ChatSession, run_chat
 from gptjax.inference.load import load_model
 
 CHATML = (  # Qwen2.5's shape: a default system turn when the conversation has none
@@ -286,3 +286,22 @@ def test_eval_scores_and_generates_in_the_model_template(models):
         loaded, [pair], reference=None, beta=0.1, batch_size=8, chat=True, show_progress=False
     )
     assert ranked["by_kind"]["all"]["pairs"] == 1 and ranked["too_long"] == 0
+
+
+def test_chat_reports_a_turn_the_template_refuses_and_goes_on(models, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(models["chatml"][0], model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    refuses_system = (  # Gemma's rule, over ChatML
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + CHATML
+    )
+    config["chat_template"] = refuses_system
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    import_hf(model_dir, tmp_path / "run", log=lambda *_: None)
+    session = ChatSession(load_model(tmp_path / "run"), max_new_tokens=2)
+    lines, written = iter(["/system Be brief.", "Hi", "/quit"]), []
+    run_chat(session, lambda _: next(lines), written.append)
+    text = "".join(written)
+    assert "error: the model's chat template refuses this conversation: System role not" in text
+    assert session.messages == []  # the refused turn was not kept

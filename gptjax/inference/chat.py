@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gptjax.errors import ConfigError
+from gptjax.errors import ConfigError, DataError
 from gptjax.generation import generate_stream
 from gptjax.inference.load import LoadedModel
 
@@ -184,5 +184,7 @@ def run_chat(
                 write("assistant> ")
                 session.reply(line, write)
                 write("\n")
-        except ConfigError as error:
+        except (ConfigError, DataError) as error:
+            # E.g. an imported model's own template refusing a system message: the turn is
+            # not kept and the conversation goes on (/system with no text clears it).
             write(f"error: {error}\n")
