@@ -18,6 +18,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
+from gptjax.chat_format import chat_format_of
 from gptjax.checkpoint import CHECKPOINT_DIR, STEP_FLAG, Checkpointer, checkpoint_dir
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
@@ -51,6 +52,12 @@ class LoadedModel:
     @property
     def is_chat(self) -> bool:
         return objective_for(self.phase).chat
+
+    @property
+    def chat_format(self):
+        """How conversations become ids (gptjax.chat_format): the model's own template when
+        import-hf recorded one, else gptjax's."""
+        return chat_format_of(self.metadata)
 
     def describe(self) -> str:
         cfg = self.model_config
