@@ -176,3 +176,19 @@ def test_lora_needs_a_base_to_adapt():
     assert validate(_config(lora_rank=4), device_count=8)["lora"].targets == (
         "q", "k", "v", "o", "up", "down"
     )  # fmt: skip  # "all" on tiny's GELU MLP: no gate
+
+
+def test_the_cli_refuses_a_bad_lora_setting_with_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gptjax.cli", "train", "--config", "configs/tiny_sft.py",
+         "--workdir", str(tmp_path / "run"), "--config.finetune.lora_rank=-2"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gptjax: error: finetune.lora_rank must be >= 1 (0 = LoRA off), got -2"
+    ]
+    assert not (tmp_path / "run").exists()
