@@ -128,4 +128,12 @@ def get_config() -> ml_collections.ConfigDict:
     # "model": a frozen copy of the SFT weights runs beside the policy every step;
     # "precomputed": its log-probabilities are computed once before training (saves memory).
     dpo.reference = "model"
+
+    config.finetune = finetune = ml_collections.ConfigDict()  # read only with init_from
+    # LoRA: > 0 trains rank-r adapters on the projections below while the init_from weights
+    # stay frozen (only the adapters are in the optimizer state and checkpoints); 0 = train all.
+    finetune.lora_rank = 0
+    finetune.lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    # comma-separated projections: q, k, v, o (attention), gate, up, down (MLP), or "all"
+    finetune.lora_targets = "all"
     return config

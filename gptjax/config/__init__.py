@@ -7,7 +7,7 @@ is compiled.
 `checks`: `validate`, and the one function for what relates two sections.
 """
 
-from gptjax.config.checks import check_across_sections, validate, validate_static
+from gptjax.config.checks import check_across_sections, lora_from, validate, validate_static
 from gptjax.config.files import apply_overrides, load_config_file, load_config_with_origins
 from gptjax.config.sections import (
     CheckpointConfig,
@@ -35,6 +35,7 @@ __all__ = [
     "check_across_sections",
     "load_config_file",
     "load_config_with_origins",
+    "lora_from",
     "model_config",
     "run_config",
     "validate",

@@ -33,7 +33,7 @@ from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import objective_for
 from gptjax.paths import as_path
-from gptjax.steps import jit_train_step, state_and_step
+from gptjax.steps import base_params, jit_train_step, state_and_step
 from gptjax.train.memory_report import refuse_what_cannot_fit
 from gptjax.train.peak import total_peak_flops
 from gptjax.train.workdir_lock import hold_workdir, writable_workdir
@@ -53,6 +53,7 @@ class TrainBench:
     batches: Iterator[dict]  # this process's numpy batches
     compile_sec: float
     step_memory: dict  # XLA's buffer plan of the compiled step, bytes per device
+    frozen: tuple = ()  # with LoRA: (base params,), randomly initialised (speed only)
 
     @property
     def tokens_per_step(self) -> int:
@@ -74,7 +75,7 @@ class TrainBench:
                 start = time.perf_counter()
                 batch = sharding.global_batch_from_local(next(self.batches), self.mesh)
                 ready = time.perf_counter()
-                self.state, metrics = self.step(self.state, batch)
+                self.state, metrics = self.step(self.state, batch, *self.frozen)
                 jax.block_until_ready(metrics)
                 times.append((ready - start, time.perf_counter() - ready))
         return times
@@ -102,9 +103,16 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     model_config = derived["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    create, step_fn = state_and_step(config, model_config, objective.loss)
+    lora = derived["lora"]  # LoRA's step: adapters trained over a frozen base
+    create, step_fn = state_and_step(config, model_config, objective.loss, lora)
+    frozen, frozen_shardings = (), ()
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(create, mesh, rules)
+        if lora is not None:
+            base, base_shardings = sharding.sharded_init(
+                lambda: base_params(model_config), mesh, rules
+            )
+            frozen, frozen_shardings = (base,), (base_shardings,)
     if data == "synthetic":
         batches = synthetic_batches(config, model_config.vocab_size)
     else:
@@ -112,7 +120,8 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     start = time.perf_counter()
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         example = sharding.global_batch_from_local(next(batches), mesh)
-        compiled = jit_train_step(step_fn, shardings, mesh).lower(state, example).compile()
+        jitted = jit_train_step(step_fn, shardings, mesh, frozen_shardings)
+        compiled = jitted.lower(state, example, *frozen).compile()
     compile_sec = time.perf_counter() - start
     return TrainBench(
         config=config,
@@ -123,6 +132,7 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
         batches=batches,
         compile_sec=compile_sec,
         step_memory=_step_memory(compiled),
+        frozen=frozen,
     )
 
 

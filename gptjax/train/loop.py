@@ -16,9 +16,11 @@ import numpy as np
 from etils import epath
 from flax.core import spmd as flax_spmd
 
+from gptjax import lora as lora_lib
 from gptjax import sharding
 from gptjax.chat_template import completion_text, format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
+from gptjax.checkpoint.merged import restore_base
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.data.shard_verify import verify_once
@@ -31,6 +33,7 @@ from gptjax.paths import PathLike
 from gptjax.steps import (
     TrainState,
     average_sums,
+    base_params,
     jit_eval_step,
     jit_train_step,
     make_eval_step,
@@ -70,7 +73,10 @@ class Run:
     model_config: object
     model_flops_per_token: float
     objective: Objective
-    reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
+    # The steps' frozen inputs: (LoRA base params,) with LoRA, else (reference params,) for
+    # DPO with dpo.reference="model", else ().
+    frozen: tuple = ()
+    lora: lora_lib.LoraConfig | None = None
 
 
 def build(config, workdir: epath.Path, log=print) -> Run:
@@ -126,19 +132,40 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    graphdef = model_graphdef(model_config)
-    reference, metadata = (), {}
-    create, step_fn = state_and_step(config, model_config, objective.loss)
+    lora = derived["lora"]
+    # With LoRA, DPO's reference model is the frozen base itself with the adapters off.
+    reference_from_base = (
+        lora is not None and objective.needs_reference and config.dpo.reference == "model"
+    )
+    graphdef = model_graphdef(model_config, lora)
+    frozen, frozen_shardings, metadata = (), (), {}
+    create, step_fn = state_and_step(
+        config, model_config, objective.loss, lora, reference_from_base
+    )
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(create, mesh, rules)
-        state = resume.restore_start(start, target, create, shardings, model_config, log)
+        state = resume.restore_start(start, target, create, shardings, model_config, log, lora)
         resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
+        if lora is not None:
+            metadata["lora"] = record = resume.lora_start_record(start, checkpointer, lora)
+            base_target, base_shardings = sharding.plan_state(
+                lambda: base_params(model_config), mesh, rules
+            )
+            frozen, frozen_shardings = (restore_base(record, base_target),), (base_shardings,)
+            log(_describe_lora(lora, record, model_config))
         if objective.needs_reference:
             metadata["reference"] = point = reference_point(start, checkpointer)
-            reference = (restore_reference(point, target.params, log),)
+            if lora is not None:
+                log("reference model: the LoRA base (adapters off, no second copy)")
+                reference = frozen[0]
+            else:
+                reference = restore_reference(point, target.params, log)
+                frozen, frozen_shardings = (reference,), (shardings.params,)
             if config.dpo.reference == "precomputed":
-                data = _precompute_reference(config, graphdef, reference[0], data, mesh, log)
-                reference = ()  # its log-probabilities ride in the batches instead
+                plain = model_graphdef(model_config)
+                data = _precompute_reference(config, plain, reference, data, mesh, log)
+                if lora is None:  # its log-probabilities ride in the batches instead
+                    frozen, frozen_shardings = (), ()
     table = sharding.sharding_table(state.params, shardings.params)
     if jax.process_index() == 0:
         lines = [f"{path} {shape} -> {spec}" for path, shape, spec in table]
@@ -148,8 +175,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         f"sharding: {split} of {len(table)} parameter arrays split over the mesh "
         f"(table in {workdir / 'sharding.txt'})"
     )
-    reference_shardings = shardings.params if reference else None
-    eval_fn = make_eval_step(graphdef, objective.loss)
+    eval_fn = make_eval_step(graphdef, objective.loss, lora is not None, reference_from_base)
     return Run(
         config=config,
         mesh=mesh,
@@ -157,8 +183,8 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         graphdef=graphdef,
         state=state,
         shardings=shardings,
-        train_step=jit_train_step(step_fn, shardings, mesh, reference_shardings),
-        eval_step=jit_eval_step(eval_fn, shardings.params, mesh, reference_shardings),
+        train_step=jit_train_step(step_fn, shardings, mesh, frozen_shardings),
+        eval_step=jit_eval_step(eval_fn, shardings.params, mesh, frozen_shardings),
         data=data,
         checkpointer=checkpointer,
         checkpoint_metadata=resume.checkpoint_metadata(
@@ -169,7 +195,18 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
         objective=objective,
-        reference=reference,
+        frozen=frozen,
+        lora=lora,
+    )
+
+
+def _describe_lora(lora, record: dict, model_config) -> str:
+    trained = lora_lib.count(lora, model_config)
+    base = record["base"]
+    return (
+        f"LoRA rank {lora.rank}, alpha {lora.alpha:g} on {','.join(lora.targets)}: "
+        f"{trained:,} trained parameters ({trained / count_params(model_config):.2%} of the "
+        f"model) over the frozen base {base['workdir']} step {base['step']}"
     )
 
 
@@ -226,7 +263,7 @@ def evaluate(run: Run) -> dict[str, float]:
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(cfg.sharding_rules)):
         for batch in run.eval_batches:
             global_batch = sharding.global_batch_from_local(_process_rows(batch, rows), run.mesh)
-            out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.reference))
+            out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.frozen))
             for name, value in out.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
     loss_sum = totals.pop("loss")
@@ -250,10 +287,13 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
     stops at the end of the turn; pretraining continues the text."""
     tok, chat = run.data.tokenizer, run.objective.chat
     ids, stops = prompt_ids(tok, prompts, chat=chat)
+    params = run.state.params
+    if run.lora is not None:  # the adapters over their base
+        params = lora_lib.join(params, run.frozen[0])
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
         outputs = generate(
             run.graphdef,
-            run.state.params,
+            params,
             ids,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -414,7 +454,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     compile_start = time.perf_counter()
     next_local = next(batches)
     example = sharding.global_batch_from_local(next_local, run.mesh)
-    compiled = run.train_step.lower(run.state, example, *run.reference).compile()
+    compiled = run.train_step.lower(run.state, example, *run.frozen).compile()
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
@@ -428,7 +468,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     for step in range(int(run.state.step), cfg.train.steps):
         batch = sharding.global_batch_from_local(next_local, run.mesh)
         step_log.before_dispatch(pending)
-        state, metrics = compiled(state, batch, *run.reference)
+        state, metrics = compiled(state, batch, *run.frozen)
         done = step + 1
         last = done == cfg.train.steps
         preempted = run.checkpointer.reached_preemption(done)
