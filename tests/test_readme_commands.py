@@ -12,8 +12,8 @@ The commands run in README order through bash, in one directory laid out like th
 `gptjax sample` reads later. `gptjax` and `python` there are this interpreter (small scripts
 first on PATH: `python -m gptjax.cli` is the `gptjax` entry point); a `Shrink`'s arguments are
 appended to every `gptjax` and `python` call of its command. Inputs the README assumes but no
-README command makes (input.txt, a text corpus, a Hugging Face GPT-2 directory) are written by
-the `layout` fixture.
+README command makes (input.txt, a text corpus, Hugging Face GPT-2 and Llama directories) are
+written by the `layout` fixture.
 """
 
 from __future__ import annotations
@@ -336,6 +336,36 @@ DECISIONS: dict[str, Run | Exclude] = {
     ),
     'python -c "from transformers import AutoModelForCausalLM as M; '
     "M.from_pretrained('hf/gpt2-ft')\"": Run(),
+    # LoRA
+    "python block: config.finetune.lora_rank = 16          # r; 0 = full finetune (the "
+    "default)": Exclude(
+        "a config file's lines, not a program; the same fields run as --config overrides in the "
+        "LoRA commands below"
+    ),
+    "gptjax import-hf hf/llama --workdir runs/llama-hf": Run(
+        makes=("runs/llama-hf/checkpoints/0",)
+    ),
+    "gptjax train --config configs/tiny_sft.py --workdir runs/llama-lora-sft "
+    "--config.init_from=runs/llama-hf --config.finetune.lora_rank=8 "
+    "--config.optim.peak_lr=3e-3": Shrink(
+        extra=SHORT_TRAIN, why="300 steps", makes=("runs/llama-lora-sft/checkpoints/4",)
+    ),
+    "gptjax train --config configs/tiny_dpo.py --workdir runs/llama-lora-dpo "
+    "--config.init_from=runs/llama-lora-sft --config.finetune.lora_rank=4": Shrink(
+        extra=SHORT_TRAIN, why="150 steps", expect=("reward accuracy",)
+    ),
+    "gptjax eval runs/llama-hf runs/llama-lora-sft runs/llama-lora-dpo --conversations "
+    "builtin": Shrink(
+        extra=("--max-batches", "1", "--max-generate", "2", "--max-new-tokens", "4"),
+        why="every held-out batch and 200 answers, three models",
+        expect=("answer loss (nats/token)",),
+    ),
+    "gptjax export-hf runs/llama-lora-sft --out hf/sft-merged": Run(
+        makes=("hf/sft-merged/model.safetensors",)
+    ),
+    "gptjax export-hf runs/llama-lora-sft --out hf/sft-adapter --lora-adapter": Run(
+        makes=("hf/sft-adapter/adapter_config.json", "hf/sft-adapter/adapter_model.safetensors")
+    ),
     "gptjax import-hf hf/gpt2 --workdir runs/gpt2-chat --add-chat-tokens --vocab-size 50304": (
         Run(makes=("runs/gpt2-chat/checkpoints/0",))
     ),
@@ -454,6 +484,30 @@ def _hf_gpt2(out: Path) -> None:
     _gpt2_tokenizer(out)
 
 
+# A Llama-style model at the recipe's small size (what `hf download` of a Llama would give,
+# with gptjax's chat tokens so SFT needs no --add-chat-tokens): pretrained 2 steps, exported.
+LLAMA_SHAPE = (
+    "--config.model.position=rope",
+    "--config.model.norm=rmsnorm",
+    "--config.model.activation=swiglu",
+    "--config.model.use_bias=False",
+    "--config.model.tie_embeddings=False",
+    "--config.model.num_kv_heads=2",
+)
+
+
+def _hf_llama(out: Path, scratch: Path) -> None:
+    def gptjax(*args: str) -> None:
+        command = [sys.executable, "-m", "gptjax.cli", *args]
+        result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+    gptjax("train", "--config", "configs/tiny.py", "--workdir", str(scratch), *SMALL_CHAT,
+           *LLAMA_SHAPE, "--config.train.steps=2", "--config.checkpoint.save_every=2",
+           "--config.train.eval_every=2")  # fmt: skip
+    gptjax("export-hf", str(scratch), "--out", str(out))
+
+
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory) -> Path:
     from gptjax.data.corpus import builtin_documents
@@ -476,6 +530,7 @@ def layout(tmp_path_factory) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"doc{i:03d}.txt").write_text(document)
     _hf_gpt2(root / "hf" / "gpt2")
+    _hf_llama(root / "hf" / "llama", root / "scratch" / "llama-base")
     return root
 
 
