@@ -92,7 +92,21 @@ def table(axis: str, rows: list[dict], reference: str) -> str:
     return "\n".join(lines)
 
 
-def plot(path: str, results: list[dict], reference: str) -> None:
+def describe(args, overrides: list[str]) -> str:
+    """The shape every point shares, for the plot's title."""
+    from gptjax.config import apply_overrides, load_config_file
+
+    config = load_config_file(args.config)
+    apply_overrides(config, overrides)
+    m = config.model
+    return (
+        f"{m.num_layers} layers, width {m.embed_dim}, {m.num_heads} heads, float32; sequence "
+        f"points {args.tokens} tokens/step, vocab {m.vocab_size}; vocabulary points seq "
+        f"{config.data.seq_len} x batch {config.train.global_batch_size}"
+    )
+
+
+def plot(path: str, results: list[dict], reference: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write the file only
@@ -118,6 +132,7 @@ def plot(path: str, results: list[dict], reference: str) -> None:
             ax.grid(alpha=0.3)
             ax.legend()
         memory.set_yscale("log")
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -147,7 +162,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.plot:
-        plot(args.plot, results, args.reference)
+        plot(args.plot, results, args.reference, describe(args, overrides))
     return 0
 
 
