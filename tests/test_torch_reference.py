@@ -7,11 +7,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from flax import nnx
 
 from gptjax.model import ModelConfig, Transformer, count_params
 
-torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import torch_gpt  # noqa: E402
 import torch_reference  # noqa: E402
