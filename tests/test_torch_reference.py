@@ -47,12 +47,14 @@ def test_loss_at_init_is_that_of_a_uniform_guess():
 def test_with_gptjaxs_weights_it_computes_gptjaxs_logits():
     cfg = ModelConfig.gpt2(**SHAPE)
     jax_model = Transformer(cfg, rngs=nnx.Rngs(3))
-    # Non-zero biases and norms, so a swapped or untransposed tensor cannot go unnoticed.
+    # Every tensor redrawn (biases and norms non-zero, weights large enough that activations
+    # reach the range where GELU's tanh form differs from the exact one), so a swapped,
+    # untransposed or differently computed piece cannot hide under the tolerance.
     state = nnx.state(jax_model, nnx.Param)
     rng = np.random.default_rng(1)
-    for path, leaf in nnx.to_flat_state(state):
-        if "bias" in str(path[-1]) or "norm" in "/".join(map(str, path)):
-            leaf.set_value(jnp.asarray(rng.normal(0, 0.1, leaf.get_value().shape), jnp.float32))
+    for _, leaf in nnx.to_flat_state(state):
+        shape = leaf.get_value().shape
+        leaf.set_value(jnp.asarray(rng.normal(0, 0.3, shape), jnp.float32))
     nnx.update(jax_model, state)
     model = torch_gpt.GPT(cfg)
     torch_gpt.load_gptjax_params(model, cfg, nnx.state(jax_model, nnx.Param))
@@ -60,7 +62,7 @@ def test_with_gptjaxs_weights_it_computes_gptjaxs_logits():
     expected = np.asarray(jax_model(jnp.asarray(tokens, jnp.int32)))
     with torch.no_grad():
         got = model(torch.from_numpy(tokens)).numpy()
-    np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_the_optimizer_decays_weight_matrices_only():
