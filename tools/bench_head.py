@@ -48,18 +48,17 @@ def main(argv=None) -> int:
     names = {0: "plain", args.chunk_len: f"chunked({args.chunk_len})"}
     tokens = {c: b.tokens_per_step for c, b in benches.items()}
     rates = {c: [] for c in benches}
-    bar = ProgressBar(args.rounds, desc="rounds", unit="round")
+    with ProgressBar(args.rounds, desc="rounds", unit="round") as bar:
+        for round_index in range(args.rounds):
+            for chunk_len, bench in benches.items():
+                step_sec = statistics.median(t for _, t in bench.time_steps(args.steps))
+                rates[chunk_len].append(tokens[chunk_len] / step_sec)
+            bar.update(round_index + 1, plain=rates[0][-1], chunked=rates[args.chunk_len][-1])
     for round_index in range(args.rounds):
-        for chunk_len, bench in benches.items():
-            step_sec = statistics.median(t for _, t in bench.time_steps(args.steps))
-            rates[chunk_len].append(tokens[chunk_len] / step_sec)
-        bar.update(round_index + 1)
         print(
             f"round {round_index + 1}: "
-            + ", ".join(f"{names[c]} {rates[c][-1]:,.0f} tokens/s" for c in benches),
-            file=sys.stderr,
+            + ", ".join(f"{names[c]} {rates[c][round_index]:,.0f} tokens/s" for c in benches)
         )
-    bar.close()
     plain, chunked = (statistics.median(rates[c]) for c in benches)
     ratios = [c / p for p, c in zip(*rates.values(), strict=True)]
     print(
