@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.scan_layers = True  # lax.scan over layers: one compiled block instead of N
     model.attention = "xla"  # "xla" (CPU), "dot_product", "cudnn" (GPU, bf16) or "splash" (TPU)
     model.init_std = 0.02  # std of the normal initialiser
+    # Positions per chunk of the loss's output head: >0 never forms the whole [B, L, V] logits
+    # (saves ~2·B·L·V·4 bytes, costs one more head matmul); must divide data.seq_len; 0 = off
+    model.head_chunk_len = 0
 
     config.mesh = mesh = ml_collections.ConfigDict()
     # Sizes within one slice (all devices, unless several TPU slices are joined over DCN)

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gptjax.chunked_head import model_token_nll
+
 LOSS_TYPES = ("sigmoid", "ipo")
 REFERENCE_MODES = ("model", "precomputed")
 
@@ -38,15 +40,19 @@ def answer_logps(graphdef, params, batch, dropout_key=None):
     """Per pair (indexed by segment id - 1): (chosen, rejected) log-prob sums and token counts,
     each [B, L] float32 (column s-1 is segment s; columns without a pair are 0)."""
     model = nnx.merge(graphdef, params)
-    logits_BLV = model(
-        batch["inputs"],
-        segment_ids=batch["segment_ids"],
-        positions=batch["positions"],
-        branch_ids=batch["branch_ids"],
-        dropout_key=dropout_key,
-    ).astype(jnp.float32)
-    target_logit_BL = jnp.take_along_axis(logits_BLV, batch["targets"][..., None], -1)[..., 0]
-    token_logp_BL = target_logit_BL - jax.nn.logsumexp(logits_BLV, axis=-1)
+    if model.config.head_chunk_len:  # the [B, L, V] logits never exist at once
+        nll_BL, _ = model_token_nll(model, batch, dropout_key, branch_ids=batch["branch_ids"])
+        token_logp_BL = -nll_BL
+    else:
+        logits_BLV = model(
+            batch["inputs"],
+            segment_ids=batch["segment_ids"],
+            positions=batch["positions"],
+            branch_ids=batch["branch_ids"],
+            dropout_key=dropout_key,
+        ).astype(jnp.float32)
+        target_logit_BL = jnp.take_along_axis(logits_BLV, batch["targets"][..., None], -1)[..., 0]
+        token_logp_BL = target_logit_BL - jax.nn.logsumexp(logits_BLV, axis=-1)
     B, L = batch["inputs"].shape
     # Sums per (row, segment) with one segment_sum over flattened ids: no [B, L, L] one-hot.
     flat_ids = (jnp.arange(B)[:, None] * (L + 1) + batch["segment_ids"]).reshape(-1)

@@ -75,6 +75,9 @@ class ModelConfig:
     # training/eval attention kernel (gptjax.attention): xla anywhere, cudnn GPU, splash TPU
     attention: Literal[IMPLEMENTATIONS] = "xla"
     init_std: float = 0.02
+    # Positions per chunk of the training loss's output head (gptjax.chunked_head): the
+    # [B, L, V] logits are formed chunk by chunk, never at once; 0 = the whole sequence at once.
+    head_chunk_len: int = 0
 
     def __post_init__(self):
         check_types(self, "model")  # the annotations: ints, floats, bools, the Literal choices
@@ -95,6 +98,10 @@ class ModelConfig:
         if self.position == "rope" and self.dims_per_head % 2:
             raise ConfigError(f"rotary positions need an even head_dim, got {self.dims_per_head}")
         check_implementation(self.attention, dtype=self.dtype, head_dim=self.dims_per_head)
+        if self.head_chunk_len < 0:
+            raise ConfigError(
+                f"model.head_chunk_len must be >= 0 (0 = no chunking), got {self.head_chunk_len}"
+            )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
@@ -441,6 +448,27 @@ class Transformer(nnx.Module):
         branch_ids: Array | None = None,
         dropout_key: Array | None = None,
     ) -> Array:
+        return self.project(
+            self.hidden(
+                tokens_BL,
+                segment_ids=segment_ids,
+                positions=positions,
+                branch_ids=branch_ids,
+                dropout_key=dropout_key,
+            )
+        )
+
+    def hidden(
+        self,
+        tokens_BL: Array,
+        *,
+        segment_ids: Array | None = None,
+        positions: Array | None = None,
+        branch_ids: Array | None = None,
+        dropout_key: Array | None = None,
+    ) -> Array:
+        """The final-normed float32 states [B, L, D] the output head reads (`project` turns
+        them into logits; `gptjax.chunked_head` reads them chunk by chunk)."""
         cfg = self.config
         B, L = tokens_BL.shape
         if positions is None:
@@ -454,7 +482,7 @@ class Transformer(nnx.Module):
         x_BLD = constrain(x_BLD, ("batch", "length", "act_embed"))
         # segment_ids None reaches the kernel as "one document per row" (cuDNN's own causal mask).
         x_BLD = self._run_blocks(x_BLD, positions, (segment_ids, branch_ids), layer_keys)
-        return self._logits(x_BLD)
+        return self.final_norm(x_BLD).astype(jnp.float32)
 
     def decode(
         self,
@@ -486,10 +514,17 @@ class Transformer(nnx.Module):
         return x_BLD
 
     def _logits(self, x_BLD: Array) -> Array:
-        x_BLD = self.final_norm(x_BLD).astype(jnp.float32)
+        return self.project(self.final_norm(x_BLD).astype(jnp.float32))
+
+    def head_weights(self) -> Array:
+        """The output head [D, V] in float32: the embedding table's transpose when tied."""
         head_DV = self.embed_VD[...].T if self.config.tie_embeddings else self.head_DV[...]
+        return head_DV.astype(jnp.float32)
+
+    def project(self, x_BLD: Array) -> Array:
+        """Float32 logits [B, L, V] from `hidden`'s states."""
         # Logits in float32 whatever the compute dtype: the loss is sensitive to their rounding.
-        logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, head_DV.astype(jnp.float32))
+        logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, self.head_weights())
         return constrain(logits_BLV, ("batch", "length", "act_vocab"))
 
     def _run_blocks(self, x_BLD, positions_BL, docs, layer_keys):

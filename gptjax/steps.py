@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax import lora as lora_lib
+from gptjax.chunked_head import model_token_nll
 from gptjax.model import Transformer
 from gptjax.optim import make_optimizer
 from gptjax.tokenizer.text_lengths import TextLengths
@@ -153,13 +154,19 @@ def lm_objective(
     `reference` (another model's parameters) is unused here: DPO's objective needs it.
     """
     model = nnx.merge(graphdef, params)
-    logits = model(
-        batch["inputs"],
-        segment_ids=batch["segment_ids"],
-        positions=batch["positions"],
-        dropout_key=dropout_key,
-    )
-    ce_sum, correct_sum, weight_sum = loss_terms(logits, batch["targets"], batch["weights"])
+    if model.config.head_chunk_len:  # the [B, L, V] logits never exist at once
+        nll_BL, correct_BL = model_token_nll(model, batch, dropout_key)
+        weights_BL = batch["weights"].astype(jnp.float32)
+        ce_sum, correct_sum = jnp.sum(nll_BL * weights_BL), jnp.sum(correct_BL * weights_BL)
+        weight_sum = jnp.sum(weights_BL)
+    else:
+        logits = model(
+            batch["inputs"],
+            segment_ids=batch["segment_ids"],
+            positions=batch["positions"],
+            dropout_key=dropout_key,
+        )
+        ce_sum, correct_sum, weight_sum = loss_terms(logits, batch["targets"], batch["weights"])
     sums = {"weight": weight_sum, "accuracy": correct_sum}
     if lengths is not None:
         sums |= text_sums(batch, lengths)

@@ -89,11 +89,27 @@ def test_remat_estimates_are_ordered_full_dots_none():
 # missing the attention-scores term (18% of "none" here) fails.
 @pytest.mark.parametrize("remat", memory_plan.REMAT_POLICIES)
 def test_analytic_activations_are_close_to_xla_temp_size(remat):
-    config = _config(f"model.remat={remat}", "train.global_batch_size=8")
+    _assert_close_to_xla(_config(f"model.remat={remat}", "train.global_batch_size=8"), remat)
+
+
+@pytest.mark.slow  # three compiles, ~15 s
+def test_the_chunked_head_plan_is_close_to_xla_and_below_the_plain_one():
+    """A vocabulary large enough that the head dominates: with 16-position chunks of the head
+    the plan (and XLA's temp size) drop, and the formula still follows XLA."""
+    large_vocab = ("train.global_batch_size=8", "model.vocab_size=16384", "model.num_layers=1")
+    chunked = _config(*large_vocab, "model.head_chunk_len=16")
+    chunked_plan = _assert_close_to_xla(chunked, "none")
+    plain = memory_plan.plan_memory(_config(*large_vocab), 1)
+    assert chunked_plan.compiled["temp"] < 0.7 * plain.compiled["temp"]
+    assert chunked_plan.activations["none"] < 0.5 * plain.activations["none"]
+
+
+def _assert_close_to_xla(config, remat):
     plan = memory_plan.plan_memory(config, 1)
     analytic = plan.activations[remat] + plan.gradient_bytes
     assert plan.compiled["temp"] > 0
     assert abs(analytic / plan.compiled["temp"] - 1) < 0.15, (analytic, plan.compiled)
+    return plan
 
 
 def test_more_devices_than_exist_plans_analytically():

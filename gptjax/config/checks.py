@@ -90,6 +90,11 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         data.seq_len <= model.max_seq_len,
         f"data.seq_len={data.seq_len} exceeds model.max_seq_len={model.max_seq_len}",
     )
+    require(
+        data.seq_len % max(model.head_chunk_len, 1) == 0,
+        f"model.head_chunk_len={model.head_chunk_len} must divide data.seq_len={data.seq_len} "
+        "(each chunk of the output head covers that many positions of every row; 0 = off)",
+    )
     if model.attention == "splash":
         require(
             data.seq_len % 128 == 0,

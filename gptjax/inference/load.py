@@ -125,7 +125,10 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
             raise CheckpointError(f"no committed checkpoint {step} in {workdir}; have {steps}")
         # The plain attention path: a fused training kernel (splash, cudnn) runs only on its own
         # platform, while the checkpoint may be sampled or evaluated anywhere (same numbers).
-        model_config = ModelConfig(**(metadata["model"] | {"attention": "xla"}))
+        # The plain output head too: evaluation rows need not be a multiple of the training
+        # run's head_chunk_len (gptjax.chunked_head gives the same numbers).
+        runtime = {"attention": "xla", "head_chunk_len": 0}
+        model_config = ModelConfig(**(metadata["model"] | runtime))
         rules = _rules_from_json(metadata["config"]["sharding_rules"])
         device_mesh = sharding.make_mesh(mesh or DEFAULT_MESH)
         create = lambda: nnx.state(Transformer(model_config, rngs=nnx.Rngs(0)))

@@ -109,7 +109,9 @@ def activation_bytes(model, rows: int, seq_len: int, tensor: int, remat: str) ->
     JAX hoists the mask's broadcast to [b, H, L, L] in f32 and bool out of the scan: S·5).
     Peak = N·per-layer + outside + the larger transient of the backward: the head (float32
     logits' exp and their cotangent, 2·LV·4) or, with remat, one layer recomputed (its
-    "none" residuals). Checked against XLA's temp size in tests/test_memory_plan.py.
+    "none" residuals). With `model.head_chunk_len` C (gptjax.chunked_head) the head's
+    transient is one chunk's, LV = b·C·V, plus the [D, V] float32 accumulator of its gradient.
+    Checked against XLA's temp size in tests/test_memory_plan.py.
     """
     c = jnp.dtype(model.compute_dtype).itemsize
     split = lambda n: n // tensor if n % tensor == 0 else n
@@ -117,7 +119,9 @@ def activation_bytes(model, rows: int, seq_len: int, tensor: int, remat: str) ->
     X = rows * seq_len * model.embed_dim
     Q, KV = rows * seq_len * H * K, rows * seq_len * G * K
     FF, S = rows * seq_len * split(model.mlp_dim), rows * H * seq_len * seq_len
-    LV = rows * seq_len * split(model.vocab_size)
+    head_len = model.head_chunk_len or seq_len  # positions whose logits exist at once
+    LV = rows * head_len * split(model.vocab_size)
+    head_grad = model.embed_dim * split(model.vocab_size) * _F32 if model.head_chunk_len else 0
     swiglu = model.activation == "swiglu"
     none = 2 * (2 * X * _F32 + X * c) + (2 * Q + 2 * KV) * c + S * (_F32 + c) + 6 * FF * c
     if c < _F32:
@@ -128,7 +132,8 @@ def activation_bytes(model, rows: int, seq_len: int, tensor: int, remat: str) ->
         "full": X * c,
     }[remat]
     outside = 3 * X * _F32 + (S * 5 if remat == "none" else rows * seq_len * seq_len)
-    transient = 2 * LV * _F32 if remat == "none" else max(2 * LV * _F32, none)
+    head = 2 * LV * _F32 + head_grad
+    transient = head if remat == "none" else max(head, none)
     return model.num_layers * per_layer + outside + transient
 
 
