@@ -88,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
     # as nanoGPT prints at iter 0); a finetuning run (init_from) always does.
     train.eval_at_start = False
     train.max_bad_steps = 5  # abort (exit 70) after this many consecutive non-finite steps
+    # ZeRO-1: AdamW's moments (and the update) split over the `data` replicas instead of
+    # held and computed whole on each; the parameters stay whole. Same results.
+    train.shard_optimizer = False
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.peak_lr = 3e-3  # learning rate after warmup

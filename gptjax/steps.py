@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gptjax.model import Transformer
+from gptjax.model import Transformer, constrain
 from gptjax.optim import make_optimizer
 from gptjax.tokenizer.text_lengths import TextLengths
 
@@ -204,10 +204,15 @@ def make_train_step(
     grad_accum_steps: int,
     use_dropout: bool,
     objective: LossFn = lm_objective,
+    pin_gradients: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """The pure step `(state, batch, reference=None) -> (state, metrics)`. A step whose loss or
     gradient is not finite is not applied (in-graph). `reference` is a frozen model's
-    parameters for objectives that compare against one (DPO); it is never updated."""
+    parameters for objectives that compare against one (DPO); it is never updated.
+
+    `pin_gradients` (with an optimizer state split over `data`, ZeRO-1) constrains each
+    gradient to its parameter's own sharding: without it XLA propagates the optimizer
+    state's split back into the backward pass (gathering activations between replicas)."""
     base_key = jax.random.key(seed)
 
     def train_step(state: TrainState, batch: Batch, reference=None):
@@ -215,6 +220,8 @@ def make_train_step(
         loss_sum, sums, grad_sums = gradient_sums(
             graphdef, state.params, batch, key, grad_accum_steps, objective, reference
         )
+        if pin_gradients:
+            grad_sums = jax.tree.map(_pin_to_parameter, grad_sums, is_leaf=_is_variable)
         denom = jnp.maximum(sums["weight"], 1.0)
         loss = loss_sum / denom
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
@@ -246,6 +253,19 @@ def make_train_step(
     return train_step
 
 
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _pin_to_parameter(grad):
+    """A gradient (an nnx Variable carrying its parameter's logical axes) constrained to the
+    parameter's sharding under the active mesh and rules."""
+    names = grad.get_metadata().get("out_sharding")
+    if names is None:
+        return grad
+    return grad.copy(constrain(grad.get_value(), names))
+
+
 def state_and_step(config, model_config, objective: LossFn = lm_objective):
     """From a config: `create()`, which builds a fresh TrainState (run it under
     `sharding.sharded_init` or `plan_state`), and the pure train step, both with the config's
@@ -260,6 +280,7 @@ def state_and_step(config, model_config, objective: LossFn = lm_objective):
         grad_accum_steps=config.train.grad_accum_steps,
         use_dropout=model_config.dropout_rate > 0,
         objective=objective,
+        pin_gradients=config.train.shard_optimizer,
     )
     return create, step
 

@@ -8,7 +8,7 @@ the --b overrides (FIELD=VALUE, as --config.FIELD=VALUE would). Both steps are c
 (as `gptjax bench`, synthetic tokens); each round times --steps steps of each, A and B taking
 turns step by step, and its ratio is A's median step time over B's (above 1: B is faster).
 Taking turns lets the load of a shared machine fall on both alike; the median of the rounds'
-ratios is the figure.
+ratios is the figure, for wall time and for the process's CPU time (less inflated by others).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -51,15 +52,19 @@ def build_variant(args, overrides: list[str], extra: list[str]):
     return build_bench(config, data="synthetic", log=lambda _: None)
 
 
-def alternate(first, second, steps: int) -> tuple[float, float]:
-    """Median step seconds of each, the two taking turns step by step (a burst of load from
-    other jobs then falls on both, not on one variant's whole half of the round)."""
-    times = ([], [])
+def alternate(first, second, steps: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(median wall seconds, median CPU seconds) per step of each, the two taking turns step by
+    step (a burst of load from other jobs then falls on both, not on one variant's half of the
+    round). CPU seconds are this process's, all threads: the work done, which other jobs on a
+    shared machine inflate far less than the wall time."""
+    walls, cpus = ([], []), ([], [])
     for _ in range(steps):
         for side, bench in enumerate((first, second)):
+            cpu_start = time.process_time()
             ((wait, step),) = bench.time_steps(1)
-            times[side].append(wait + step)
-    return statistics.median(times[0]), statistics.median(times[1])
+            cpus[side].append(time.process_time() - cpu_start)
+            walls[side].append(wait + step)
+    return tuple((statistics.median(walls[s]), statistics.median(cpus[s])) for s in (0, 1))
 
 
 def main(argv: list[str]) -> int:
@@ -73,15 +78,21 @@ def main(argv: list[str]) -> int:
     for bench in variants.values():
         bench.time_steps(args.warmup)
     print(f"A: {' '.join(args.a) or '(the config)'}   B: {' '.join(args.b)}")
-    print("| round | A step ms | B step ms | A / B |")
-    print("|---|---|---|---|")
-    ratios = []
+    print("| round | A step ms | B step ms | A / B | A CPU ms | B CPU ms | A / B, CPU |")
+    print("|---|---|---|---|---|---|---|")
+    ratios, cpu_ratios = [], []
     for index in range(args.rounds):
-        a, b = alternate(variants["A"], variants["B"], args.steps)
+        (a, a_cpu), (b, b_cpu) = alternate(variants["A"], variants["B"], args.steps)
         ratios.append(a / b)
-        print(f"| {index + 1} | {1e3 * a:,.0f} | {1e3 * b:,.0f} | {a / b:.3f} |", flush=True)
-    spread = " ".join(f"{r:.3f}" for r in ratios)
-    print(f"median ratio A/B {statistics.median(ratios):.3f} ({spread})")
+        cpu_ratios.append(a_cpu / b_cpu)
+        print(
+            f"| {index + 1} | {1e3 * a:,.0f} | {1e3 * b:,.0f} | {a / b:.3f} | "
+            f"{1e3 * a_cpu:,.0f} | {1e3 * b_cpu:,.0f} | {a_cpu / b_cpu:.3f} |",
+            flush=True,
+        )
+    for name, values in (("wall", ratios), ("CPU", cpu_ratios)):
+        spread = " ".join(f"{r:.3f}" for r in values)
+        print(f"median ratio A/B, {name} time: {statistics.median(values):.3f} ({spread})")
     return 0
 
 

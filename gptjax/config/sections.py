@@ -98,10 +98,12 @@ class TrainConfig:
     eval_batch_size: int
     max_bad_steps: int
     eval_at_start: bool  # also evaluate before the first step (always when init_from is set)
+    shard_optimizer: bool = False  # ZeRO-1: optimizer state and its update split over `data`
 
     def __post_init__(self):
         check_types(self, "train")
-        counts = tuple(f.name for f in dataclasses.fields(self) if f.name != "eval_at_start")
+        flags = ("eval_at_start", "shard_optimizer")
+        counts = tuple(f.name for f in dataclasses.fields(self) if f.name not in flags)
         _positive(self, "train", counts)
 
 

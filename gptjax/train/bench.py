@@ -104,7 +104,9 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     rules = tuple(config.sharding_rules)
     create, step_fn = state_and_step(config, model_config, objective.loss)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
-        state, shardings = sharding.sharded_init(create, mesh, rules)
+        state, shardings = sharding.sharded_init(
+            create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+        )
     if data == "synthetic":
         batches = synthetic_batches(config, model_config.vocab_size)
     else:

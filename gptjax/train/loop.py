@@ -129,7 +129,9 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     reference, metadata = (), {}
     create, step_fn = state_and_step(config, model_config, objective.loss)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
-        target, shardings = sharding.plan_state(create, mesh, rules)
+        target, shardings = sharding.plan_state(
+            create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+        )
         state = resume.restore_start(start, target, create, shardings, model_config, log)
         resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
         if objective.needs_reference:

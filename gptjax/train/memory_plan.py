@@ -178,7 +178,9 @@ def train_step_parts(config, model, mesh):
     """(create, abstract target state, shardings, jitted step): what training builds, abstract."""
     rules = tuple(config.sharding_rules)
     create, step = state_and_step(config, model)
-    target, shardings = sharding.plan_state(create, mesh, rules)
+    target, shardings = sharding.plan_state(
+        create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+    )
     if isinstance(mesh, AbstractMesh):
         return create, target, shardings, None
     return create, target, shardings, jit_train_step(step, shardings, mesh)
