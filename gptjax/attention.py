@@ -42,7 +42,9 @@ Array = jax.Array
 
 IMPLEMENTATIONS = ("xla", "chunked", "dot_product", "cudnn", "splash")
 # Query rows per chunk of "chunked": smaller skips more of the masked half but runs more,
-# smaller products (64 measured fastest of 32/64/128 at L = 256 on CPU, docs/benchmarks.md).
+# smaller products. Attention alone on CPU (tools/bench_attention.py): 64 and 128 are 1.5x
+# the xla path at L = 256 and 2.3-2.9x at 1024-2048, 32 far less; 64 is the one measured in
+# the whole step (docs/benchmarks.md).
 CAUSAL_CHUNK = 64
 _SPLASH_LANES = 128  # the kernel tiles both sequence axes in blocks of a multiple of 128
 _SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides L: fewer, larger tiles run faster
