@@ -35,7 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.dtype = "float32"  # compute dtype, "float32" or "bfloat16" (bf16 is slower on CPU)
     model.remat = "none"  # "none", "full" or "dots": recompute activations in the backward pass
     model.scan_layers = True  # lax.scan over layers: one compiled block instead of N
-    model.attention = "xla"  # "xla" (CPU), "dot_product", "cudnn" (GPU, bf16) or "splash" (TPU)
+    # "xla" (anywhere), "chunked" (xla skipping the masked half; faster on CPU), "dot_product",
+    # "cudnn" (GPU, bf16) or "splash" (TPU)
+    model.attention = "xla"
     model.init_std = 0.02  # std of the normal initialiser
 
     config.mesh = mesh = ml_collections.ConfigDict()
