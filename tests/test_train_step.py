@@ -1,6 +1,7 @@
 """The pure train step on a real 8-device mesh: compile everywhere, overfit, golden values,
 gradient accumulation, the non-finite gate, and that large matrices are really split."""
 
+import dataclasses
 import functools
 import itertools
 
@@ -156,6 +157,16 @@ def test_optimizer_state_split_over_data_trains_the_same(data_parallel_run):
     state, metrics = run_steps(step_fn, state, mesh, [make_batch(), make_batch(seed=1)])
     np.testing.assert_allclose([float(m["loss"]) for m in metrics], losses, rtol=1e-6)
     assert state.opt_state[1][0].mu["blocks"]["mlp"]["up_DF"].get_value().sharding == mu.sharding
+
+
+def test_chunked_attention_trains_as_the_xla_path(data_parallel_run, monkeypatch):
+    """model.attention="chunked" with 4 chunks of 4 rows: the xla path's losses, two steps."""
+    monkeypatch.setattr("gptjax.attention.CAUSAL_CHUNK", 4)
+    initial, losses = data_parallel_run
+    model = dataclasses.replace(MODEL, attention="chunked")
+    step_fn, state, mesh = setup(dict(data=8, fsdp=1, tensor=1), model=model, initial=initial)
+    _, metrics = run_steps(step_fn, state, mesh, [make_batch(), make_batch(seed=1)])
+    np.testing.assert_allclose([float(m["loss"]) for m in metrics], losses, rtol=1e-6)
 
 
 def test_large_matrices_are_split_on_a_2x2x2_mesh():
