@@ -11,7 +11,9 @@ CPU_DEVICES ?= $(shell nproc 2>/dev/null || echo 1)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# -qq: errors only. The editable build's informational banner ("be careful with folders
+	@# ... the same name as your package") would otherwise open every fresh demo log.
+	$(BIN)/python -m pip install -qq -e '.[test]'
 	touch $(STAMP)
 
 # The whole recipe: pretrain -> SFT -> DPO -> the three models evaluated side by side -> a

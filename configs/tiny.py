@@ -90,6 +90,10 @@ def get_config() -> ml_collections.ConfigDict:
     # as nanoGPT prints at iter 0); a finetuning run (init_from) always does.
     train.eval_at_start = False
     train.max_bad_steps = 5  # abort (exit 70) after this many consecutive non-finite steps
+    # Weights & Biases, beside metrics.jsonl and TensorBoard (pip install 'gptjax[wandb]'):
+    train.wandb_project = ""  # "" = off; else the W&B project the run logs to
+    train.wandb_entity = ""  # W&B team or user; "" = your default entity
+    train.wandb_run_name = ""  # display name; "" = W&B picks one (the id stays in the workdir)
     # ZeRO-1: AdamW's moments (and the update) split over the `data` replicas instead of
     # held and computed whole on each; the parameters stay whole. Same results.
     train.shard_optimizer = False
@@ -129,4 +133,12 @@ def get_config() -> ml_collections.ConfigDict:
     # "model": a frozen copy of the SFT weights runs beside the policy every step;
     # "precomputed": its log-probabilities are computed once before training (saves memory).
     dpo.reference = "model"
+
+    config.finetune = finetune = ml_collections.ConfigDict()  # read only with init_from
+    # LoRA: > 0 trains rank-r adapters on the projections below while the init_from weights
+    # stay frozen (only the adapters are in the optimizer state and checkpoints); 0 = train all.
+    finetune.lora_rank = 0
+    finetune.lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+    # comma-separated projections: q, k, v, o (attention), gate, up, down (MLP), or "all"
+    finetune.lora_targets = "all"
     return config

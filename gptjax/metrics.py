@@ -9,8 +9,8 @@ import math
 import numbers
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TextIO
 
 from etils import epath
 from tqdm import tqdm
@@ -39,17 +39,29 @@ def _to_json_value(key: str, value: Any) -> int | float | str:
     return number if math.isfinite(number) else _NONFINITE_TO_JSON[repr(number)]
 
 
+class MetricsSink(Protocol):
+    """Another place every record goes (Weights & Biases: gptjax.train.wandb_run)."""
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None: ...
+
+    def close(self, exit_code: int = 0) -> None: ...
+
+
 class MetricsWriter:
-    """Appends metrics to `workdir/metrics.jsonl` and `workdir/tensorboard/`.
+    """Appends metrics to `workdir/metrics.jsonl` and `workdir/tensorboard/`, and hands each
+    record to `sinks`.
 
     With `enabled=False` (non-primary processes of a multi-host run) every method is a no-op.
     """
 
-    def __init__(self, workdir: PathLike, *, enabled: bool = True) -> None:
+    def __init__(
+        self, workdir: PathLike, *, enabled: bool = True, sinks: Sequence[MetricsSink] = ()
+    ) -> None:
         self.workdir = as_path(workdir, "workdir")
         self.enabled = enabled
         self._jsonl: TextIO | None = None
         self._tb_writer: Any = None
+        self._sinks = list(sinks) if enabled else []
         if not enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +84,11 @@ class MetricsWriter:
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self._jsonl.flush()  # in a bucket, flush uploads the file: visible while the run goes
         self._write_tensorboard(int(step), scalars)
+        numbers = {
+            k: _JSON_TO_NONFINITE[v] if isinstance(v, str) else v for k, v in scalars.items()
+        }
+        for sink in self._sinks:
+            sink.write(int(step), numbers)
 
     def _write_tensorboard(self, step: int, scalars: Mapping[str, int | float | str]) -> None:
         from tensorflow.core.framework import summary_pb2
@@ -94,8 +111,12 @@ class MetricsWriter:
                 tf.summary.write(key, tf.constant(number, tf.float32), step, metadata=metadata)
         self._tb_writer.flush()
 
-    def close(self) -> None:
-        """Flush and close both outputs; safe to call twice."""
+    def close(self, exit_code: int = 0) -> None:
+        """Flush and close every output (`exit_code`: how the run ended, for the sinks); safe
+        to call twice."""
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close(exit_code)
         if self._jsonl is not None:
             self._files.close()
             self._jsonl = None
@@ -172,17 +193,34 @@ def _format_field(value: Any) -> str:
 
 
 class _NewlineStream(io.TextIOBase):
-    """Turns tqdm's carriage returns into newlines, for logs that only split on "\\n"."""
+    """Turns tqdm's carriage returns into newlines, for logs that only split on "\\n".
+
+    A carriage return at the start of a line (the first bar, or one after `end_line`) adds
+    no blank line."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._started = False
+        self.at_line_start = True
 
     def write(self, s: str) -> int:
-        text = s if self._started else s.lstrip("\r")  # no blank line before the first
-        self._started = self._started or bool(text)
-        self._stream.write(text.replace("\r", "\n"))
+        out = []
+        for char in s:
+            if char == "\r":
+                if not self.at_line_start:
+                    out.append("\n")
+                self.at_line_start = True
+            else:
+                out.append(char)
+                self.at_line_start = char == "\n"
+        self._stream.write("".join(out))
         return len(s)
+
+    def end_line(self) -> None:
+        """Ends the bar's line, so what is printed next starts a line of its own."""
+        if not self.at_line_start:
+            self._stream.write("\n")
+            self.at_line_start = True
+        self._stream.flush()
 
     def flush(self) -> None:
         self._stream.flush()
@@ -213,13 +251,14 @@ class ProgressBar:
             return
         stream = file if file is not None else sys.stderr
         is_tty = hasattr(stream, "isatty") and stream.isatty()
+        self._lines = None if is_tty else _NewlineStream(stream)
         self._bar = tqdm(
             total=total_steps,
             initial=initial_step,
             desc=desc,
             unit=unit,
             unit_scale=unit_scale,
-            file=stream if is_tty else _NewlineStream(stream),
+            file=stream if is_tty else self._lines,
             dynamic_ncols=is_tty,
             ncols=None if is_tty else 120,
             mininterval=0.1 if is_tty else log_interval_s,
@@ -242,6 +281,29 @@ class ProgressBar:
             postfix = " ".join(f"{k}={_format_field(v)}" for k, v in fields.items())
             self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.update(step - self._bar.n)
+
+    def log_through(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """`log`, printing each line on a line of its own while the bar is drawn: the bar
+        is cleared first and redrawn after (on a terminal), or its line ended (in a log).
+
+        Without this a line printed to stdout lands after the bar's text on stderr, glued to
+        it, on a terminal and in a log that captures both streams alike."""
+
+        def write(line: str) -> None:
+            if self._bar is None:
+                log(line)
+                return
+            if self._lines is None:
+                self._bar.clear()
+            else:
+                self._lines.end_line()
+            sys.stdout.flush()
+            log(line)
+            sys.stdout.flush()
+            if self._lines is None:
+                self._bar.refresh()
+
+        return write
 
     def close(self) -> None:
         if self._bar is not None:

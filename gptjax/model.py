@@ -3,7 +3,7 @@
 Dimension legend, used in tensor names (`x_BLD`) and einsum strings:
   B batch · L query length · M key length · D embed · H query heads · G key/value heads ·
   R query heads per kv head (H = G·R) · K head dim · F mlp hidden · V vocab · N layers ·
-  S key/value cache slots (the key axis when decoding from a `KVCache`)
+  S key/value cache slots (the key axis when decoding from a `KVCache`) · r LoRA rank
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
 `mlp`, `norm`, `position`, `layers`); `gptjax.sharding` maps them onto mesh axes. Parameters
@@ -12,6 +12,9 @@ notebook without a mesh.
 
 Layers are stored stacked (a leading `layers` axis) whether or not they are scanned, so
 `scan_layers` and `remat` change how the stack runs, never the parameter tree or checkpoints.
+
+With a `LoraConfig` (`gptjax.lora`) the targeted projections also carry low-rank adapters
+(`q_lora_a`, `q_lora_b`, ...), trained while the base stays frozen.
 
 `Transformer.decode` is the inference path: the same weights, keys and values kept in a
 `KVCache` so each new token costs one position's compute (see `gptjax.generation`). Training and
@@ -32,6 +35,7 @@ from flax.core import spmd as flax_spmd
 
 from gptjax.attention import IMPLEMENTATIONS, attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
+from gptjax.lora import INPUT_AXES, TARGETS, LoraConfig, adapter_names, adapter_pair, low_rank
 from gptjax.schema import check_types
 from gptjax.sharding import logical_to_spec
 
@@ -192,6 +196,31 @@ def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
     return out.astype(x_BLHK.dtype)
 
 
+def add_adapters(module: nnx.Module, kind: str, lora: LoraConfig | None, rngs: nnx.Rngs):
+    """Gives `module` ("attn" or "mlp") the A and B of each LoRA target it holds."""
+    module.lora = lora
+    for target in lora.targets if lora is not None else ():
+        owner, weight, _ = TARGETS[target]
+        if owner != kind:
+            continue
+        variable = getattr(module, weight)
+        names = variable.get_metadata()["out_sharding"]
+        a, b = adapter_pair(rngs, variable[...].shape, names, INPUT_AXES[target], lora.rank)
+        name_a, name_b = adapter_names(target)
+        setattr(module, name_a, a)
+        setattr(module, name_b, b)
+
+
+def with_lora(module: nnx.Module, target: str, x: Array, y: Array) -> Array:
+    """y (the base projection of x) plus the target's low-rank update, when it is adapted."""
+    lora = module.lora
+    if lora is None or target not in lora.targets:
+        return y
+    name_a, name_b = adapter_names(target)
+    a, b = getattr(module, name_a)[...], getattr(module, name_b)[...]
+    return y + low_rank(x, a, b, INPUT_AXES[target], lora.scale)
+
+
 def dropout(x: Array, rate: float, key: Array | None) -> Array:
     if key is None or rate == 0.0:
         return x
@@ -239,7 +268,7 @@ class KVCache(struct.PyTreeNode):
 class Attention(nnx.Module):
     """Multi-head attention with grouped key/value heads (G <= H) and optional rotary positions."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, lora: LoraConfig | None = None):
         self.config = config
         D, H, G, K = config.embed_dim, config.num_heads, config.kv_heads, config.dims_per_head
         std, out_std = config.init_std, config.init_std / math.sqrt(2 * config.num_layers)
@@ -253,6 +282,7 @@ class Attention(nnx.Module):
             self.k_bias_GK = _param(rngs, (G, K), ("kv_heads", "head_dim"), 0.0)
             self.v_bias_GK = _param(rngs, (G, K), ("kv_heads", "head_dim"), 0.0)
             self.o_bias_D = _param(rngs, (D,), ("embed",), 0.0)
+        add_adapters(self, "attn", lora, rngs)
 
     def __call__(self, x_BLD: Array, positions_BL: Array, docs, key: Array | None) -> Array:
         """`docs` is (segment_ids_BL or None, branch_ids_BL or None), as `attend` takes them."""
@@ -288,6 +318,9 @@ class Attention(nnx.Module):
         q_BLHK = jnp.einsum("BLD,DHK->BLHK", x_BLD, self.q_DHK[...].astype(dt))
         k_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.k_DGK[...].astype(dt))
         v_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.v_DGK[...].astype(dt))
+        q_BLHK = with_lora(self, "q", x_BLD, q_BLHK)
+        k_BMGK = with_lora(self, "k", x_BLD, k_BMGK)
+        v_BMGK = with_lora(self, "v", x_BLD, v_BMGK)
         if cfg.use_bias:
             q_BLHK += self.q_bias_HK[...].astype(dt)
             k_BMGK += self.k_bias_GK[...].astype(dt)
@@ -301,6 +334,7 @@ class Attention(nnx.Module):
     def _output(self, out_BLHK: Array) -> Array:
         cfg, dt = self.config, self.config.compute_dtype
         out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, self.o_HKD[...].astype(dt))
+        out_BLD = with_lora(self, "o", out_BLHK, out_BLD)
         if cfg.use_bias:
             out_BLD += self.o_bias_D[...].astype(dt)
         return out_BLD
@@ -309,7 +343,7 @@ class Attention(nnx.Module):
 class MLP(nnx.Module):
     """GELU MLP (GPT-2) or SwiGLU (Llama)."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, lora: LoraConfig | None = None):
         self.config = config
         D, F = config.embed_dim, config.mlp_dim
         std, out_std = config.init_std, config.init_std / math.sqrt(2 * config.num_layers)
@@ -320,19 +354,24 @@ class MLP(nnx.Module):
         if config.use_bias:
             self.up_bias_F = _param(rngs, (F,), ("mlp",), 0.0)
             self.down_bias_D = _param(rngs, (D,), ("embed",), 0.0)
+        add_adapters(self, "mlp", lora, rngs)
 
     def __call__(self, x_BLD: Array) -> Array:
         cfg, dt = self.config, self.config.compute_dtype
-        h_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt))
+        h_BLF = with_lora(
+            self, "up", x_BLD, jnp.einsum("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt))
+        )
         if cfg.use_bias:
             h_BLF += self.up_bias_F[...].astype(dt)
         if cfg.activation == "swiglu":
             gate_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt))
+            gate_BLF = with_lora(self, "gate", x_BLD, gate_BLF)
             h_BLF = jax.nn.silu(gate_BLF) * h_BLF
         else:
             h_BLF = jax.nn.gelu(h_BLF, approximate=True)  # GPT-2's tanh approximation
         h_BLF = constrain(h_BLF, ("batch", "length", "act_mlp"))
         out_BLD = jnp.einsum("BLF,FD->BLD", h_BLF, self.down_FD[...].astype(dt))
+        out_BLD = with_lora(self, "down", h_BLF, out_BLD)
         if cfg.use_bias:
             out_BLD += self.down_bias_D[...].astype(dt)
         return out_BLD
@@ -341,12 +380,12 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, lora: LoraConfig | None = None):
         self.config = config
         self.attn_norm = Norm(config, rngs=rngs)
-        self.attn = Attention(config, rngs=rngs)
+        self.attn = Attention(config, rngs=rngs, lora=lora)
         self.mlp_norm = Norm(config, rngs=rngs)
-        self.mlp = MLP(config, rngs=rngs)
+        self.mlp = MLP(config, rngs=rngs, lora=lora)
 
     def __call__(self, x_BLD, positions_BL, docs, key: Array | None):
         attn_key = mlp_key = resid_key = None
@@ -373,9 +412,10 @@ class Transformer(nnx.Module):
     `segment_ids` (documents packed in a row) and `positions` (restarting per document) come
     from the batch; without them the row is one document. `branch_ids` lay out preference
     pairs (see `gptjax.attention.attention_mask`). `dropout_key=None` disables dropout.
+    `lora` adds low-rank adapters to the projections it targets (see `gptjax.lora`).
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, lora: LoraConfig | None = None):
         self.config = config
         V, D = config.vocab_size, config.embed_dim
         self.embed_VD = _param(rngs, (V, D), ("vocab", "embed"), config.init_std)
@@ -385,7 +425,7 @@ class Transformer(nnx.Module):
         @nnx.split_rngs(splits=config.num_layers)
         @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_blocks(rngs: nnx.Rngs) -> Block:
-            return Block(config, rngs=rngs)
+            return Block(config, rngs=rngs, lora=lora)
 
         self.blocks = make_blocks(rngs)
         self.final_norm = Norm(config, rngs=rngs)

@@ -42,6 +42,7 @@ DEFAULT_RULES: tuple = (
     ("head_dim", None),
     ("layers", None),
     ("norm", None),
+    ("lora_rank", None),  # LoRA adapters' rank (small): replicated
     ("position", None),
     ("length", None),
 )

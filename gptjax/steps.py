@@ -5,6 +5,10 @@ function (`lm_objective`: next-token cross-entropy; `gptjax.dpo.dpo_objective`),
 a phase's `gptjax.objectives.Objective`. Configuration enters by closure when the step is
 built, never as a traced argument. Dropout randomness is `fold_in(key(seed), step)`, so a
 resumed run draws the same masks as an uninterrupted one.
+
+With LoRA (`gptjax.lora`) `TrainState.params` holds only the adapters: the base weights are a
+frozen input of the step (`frozen_base`), never differentiated, updated or donated, and with
+DPO the reference is that base with the adapters off (no second copy of the weights).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gptjax import lora as lora_lib
 from gptjax.model import Transformer, constrain
 from gptjax.optim import make_optimizer
 from gptjax.tokenizer.text_lengths import TextLengths
@@ -35,16 +40,40 @@ class TrainState(flax.struct.PyTreeNode):
     skipped_steps: jax.Array  # non-finite steps skipped over the whole run
 
 
-def new_train_state(model_config, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded."""
-    params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed)))
+def new_train_state(
+    model_config, tx: optax.GradientTransformation, seed: int, lora=None
+) -> TrainState:
+    """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded.
+
+    With `lora` (a LoraConfig) the state's params are the adapters alone (A drawn, B zeros);
+    the base weights built alongside are dropped (under jit, never computed).
+    """
+    params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed), lora=lora))
+    if lora is not None:
+        params, _ = lora_lib.split_adapters(params)
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), zero, zero)
 
 
-def model_graphdef(model_config):
+def base_params(model_config):
+    """The plain model's parameters (the frozen base of a LoRA run), for `plan_state`."""
+    return nnx.state(Transformer(model_config, rngs=nnx.Rngs(0)))
+
+
+def model_graphdef(model_config, lora=None):
     """The model's static structure, from an abstract build (no arrays are allocated)."""
-    return nnx.split(nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0))))[0]
+    build = lambda: Transformer(model_config, rngs=nnx.Rngs(0), lora=lora)
+    return nnx.split(nnx.eval_shape(build))[0]
+
+
+def _frozen(frozen: tuple, params, *, frozen_base: bool, reference_from_base: bool):
+    """(base or None, reference or None) from a step's frozen inputs: `(base,)` with LoRA,
+    `(reference,)` for DPO with a reference model, `()` otherwise."""
+    base = frozen[0] if frozen_base else None
+    reference = frozen[0] if frozen and not frozen_base else None
+    if reference_from_base:
+        reference = lora_lib.adapters_off(params, base)
+    return base, reference
 
 
 def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Array):
@@ -164,10 +193,15 @@ def gradient_sums(
     num_micro: int,
     objective: LossFn = lm_objective,
     reference=None,
+    base=None,
 ):
-    """(loss_sum, sums, grad of loss_sum), accumulated over `num_micro` micro-batches."""
+    """(loss_sum, sums, grad of loss_sum), accumulated over `num_micro` micro-batches.
+
+    With `base` (LoRA), `params` are the adapters and only they are differentiated.
+    """
+    full = (lambda p: p) if base is None else (lambda p: lora_lib.join(p, base))
     grad_fn = jax.value_and_grad(
-        lambda p, b, k: objective(graphdef, p, b, k, reference), has_aux=True
+        lambda p, b, k: objective(graphdef, full(p), b, k, reference), has_aux=True
     )
     if num_micro == 1:
         (loss_sum, sums), grads = grad_fn(params, batch, dropout_key)
@@ -186,7 +220,9 @@ def gradient_sums(
 
     micro_batches = split_microbatches(batch, num_micro)
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    _, sums_shape = jax.eval_shape(lambda: objective(graphdef, params, first, None, reference))
+    _, sums_shape = jax.eval_shape(
+        lambda: objective(graphdef, full(params), first, None, reference)
+    )
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
     init = (jnp.float32(0), zero_sums, zeros)
@@ -204,21 +240,28 @@ def make_train_step(
     grad_accum_steps: int,
     use_dropout: bool,
     objective: LossFn = lm_objective,
+    frozen_base: bool = False,
+    reference_from_base: bool = False,
     pin_gradients: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
-    """The pure step `(state, batch, reference=None) -> (state, metrics)`. A step whose loss or
-    gradient is not finite is not applied (in-graph). `reference` is a frozen model's
-    parameters for objectives that compare against one (DPO); it is never updated.
+    """The pure step `(state, batch, *frozen) -> (state, metrics)`. A step whose loss or
+    gradient is not finite is not applied (in-graph). `frozen` is never updated: a reference
+    model's parameters for objectives that compare against one (DPO), or with `frozen_base`
+    (LoRA) the base weights under the adapters in `state.params` (with `reference_from_base`
+    the DPO reference is that base alone).
 
     `pin_gradients` (with an optimizer state split over `data`, ZeRO-1) constrains each
     gradient to its parameter's own sharding: without it XLA propagates the optimizer
     state's split back into the backward pass (gathering activations between replicas)."""
     base_key = jax.random.key(seed)
 
-    def train_step(state: TrainState, batch: Batch, reference=None):
+    def train_step(state: TrainState, batch: Batch, *frozen):
         key = jax.random.fold_in(base_key, state.step) if use_dropout else None
+        base, reference = _frozen(
+            frozen, state.params, frozen_base=frozen_base, reference_from_base=reference_from_base
+        )
         loss_sum, sums, grad_sums = gradient_sums(
-            graphdef, state.params, batch, key, grad_accum_steps, objective, reference
+            graphdef, state.params, batch, key, grad_accum_steps, objective, reference, base
         )
         if pin_gradients:
             grad_sums = jax.tree.map(_pin_to_parameter, grad_sums, is_leaf=_is_variable)
@@ -266,30 +309,44 @@ def _pin_to_parameter(grad):
     return grad.copy(constrain(grad.get_value(), names))
 
 
-def state_and_step(config, model_config, objective: LossFn = lm_objective):
+def state_and_step(
+    config, model_config, objective: LossFn = lm_objective, lora=None, reference_from_base=False
+):
     """From a config: `create()`, which builds a fresh TrainState (run it under
     `sharding.sharded_init` or `plan_state`), and the pure train step, both with the config's
-    optimizer and schedule, seed, gradient accumulation and dropout."""
+    optimizer and schedule, seed, gradient accumulation and dropout (and LoRA adapters)."""
     tx, schedule = make_optimizer(config.optim, config.train.steps)
-    create = functools.partial(new_train_state, model_config, tx, config.seed)
+    create = functools.partial(new_train_state, model_config, tx, config.seed, lora)
     step = make_train_step(
-        model_graphdef(model_config),
+        model_graphdef(model_config, lora),
         tx,
         schedule,
         seed=config.seed,
         grad_accum_steps=config.train.grad_accum_steps,
         use_dropout=model_config.dropout_rate > 0,
         objective=objective,
+        frozen_base=lora is not None,
+        reference_from_base=reference_from_base,
         pin_gradients=config.train.shard_optimizer,
     )
     return create, step
 
 
-def make_eval_step(graphdef, objective: LossFn = lm_objective) -> Callable[..., dict]:
-    """`(params, batch, reference=None) -> {"loss": sum, **sums}`: sums, divided by the
-    caller once over all batches."""
+def make_eval_step(
+    graphdef,
+    objective: LossFn = lm_objective,
+    frozen_base: bool = False,
+    reference_from_base: bool = False,
+) -> Callable[..., dict]:
+    """`(params, batch, *frozen) -> {"loss": sum, **sums}`: sums, divided by the caller once
+    over all batches. `frozen` as `make_train_step` takes it."""
 
-    def eval_step(params, batch: Batch, reference=None):
+    def eval_step(params, batch: Batch, *frozen):
+        base, reference = _frozen(
+            frozen, params, frozen_base=frozen_base, reference_from_base=reference_from_base
+        )
+        if base is not None:
+            params = lora_lib.join(params, base)
         loss_sum, sums = objective(graphdef, params, batch, None, reference)
         return {"loss": loss_sum, **sums}
 
@@ -300,13 +357,11 @@ def _batch_shardings(mesh):
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
 
 
-def jit_train_step(train_step, state_shardings, mesh, reference_shardings=None):
+def jit_train_step(train_step, state_shardings, mesh, frozen_shardings: tuple = ()):
     """Jitted once with explicit shardings; the old state's buffers are donated to the new one
-    (never the reference's: it is read by every step)."""
+    (never the frozen inputs': a reference or LoRA base is read by every step)."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    in_shardings = (state_shardings, _batch_shardings(mesh))
-    if reference_shardings is not None:
-        in_shardings += (reference_shardings,)
+    in_shardings = (state_shardings, _batch_shardings(mesh), *frozen_shardings)
     return jax.jit(
         train_step,
         in_shardings=in_shardings,
@@ -315,9 +370,7 @@ def jit_train_step(train_step, state_shardings, mesh, reference_shardings=None):
     )
 
 
-def jit_eval_step(eval_step, params_shardings, mesh, reference_shardings=None):
+def jit_eval_step(eval_step, params_shardings, mesh, frozen_shardings: tuple = ()):
     replicated = NamedSharding(mesh, PartitionSpec())
-    in_shardings = (params_shardings, _batch_shardings(mesh))
-    if reference_shardings is not None:
-        in_shardings += (reference_shardings,)
+    in_shardings = (params_shardings, _batch_shardings(mesh), *frozen_shardings)
     return jax.jit(eval_step, in_shardings=in_shardings, out_shardings=replicated)

@@ -23,7 +23,13 @@ _BANNERS = (
 
 
 def _import_tensorflow():
-    """Imports TF with fd 2 captured, then writes back every captured line but the banners."""
+    """Imports TF with fd 2 captured, then writes back every captured line but the banners.
+
+    They are INFO lines: TF_CPP_MIN_LOG_LEVEL=0 (which `gptjax --verbose` sets) keeps them."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        import tensorflow
+
+        return tensorflow
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

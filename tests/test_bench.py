@@ -15,6 +15,7 @@ from gptjax.config import apply_overrides, load_config_file
 from gptjax.errors import ConfigError
 from gptjax.model import ModelConfig, flops_per_token
 from gptjax.train.bench import build_bench, summarize, synthetic_batches
+from gptjax.train.peak import PeakReadings
 
 ROOT = Path(__file__).resolve().parent.parent
 GPTJAX = [sys.executable, "-m", "gptjax.cli"]
@@ -74,6 +75,12 @@ def test_the_report_is_computed_from_the_timed_steps():
     assert memory["temp_bytes"] > 0 and memory["argument_bytes"] > 0
     assert memory["peak_bytes"] >= memory["argument_bytes"]
     assert report["process_peak_rss_bytes"] > 0
+    # With robust readings of the CPU peak, MFU is against their maximum and they are reported.
+    robust = summarize(bench, [(0.0, 1.0)], PeakReadings([100e9, 300e9, 200e9]))
+    assert robust["peak_flops_per_sec"] == 300e9
+    assert robust["mfu"] == pytest.approx(512 * bench.flops_per_token / 300e9)
+    assert robust["peak_readings"]["median"] == 200e9
+    assert robust["peak_source"].startswith("robust: max of 3")
 
 
 def test_timed_steps_train_the_model():
@@ -153,14 +160,20 @@ def test_bench_command_refuses_bad_input_in_one_line(extra, message):
 def test_torch_side_by_side_prints_a_ratio_per_round(tmp_path):
     out = tmp_path / "torch.json"
     args = ["--config", str(ROOT / "configs/tiny.py"), "--rounds", "2", "--steps", "1"]
-    args += ["--warmup", "0", "--json", str(out), *SMALL]
+    args += ["--warmup", "0", "--reference", "both", "--json", str(out), *SMALL]
     result = _tool("bench_torch", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(out.read_text())
-    assert len(summary["rounds"]) == 2
+    assert len(summary["rounds"]) == 2 and summary["reference"] == ["nanogpt", "transformers"]
     for r in summary["rounds"]:
-        assert r["ratio"] == pytest.approx(r["torch_step_sec"] / r["gptjax_step_sec"])
-    assert "median ratio" in result.stdout
+        for name in ("nanogpt", "transformers"):
+            assert r[f"ratio_{name}"] == pytest.approx(r[f"{name}_step_sec"] / r["gptjax_step_sec"])
+    # The peak was read before and after the rounds; MFU is against the fastest reading.
+    peak = summary["cpu_peak_readings"]
+    assert peak["readings"] == 40 and peak["min"] <= peak["median"] <= peak["max"]
+    assert summary["cpu_peak_flops_per_sec"] == peak["max"]
+    assert "median ratio: gptjax / nanogpt" in result.stdout
+    assert "min/median/max" in result.stdout
 
 
 def test_torch_side_by_side_refuses_a_llama_shape():
@@ -198,6 +211,33 @@ def test_scaling_table_has_a_row_per_point():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [x.split("|")[1].strip() for x in result.stdout.splitlines() if x.startswith("|")]
     assert {"32", "64", "1", "2"} <= set(rows)
+
+
+@pytest.mark.slow
+def test_sweep_measures_both_sides_per_point_and_draws_the_plot(tmp_path):
+    args = ["--config", str(ROOT / "configs/tiny.py"), "--seq", "32", "64", "--vocab", "512"]
+    args += ["--tokens", "256", "--steps", "1", "--warmup", "0", *SMALL]
+    args += ["--json", str(tmp_path / "s.json"), "--md", str(tmp_path / "s.md")]
+    result = _tool("bench_sweep", *args, "--plot", str(tmp_path / "s.png"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    points = json.loads((tmp_path / "s.json").read_text())
+    assert [(p["axis"], p["value"], p["batch"]) for p in points] == [
+        ("sequence", 32, 8),
+        ("sequence", 64, 4),
+        ("vocabulary", 512, 8),
+    ]
+    for point in points:
+        for side in ("gptjax", "nanogpt"):
+            report = point[side]
+            assert report["tokens_per_sec"] > 0
+            assert report["peak_rss_bytes"] > report["baseline_rss_bytes"]
+        # Same shape and data distribution: one step from init lands both near ln(vocab).
+        vocab = 512 if point["axis"] == "vocabulary" else point["gptjax"]["vocab_size"]
+        for side in ("gptjax", "nanogpt"):
+            assert abs(point[side]["final_loss"] - np.log(vocab)) < 0.5
+        assert point["gptjax"]["xla_plan_bytes_per_device"] > 0
+    assert (tmp_path / "s.md").read_text().count("\n| 32 |") == 1
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_gpu_script_dry_run_prints_both_benches_and_passes_shellcheck():

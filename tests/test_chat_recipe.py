@@ -153,27 +153,10 @@ def test_sample_answers_chat_prompts_and_continues_raw_text(runs):
 
 
 @pytest.mark.slow
-def test_the_readme_sample_commands_run_with_the_default_budget(runs):
-    """The README's commands give no --max-new-tokens: the default 128 is the whole 128-token
-    context, so it is capped to what the prompt leaves, with one note."""
-    base, sft, _ = runs
-    chat = gptjax("sample", str(sft), "--prompt", QUESTION, "--temperature", "0")
-    assert chat.returncode == 0, chat.stderr[-3000:]
-    notes = [line for line in chat.stderr.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and notes[0].startswith("note: --max-new-tokens 128 capped to ")
-    assert notes[0].endswith(" of the model's 128-token context")
-    raw = gptjax("sample", str(base), "--prompt", "The json module", "--top-p", "0.9")
-    assert raw.returncode == 0, raw.stderr[-3000:]
-    assert raw.stdout.startswith("---\nThe json module")
-
-
-@pytest.mark.slow
 def test_the_python_api_answers_a_chat_checkpoint_as_sample_does(runs):
     """`gptjax.load(sft).generate` goes through the chat template like `gptjax sample` (a
     subprocess here) and gives the same greedy answers, `template="raw"` the same continuation
-    as `--template raw`; the README block runs against the same workdir."""
-    import re
-
+    as `--template raw` (the README's Python block runs in tests/test_readme_commands.py)."""
     from gptjax import load
 
     _, sft, _ = runs
@@ -189,10 +172,6 @@ def test_the_python_api_answers_a_chat_checkpoint_as_sample_does(runs):
     assert raw.returncode == 0, raw.stderr[-3000:]
     continued = model.generate("The json module", max_new_tokens=24, temperature=0, template="raw")
     assert raw.stdout == f"---\nThe json module{continued}\n"
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Use a trained model from Python", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(block.replace('"runs/demo-sft"', repr(str(sft))), {})  # noqa: S102
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_tiny_sets_exactly_the_schemas_fields():
     sections = [
         f.name for f in dataclasses.fields(run) if dataclasses.is_dataclass(getattr(run, f.name))
     ]
-    assert len(sections) == 8
+    assert len(sections) == 9
     for name in sections:
         fields = {f.name for f in dataclasses.fields(getattr(run, name))}
         assert set(config[name].keys()) == fields, name

@@ -68,7 +68,7 @@ def test_tokenizer_verbs_train_encode_decode(corpus, tmp_path, capsys):
     out = tmp_path / "tok"
     code, stdout, err = _main(
         capsys, "tokenizer", "train", "--source", f"text:{corpus}/*.txt", "--out", out,
-        "--vocab-size", VOCAB, "--type", "unigram",
+        "--vocab-size", VOCAB, "--tokenizer-type", "unigram",
     )  # fmt: skip
     assert code == 0, err
     assert f"{VOCAB} pieces" in stdout and (out / "tokenizer.model").is_file()

@@ -378,7 +378,11 @@ FOREIGN_TEMPLATE = (  # ChatML, as Qwen and many others ship it
 
 
 @pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
-def test_a_foreign_chat_template_is_kept_and_noted_but_not_applied(where, hf_dirs, tmp_path):
+def test_a_foreign_template_without_the_model_end_token_is_kept_and_noted_but_not_applied(
+    where, hf_dirs, tmp_path
+):
+    """ChatML over a GPT-2 tokenizer that has no <|im_end|>: its turns never end at the
+    model's <|endoftext|>. (Models that chat in their own template: test_hf_own_template.py.)"""
     model_dir = tmp_path / "model"
     shutil.copytree(hf_dirs["gpt2"], model_dir)
     if where == "chat_template.jinja":
@@ -389,7 +393,9 @@ def test_a_foreign_chat_template_is_kept_and_noted_but_not_applied(where, hf_dir
     lines = []
     result = import_hf(model_dir, tmp_path / "run", log=lines.append)
     assert result.phase == "pretrain" and not load_model(tmp_path / "run").is_chat
-    assert any("chat template is kept" in line and "not gptjax's" in line for line in lines)
+    notes = [line for line in lines if line.startswith("note:")]
+    assert len(notes) == 1 and "closes no turn with an end token" in notes[0], notes
+    assert "<|endoftext|>" in notes[0]
     export_hf(tmp_path / "run", tmp_path / "hf", log=lambda *_: None)
     assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == FOREIGN_TEMPLATE
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from small_run import tensorboard_scalars
 
-from gptjax.cli.runs import plot_run
+from gptjax.curves import plot_run
 from gptjax.errors import DataError
 from gptjax.metrics import MetricsWriter, ProgressBar, read_metrics
 

@@ -1,12 +1,11 @@
 """`gptjax.load(...).generate` and `gptjax sample` share one text-in, text-out path: the same
-text for the same settings, the token budget capped to the context left (with one note), and
-the README's Python block runs as printed.
+text for the same settings, and the token budget capped to the context left (with one note);
+the README's Python block runs in tests/test_readme_commands.py.
 
 All on tests/fixtures/checkpoint_v0_1 (a pretrained 1-layer model with a 32-token context,
 loaded read-only), so no test here trains.
 """
 
-import re
 from pathlib import Path
 
 import pytest
@@ -118,17 +117,6 @@ def test_load_refuses_a_missing_workdir_as_usage(tmp_path):
     assert error.value.exit_code == 2
     with pytest.raises(CheckpointError, match="no checkpoints/ directory"):
         gptjax.load(tmp_path)  # exists, holds no checkpoint: exit 74 as before
-
-
-def test_the_readme_python_block_runs_as_printed(capsys):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Use a trained model from Python", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert block.count("\n") <= 6, block  # the issue asked for about 4 lines
-    assert '"runs/demo-sft"' in block
-    exec(block.replace('"runs/demo-sft"', repr(str(FIXTURE))), {})  # noqa: S102
-    out = capsys.readouterr().out
-    assert out.strip(), "the block printed nothing"
 
 
 def test_repetition_controls_reach_generation_the_same_way_from_sample_and_the_api(model, capsys):

@@ -71,7 +71,7 @@ def measure(path: str, overrides: list[str], remat: str, batch: int, steps: int)
     model = validate(config, jax.device_count())["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    create, target, shardings, jitted = memory_plan.train_step_parts(config, model, mesh)
+    create, target, shardings, jitted, _ = memory_plan.train_step_parts(config, model, mesh)
     batch_spec = memory_plan.abstract_batch(mesh, batch, config.data.seq_len)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         compiled = jitted.lower(target, batch_spec).compile()

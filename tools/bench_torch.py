@@ -1,20 +1,26 @@
 """gptjax against PyTorch on the same GPT-2 training step, timed alternately in one process.
 
 Run:    python tools/bench_torch.py --config configs/nanogpt_cpu.py
+        python tools/bench_torch.py --config configs/nanogpt_cpu.py --reference both
         python tools/bench_torch.py --config configs/nanogpt_cpu.py --config.model.vocab_size=65
 Needs the `bench` extra (pip install -e '.[bench]': torch's CPU build and transformers).
 
-The reference is `transformers.GPT2LMHeadModel` built from the config's shape (GPT-2 family
-only: learned positions, LayerNorm, GELU, tied embeddings, biases), in float32, with its
-default attention (PyTorch's fused scaled_dot_product_attention), trained by
-`torch.optim.AdamW` with global-norm clipping, on random tokens of the same batch shape. Its
-loss is computed like gptjax's: cross-entropy at every one of the L positions.
+References (tools/torch_reference.py), each the config's GPT-2 shape in float32 eager mode,
+trained by AdamW (fused=False) with global-norm clipping on random tokens of the same batch
+shape, the loss at every one of the L positions as gptjax's:
+  nanogpt       (default) a plain PyTorch GPT written like nanoGPT's (tools/torch_gpt.py):
+                nn.Linear, fused causal scaled_dot_product_attention. The fastest eager
+                baseline a user would write.
+  transformers  transformers.GPT2LMHeadModel (its default SDPA attention).
+  both          the two, each in the rounds.
 
-Each round times --steps gptjax steps, then --steps PyTorch steps (after --warmup untimed
-steps of each); the ratio of a round is PyTorch's median step time over gptjax's. The two
-frameworks take turns so that the machine's load drifts over both alike. By default gptjax
-runs one simulated host device per core with a data-parallel mesh (--cpu-devices), and
-PyTorch uses one thread per core.
+Each round times --steps gptjax steps, then --steps of each reference (after --warmup untimed
+steps of each); a ratio of a round is the reference's median step time over gptjax's. The
+sides take turns so that the machine's load drifts over all alike. By default gptjax runs one
+simulated host device per core with a data-parallel mesh (--cpu-devices), and PyTorch uses
+one thread per core. MFU is against the robust CPU peak (gptjax.train.peak.PeakReadings):
+the fastest of many float32 matmuls timed before and after the rounds; their spread is
+printed beside it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import json
 import os
 import statistics
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_gpt, torch_reference
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -33,6 +41,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog="--config.SECTION.FIELD=VALUE overrides the config, as for `gptjax train`.",
     )
     parser.add_argument("--config", required=True, help="a GPT-2-family config file")
+    parser.add_argument(
+        "--reference",
+        choices=("nanogpt", "transformers", "both"),
+        default="nanogpt",
+        help="the PyTorch side (default nanogpt: the plain nanoGPT-style model)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
@@ -51,135 +65,72 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, overrides
 
 
-def check_gpt2_family(model_config) -> None:
-    """The reference is GPT-2: refuse shapes it cannot build rather than compare unlike models."""
-    wanted = dict(
-        position="learned",
-        norm="layernorm",
-        activation="gelu",
-        use_bias=True,
-        tie_embeddings=True,
-        dtype="float32",
-    )
-    for field, value in wanted.items():
-        if getattr(model_config, field) != value:
-            sys.exit(f"bench_torch: model.{field} must be {value!r} (the GPT-2 reference)")
-    if model_config.kv_heads != model_config.num_heads or model_config.head_dim is not None:
-        sys.exit("bench_torch: grouped kv heads or an explicit head_dim have no GPT-2 twin")
-
-
-class TorchGPT2:
-    """GPT2LMHeadModel + AdamW + clipping on fixed random batches: one step per call."""
-
-    def __init__(self, config, model_config, threads: int):
-        import torch
-        import transformers
-
-        torch.set_num_threads(threads)
-        torch.manual_seed(config.seed)
-        hf_config = transformers.GPT2Config(
-            vocab_size=model_config.vocab_size,
-            n_positions=model_config.max_seq_len,
-            n_embd=model_config.embed_dim,
-            n_layer=model_config.num_layers,
-            n_head=model_config.num_heads,
-            n_inner=model_config.mlp_dim,
-            activation_function="gelu_new",  # the tanh approximation, as gptjax's GPT-2
-            resid_pdrop=model_config.dropout_rate,
-            embd_pdrop=model_config.dropout_rate,
-            attn_pdrop=model_config.dropout_rate,
-            layer_norm_epsilon=model_config.norm_eps,
-            tie_word_embeddings=True,
-            # GPT-2's own ids (50256) lie outside a smaller vocabulary; unused in training.
-            bos_token_id=model_config.vocab_size - 1,
-            eos_token_id=model_config.vocab_size - 1,
-        )
-        self.torch = torch
-        self.model = transformers.GPT2LMHeadModel(hf_config).train()
-        optim = config.optim
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=optim.peak_lr,
-            betas=(optim.b1, optim.b2),
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
-        self.clip_norm = optim.clip_norm
-        generator = torch.Generator().manual_seed(config.seed)
-        shape = (config.train.global_batch_size, config.data.seq_len + 1)
-        tokens = torch.randint(0, model_config.vocab_size, shape, generator=generator)
-        self.inputs, self.targets = tokens[:, :-1], tokens[:, 1:]
-        self.vocab_size = model_config.vocab_size
-
-    def step(self) -> float:
-        """One training step; returns the loss (a host value, so the step has finished)."""
-        logits = self.model(self.inputs).logits
-        loss = self.torch.nn.functional.cross_entropy(
-            logits.reshape(-1, self.vocab_size), self.targets.reshape(-1)
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
-        self.optimizer.step()
-        return loss.item()
-
-    def time_steps(self, count: int) -> list[float]:
-        times = []
-        for _ in range(count):
-            start = time.perf_counter()
-            self.step()
-            times.append(time.perf_counter() - start)
-        return times
-
-
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     from gptjax.train.memory_plan import simulate_host_devices
 
     simulate_host_devices(args.cpu_devices)  # before JAX starts its backend (one per core)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from torch_gpt import check_gpt2_family
+    from torch_reference import REFERENCES, TorchTrainer
+
     from gptjax.config import apply_overrides, load_config_file, model_config
     from gptjax.train.bench import build_bench
-    from gptjax.train.peak import measured_cpu_peak
+    from gptjax.train.peak import PeakReadings
 
     config = load_config_file(args.config)
     apply_overrides(config, overrides)
     shape = model_config(config)
-    check_gpt2_family(shape)
+    try:
+        check_gpt2_family(shape)
+    except ValueError as error:
+        sys.exit(f"bench_torch: {error}")
+    names = REFERENCES if args.reference == "both" else (args.reference,)
     bench = build_bench(config, data="synthetic", log=lambda _: None)
-    reference = TorchGPT2(config, shape, args.threads)
+    references = {name: TorchTrainer(name, config, shape, args.threads) for name in names}
+    cpu_peak = PeakReadings().measure()  # before the rounds; again after them
     bench.time_steps(args.warmup)
-    reference.time_steps(args.warmup)
+    for reference in references.values():
+        reference.time_steps(args.warmup)
     tokens = bench.tokens_per_step
     print(
         f"{shape.num_layers} layers, width {shape.embed_dim}, seq {config.data.seq_len}, "
         f"batch {config.train.global_batch_size}, vocab {shape.vocab_size}; gptjax mesh "
         f"{dict(bench.mesh.shape)}, torch {args.threads} threads"
     )
-    print("| round | gptjax tokens/s | PyTorch tokens/s | ratio gptjax / PyTorch |")
-    print("|---|---|---|---|")
+    columns = [f"{n} tokens/s" for n in names] + [f"gptjax / {n}" for n in names]
+    print("| round | gptjax tokens/s | " + " | ".join(columns) + " |")
+    print("|---" * (2 + len(columns)) + "|")
     rounds = []
     for index in range(args.rounds):
         ours = statistics.median(wait + step for wait, step in bench.time_steps(args.steps))
-        theirs = statistics.median(reference.time_steps(args.steps))
-        rounds.append({"gptjax_step_sec": ours, "torch_step_sec": theirs, "ratio": theirs / ours})
-        row = f"{tokens / ours:,.0f} | {tokens / theirs:,.0f} | {theirs / ours:.2f}"
-        print(f"| {index + 1} | {row} |")
-    peak = measured_cpu_peak()
+        row = {"gptjax_step_sec": ours}
+        for name, reference in references.items():
+            theirs = statistics.median(reference.time_steps(args.steps))
+            row[f"{name}_step_sec"] = theirs
+            row[f"ratio_{name}"] = theirs / ours  # > 1: gptjax is faster
+        rounds.append(row)
+        speeds = [f"{tokens / row[f'{n}_step_sec']:,.0f}" for n in names]
+        ratios = [f"{row[f'ratio_{n}']:.2f}" for n in names]
+        print(f"| {index + 1} | {tokens / ours:,.0f} | " + " | ".join(speeds + ratios) + " |")
+    cpu_peak.measure()
     summary = {
-        "ratio_median": statistics.median(r["ratio"] for r in rounds),
-        "gptjax_tokens_per_sec": tokens / statistics.median(r["gptjax_step_sec"] for r in rounds),
-        "torch_tokens_per_sec": tokens / statistics.median(r["torch_step_sec"] for r in rounds),
+        "reference": list(names),
+        "tokens_per_step": tokens,
         "flops_per_token": bench.flops_per_token,
-        "cpu_peak_flops_per_sec": peak,
+        "cpu_peak_flops_per_sec": cpu_peak.peak,
+        "cpu_peak_readings": cpu_peak.stats(),
     }
-    for side in ("gptjax", "torch"):
-        summary[f"{side}_mfu"] = summary[f"{side}_tokens_per_sec"] * bench.flops_per_token / peak
-    print(
-        f"median ratio {summary['ratio_median']:.2f}; MFU gptjax "
-        f"{100 * summary['gptjax_mfu']:.1f}%, PyTorch {100 * summary['torch_mfu']:.1f}% of "
-        f"{peak / 1e9:.0f} GFLOP/s (float32 matmul measured in this process)"
-    )
+    for side in ("gptjax", *names):
+        step = statistics.median(r[f"{side}_step_sec"] for r in rounds)
+        summary[f"{side}_tokens_per_sec"] = tokens / step
+        summary[f"{side}_mfu"] = tokens / step * bench.flops_per_token / cpu_peak.peak
+    for name in names:
+        summary[f"ratio_{name}_median"] = statistics.median(r[f"ratio_{name}"] for r in rounds)
+    medians = ", ".join(f"gptjax / {n} {summary[f'ratio_{n}_median']:.2f}" for n in names)
+    mfus = ", ".join(f"{side} {100 * summary[f'{side}_mfu']:.1f}%" for side in ("gptjax", *names))
+    print(f"median ratio: {medians}")
+    print(f"MFU: {mfus} of {cpu_peak.peak / 1e9:.0f} GFLOP/s ({cpu_peak.describe()})")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"rounds": rounds, **summary}, out, indent=1)

@@ -7,15 +7,14 @@ Errors meant for people (`GptjaxError`) print one line and exit with their code 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from gptjax.cli import data, evaluate, hf, inference, runs, train
-from gptjax.cli.quiet import quiet_library_noise
+from gptjax.cli import configs, data, evaluate, hf, inference, runs, train
+from gptjax.cli.quiet import let_library_logging_through, quiet_library_noise
 from gptjax.errors import ConfigError, GptjaxError
 
 # Every verb family registers its subcommands, and binds each to its body, in add_parsers.
-VERB_FAMILIES = (train, runs, data, inference, evaluate, hf)
+VERB_FAMILIES = (train, configs, runs, data, inference, evaluate, hf)
 
 _OVERRIDE_PREFIX = "--config."
 
@@ -41,8 +40,25 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every verb's parser (argparse makes subparsers of the parent's class) takes --verbose,
+    so it works before the verb (`gptjax --verbose train`) and after it (`gptjax train ...
+    --verbose`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--verbose",
+            action="store_true",
+            # Only the top-level parser sets the default: a verb's own would reset it.
+            default=False if kwargs.get("prog") == "gptjax" else argparse.SUPPRESS,
+            help="also show the libraries' logging (TensorFlow, JAX, Orbax, absl; INFO level), "
+            "which gptjax hides by default",
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gptjax",
         description="Train GPT-style models in JAX on a device mesh, and sample from them.",
     )
@@ -54,11 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quiet_library_noise()
     try:
         rest, overrides = split_overrides(argv)
         args = _parser().parse_args(rest)
+        # Before any verb imports TF, JAX's backends or Orbax.
+        if args.verbose:
+            let_library_logging_through()
+        else:
+            quiet_library_noise()
         if overrides and not getattr(args, "takes_overrides", False):
             raise ConfigError(
                 f"--config.* overrides only apply to `gptjax train` and `bench`, not {args.verb}"

@@ -30,6 +30,16 @@ _CHAR_HELP = (
 )
 
 
+_TOKENIZER_TYPES = ("bpe", "unigram", "char")
+
+
+def _add_tokenizer_type_arg(parser: argparse.ArgumentParser) -> None:
+    """`--tokenizer-type`, spelled the same by `prepare` and `tokenizer train`."""
+    parser.add_argument(
+        "--tokenizer-type", default="bpe", choices=_TOKENIZER_TYPES, help=_CHAR_HELP
+    )
+
+
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", action="append", required=True, help=_SOURCE_HELP)
     split = parser.add_argument_group(
@@ -88,7 +98,15 @@ def _add_tokenizer_parser(verbs) -> None:
     _add_source_args(train)
     train.add_argument("--out", required=True, help="directory for tokenizer.model/.json")
     train.add_argument("--vocab-size", type=int, required=True, help="pieces, e.g. 32768")
-    train.add_argument("--type", default="bpe", choices=("bpe", "unigram", "char"), help=_CHAR_HELP)
+    _add_tokenizer_type_arg(train)
+    # The flag's first spelling, kept working (hidden) so existing scripts do not break.
+    train.add_argument(
+        "--type",
+        dest="tokenizer_type",
+        choices=_TOKENIZER_TYPES,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     encode = actions.add_parser("encode", help="print the token ids of text (args or stdin)")
     encode.add_argument("--tokenizer", required=True, help="tokenizer dir or .model file")
     encode.add_argument("--pieces", action="store_true", help="print pieces, not ids")
@@ -114,9 +132,7 @@ def _add_prepare_parser(verbs) -> None:
     )
     prepare.add_argument("--tokenizer", help="existing tokenizer dir (else give --vocab-size)")
     prepare.add_argument("--vocab-size", type=int, help="train a tokenizer of this many pieces")
-    prepare.add_argument(
-        "--tokenizer-type", default="bpe", choices=("bpe", "unigram", "char"), help=_CHAR_HELP
-    )
+    _add_tokenizer_type_arg(prepare)
     prepare.add_argument(
         "--workers", type=int, help="tokenizing processes, at least 1 (default: all cores)"
     )
@@ -138,7 +154,7 @@ def _tokenizer(args) -> None:
             sources,
             args.out,
             vocab_size=args.vocab_size,
-            model_type=args.type,
+            model_type=args.tokenizer_type,
             split=survey(sources, split, need_valid=False),
         )
         print(f"tokenizer: {tokenizer.vocab_size} pieces, sha256 {tokenizer.sha256} in {args.out}")

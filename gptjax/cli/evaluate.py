@@ -52,7 +52,7 @@ def add_parsers(verbs) -> None:
         "--max-new-tokens", type=int, default=64, help="token budget per answer (64)"
     )
     add_repetition_args(evaluate, penalty=1.0, ngram=0)
-    evaluate.add_argument("--json", help="also write the results to this JSON file")
+    evaluate.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     evaluate.add_argument("--show", type=int, default=3, help="example answers printed (3)")
     add_model_args(evaluate)
     evaluate.set_defaults(run=_evaluate)

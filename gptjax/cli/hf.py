@@ -33,7 +33,8 @@ def add_parsers(verbs) -> None:
         "export-hf",
         help="write a checkpoint as a Hugging Face model directory",
         description="Write config.json, safetensors weights and the tokenizer, loadable with "
-        "transformers.AutoModelForCausalLM.from_pretrained(DIR).",
+        "transformers.AutoModelForCausalLM.from_pretrained(DIR). A LoRA run's adapters are "
+        "merged into the weights (or written alone in peft's format: --lora-adapter).",
     )
     exp.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
     exp.add_argument("--out", required=True, help="new directory for the Hugging Face model")
@@ -41,6 +42,12 @@ def add_parsers(verbs) -> None:
     exp.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     exp.add_argument(
         "--max-shard-gb", type=float, default=5.0, help="largest safetensors file, GB (5)"
+    )
+    exp.add_argument(
+        "--lora-adapter",
+        action="store_true",
+        help="a LoRA run: write only its adapters as a peft adapter directory "
+        "(adapter_config.json + adapter_model.safetensors) instead of the merged model",
     )
     exp.set_defaults(run=_export_hf)
 
@@ -66,6 +73,13 @@ def _export_hf(args) -> None:
 
     if args.max_shard_gb <= 0:
         raise ConfigError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
+    if args.lora_adapter:
+        from gptjax.hf.lora_export import export_lora_adapter
+
+        files = export_lora_adapter(args.workdir, args.out, step=args.step)
+        print(f"wrote the LoRA adapters of {args.workdir} as a peft adapter to {args.out}:")
+        print("  " + " ".join(files))
+        return
     result = export_hf(
         args.workdir,
         args.out,

@@ -62,7 +62,8 @@ def add_parsers(verbs) -> None:
         "sample",
         help="complete prompts with a trained model",
         description="Complete each prompt; a chat model (phase sft/dpo) answers it as a user "
-        "message through the chat template, a pretrained model continues the text.",
+        "message through its chat template (gptjax's, or the one an imported Hugging Face "
+        "model brought), a pretrained model continues the text.",
     )
     sample.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
     sample.add_argument("--prompt", action="append", default=[], help="a prompt; repeatable")
@@ -81,8 +82,9 @@ def add_parsers(verbs) -> None:
     chat = verbs.add_parser(
         "chat",
         help="talk to a trained chat model in the terminal",
-        description="Interactive chat; the history is kept and sent through the chat "
-        "template every turn. Commands: /reset, /system TEXT, /temperature X, /quit.",
+        description="Interactive chat; the history is kept and sent through the model's chat "
+        "template (gptjax's, or an imported model's own) every turn. Commands: /reset, "
+        "/system TEXT, /temperature X, /quit.",
     )
     chat.add_argument("workdir", help="a workdir (or WORKDIR/checkpoints/STEP)")
     chat.add_argument("--system", help="system prompt")

@@ -1,5 +1,12 @@
-"""Keeps the command line's stderr to gptjax's own one-line errors.
+"""Keeps the command line's output to gptjax's own lines, unless `--verbose`.
 
+By default (`quiet_library_noise`) TensorFlow's C++ logging is limited to errors and its
+import banners are dropped (`gptjax.tf_cpu`), Orbax's absl records are dropped, and Python
+warnings raised outside gptjax are ignored: none of them is something a user acts on, and
+gptjax reports every failure they relate to as its own one line. `--verbose`
+(`let_library_logging_through`) shows them all, plus the libraries' INFO records.
+
+Why Orbax's copies of a failure are dropped:
 Orbax and TensorStore report a failure from their background threads themselves, before
 and after the exception reaches gptjax: each failed array write of a full disk logs a
 traceback, its sibling writes' unretrieved exceptions are logged by asyncio, and the reads
@@ -58,6 +65,15 @@ def _drop_abandoned_reads(unraisable) -> None:
 
 
 def quiet_library_noise() -> None:
+    """The CLI's default: only gptjax's own lines (call before TF or Orbax is imported)."""
+    # Before TF loads; a value the user exported is respected.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # wandb's banner and hints ("Tracking run with wandb...", "View run at..."); gptjax prints
+    # one line naming the W&B run instead (gptjax.train.wandb_run).
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # Warnings attributed to another package's code are ignored; gptjax's own keep Python's
+    # default filters (`module` is the module of the frame a warning is attributed to).
+    warnings.filterwarnings("ignore", module=r"(?!gptjax(\.|$))")
     # absl.logging must be imported first: it installs the logger class that names the real
     # caller (Orbax's file) in each record. A plain `logging.getLogger("absl")` made before
     # that import would be an ordinary Logger, whose records all name absl's own file.
@@ -74,4 +90,17 @@ def quiet_library_noise() -> None:
     # gptjax itself has no coroutines, so every such warning is a library's abandoned work.
     warnings.filterwarnings(
         "ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning
+    )
+
+
+def let_library_logging_through() -> None:
+    """`--verbose`: every library's logging at INFO, TF's C++ logging and banners included."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")  # gptjax.tf_cpu keeps banners at 0
+    from absl import logging as absl_logging  # names the calling file in each record
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(levelname).1s %(name)s %(filename)s:%(lineno)d] %(message)s",
+        stream=sys.stderr,
     )

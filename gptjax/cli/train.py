@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from gptjax.cli.configs import builtin_names_help
 from gptjax.errors import ConfigError
 from gptjax.paths import as_path
 
@@ -17,7 +18,7 @@ def add_parsers(verbs) -> None:
         description="Train from a config file; any field can be overridden with "
         "--config.SECTION.FIELD=VALUE (e.g. --config.model.num_layers=4).",
     )
-    train.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py")
+    train.add_argument("--config", required=True, help=builtin_names_help())
     train.add_argument("--workdir", required=True, help="directory for metrics, tokenizer, data")
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
@@ -37,7 +38,7 @@ def _add_bench_parser(verbs) -> None:
         "formula), MFU against the device peak (measured in-process on CPU), the input-wait "
         "fraction, compile time and memory. Overrides as for train: --config.SECTION.FIELD=V.",
     )
-    bench.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py")
+    bench.add_argument("--config", required=True, help=builtin_names_help())
     bench.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     bench.add_argument(

@@ -10,6 +10,7 @@ import dataclasses
 import ml_collections
 
 from gptjax.config.sections import RunConfig, TrainConfig, run_config
+from gptjax.lora import LoraConfig, parse_targets
 from gptjax.objectives import objective_for
 from gptjax.schema import require
 from gptjax.sharding import (
@@ -55,8 +56,8 @@ def validate(
     local_device_count: int | None = None,
 ) -> dict:
     """Checks every field that can be checked without compiling; returns derived values:
-    `model` (ModelConfig), `mesh_shape`, `mesh_layout` (with its slices), `micro_batch` (rows)
-    and `run` (the typed RunConfig).
+    `model` (ModelConfig), `mesh_shape`, `mesh_layout` (with its slices), `micro_batch` (rows),
+    `run` (the typed RunConfig) and `lora` (LoraConfig or None).
 
     `process_count` and `local_device_count` (devices per process) are the real runtime's:
     the global batch must split over the processes, `mesh.tensor` must stay within one, and
@@ -75,6 +76,7 @@ def validate(
         "mesh_layout": layout,
         "micro_batch": micro,
         "run": run,
+        "lora": lora_from(run),
     }
 
 
@@ -108,6 +110,7 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         f"data.vocab_size={data.vocab_size} (tokenizer) exceeds model.vocab_size="
         f"{model.vocab_size}; raise model.vocab_size (a multiple of 128 is fastest)",
     )
+    lora_from(run)  # targets the model has, a base to adapt
     micro = _check_batch(train, mesh_shape, process_count)
     require(
         run.optim.warmup_steps <= train.steps,
@@ -132,6 +135,22 @@ def check_across_sections(run: RunConfig, mesh_shape: dict[str, int], process_co
         'data.source="builtin" or "prepared" text',
     )
     return micro
+
+
+def lora_from(run: RunConfig) -> LoraConfig | None:
+    """The run's LoRA settings (None when finetune.lora_rank is 0), checked against its model."""
+    section = run.finetune
+    if section.lora_rank == 0:
+        return None
+    require(
+        bool(run.init_from),
+        f"finetune.lora_rank={section.lora_rank} trains adapters on a frozen base: set "
+        "init_from to the workdir to adapt (LoRA over a fresh initialisation would freeze "
+        "random weights)",
+    )
+    has_gate = run.model.activation == "swiglu"
+    targets = parse_targets(section.lora_targets, has_gate)
+    return LoraConfig(section.lora_rank, float(section.lora_alpha), targets)
 
 
 def _check_batch(train: TrainConfig, mesh_shape: dict[str, int], process_count: int) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ml_collections
 
+from gptjax.builtin_configs import resolve_config_path
 from gptjax.errors import ConfigError
 
 # While config files load (one may load another, its base), each level collects the
@@ -50,7 +51,7 @@ def load_config_with_origins(
     """
     _loading.append([])
     try:
-        config = _load(Path(path))
+        config = _load(resolve_config_path(path))
     finally:
         bases = _loading.pop()
     on_purpose: dict[str, str] = {}
@@ -68,8 +69,6 @@ def load_config_with_origins(
 
 
 def _load(path: Path) -> ml_collections.ConfigDict:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"gptjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:

@@ -14,6 +14,7 @@ from typing import Literal
 import ml_collections
 
 from gptjax.dpo import LOSS_TYPES, REFERENCE_MODES
+from gptjax.lora import ALL, TARGETS
 from gptjax.model import ModelConfig
 from gptjax.objectives import PHASES
 from gptjax.pair_kinds import DEFAULT_KINDS, check_kinds
@@ -98,12 +99,20 @@ class TrainConfig:
     eval_batch_size: int
     max_bad_steps: int
     eval_at_start: bool  # also evaluate before the first step (always when init_from is set)
+    # Weights & Biases (gptjax.train.wandb_run); a config written before them leaves them out.
+    wandb_project: str = ""
+    wandb_entity: str = ""
+    wandb_run_name: str = ""
     shard_optimizer: bool = False  # ZeRO-1: optimizer state and its update split over `data`
 
     def __post_init__(self):
         check_types(self, "train")
         flags = ("eval_at_start", "shard_optimizer")
-        counts = tuple(f.name for f in dataclasses.fields(self) if f.name not in flags)
+        counts = tuple(
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name not in flags and not f.name.startswith("wandb_")
+        )
         _positive(self, "train", counts)
 
 
@@ -200,6 +209,37 @@ class DpoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """LoRA (gptjax.lora). Configs and checkpoints written before it lack the section: off."""
+
+    lora_rank: int = 0  # 0 = every parameter trains
+    lora_alpha: float = 16.0
+    lora_targets: str = ALL
+
+    def __post_init__(self):
+        check_types(self, "finetune")
+        require(
+            self.lora_rank >= 0,
+            f"finetune.lora_rank must be >= 1 (0 = LoRA off), got {self.lora_rank!r}",
+        )
+        require(
+            self.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {self.lora_alpha!r}"
+        )
+        names = [name.strip() for name in self.lora_targets.split(",") if name.strip()]
+        known = (*TARGETS, ALL)
+        bad = [name for name in names if name not in known] or ([] if names else [""])
+        require(
+            not bad,
+            f"finetune.lora_targets: {bad[0] if bad else ''!r} is not a projection; use "
+            f"comma-separated names from {', '.join(TARGETS)}, or {ALL!r}",
+        )
+        require(
+            ALL not in names or names == [ALL],
+            f'finetune.lora_targets={self.lora_targets!r}: "{ALL}" stands alone',
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A whole config file, typed: the top-level fields and one dataclass per section."""
 
@@ -215,6 +255,7 @@ class RunConfig:
     checkpoint: CheckpointConfig
     sample: SampleConfig
     dpo: DpoConfig
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         check_types(self, "")

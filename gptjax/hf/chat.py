@@ -1,5 +1,9 @@
 """gptjax's chat template as Hugging Face tools read it, and an imported model's template.
 
+An imported model that ships its own template (ChatML, Llama 3, ...) that renders a probe
+conversation is recorded as a chat model that chats in that template (gptjax.chat_format),
+stopping at the end ids its generation_config.json lists; export-hf writes it back unchanged.
+
 `CHAT_TEMPLATE` is gptjax.chat_template.render written in Jinja: `apply_chat_template` with it
 gives the same ids as gptjax (tests/test_hf.py checks system, multi-turn and generation-prompt
 cases). One difference stays: gptjax spells a literal "<|end|>" typed inside a message in byte
@@ -13,9 +17,12 @@ TRL, vLLM or `transformers chat` that it answers questions.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from gptjax.chat_format import JinjaChat
 from gptjax.chat_template import end_of_turn_id
 from gptjax.errors import DataError
+from gptjax.jinja_template import SPECIAL_TOKEN_NAMES
 from gptjax.tokenizer import Tokenizer
 
 # transformers >= 4.43 reads it (and transformers 5 writes it) next to tokenizer_config.json;
@@ -47,12 +54,17 @@ def _end_of_turn_or_none(tokenizer: Tokenizer) -> int | None:
         return None
 
 
-def generation_config(tokenizer: Tokenizer, *, chat: bool) -> dict:
-    """generation_config.json: a chat model's `generate` stops at `<|end|>` as at eos."""
+def generation_config(
+    tokenizer: Tokenizer, *, chat: bool, stop_ids: Sequence[int] | None = None
+) -> dict:
+    """generation_config.json: a chat model's `generate` stops at `<|end|>` as at eos, or at
+    `stop_ids` (a model that chats in its own template: the ids it was imported with)."""
     eos = [tokenizer.eos_id]
     end = _end_of_turn_or_none(tokenizer) if chat else None
     if end is not None and end != tokenizer.eos_id:
         eos.append(end)
+    if stop_ids is not None:
+        eos = list(stop_ids)
     return {
         "bos_token_id": tokenizer.bos_id,
         "eos_token_id": eos if len(eos) > 1 else eos[0],
@@ -60,13 +72,24 @@ def generation_config(tokenizer: Tokenizer, *, chat: bool) -> dict:
     }
 
 
-def with_chat_files(files: dict[str, bytes], tokenizer: Tokenizer, *, chat: bool) -> dict:
+def with_chat_files(
+    files: dict[str, bytes],
+    tokenizer: Tokenizer,
+    *,
+    chat: bool,
+    stop_ids: Sequence[int] | None = None,
+) -> dict:
     """A model directory's tokenizer `files` plus generation_config.json, and for a chat model
     with the chat tokens gptjax's template, which replaces any template an imported tokenizer
-    brought along (in either place): gptjax's is the one the model was finetuned with."""
-    config = json.dumps(generation_config(tokenizer, chat=chat), indent=2) + "\n"
-    files = files | {"generation_config.json": config.encode("utf-8")}
-    if not (chat and _end_of_turn_or_none(tokenizer) is not None):
+    brought along (in either place): gptjax's is the one the model was finetuned with.
+
+    `stop_ids` is given for a model that chats in its own template (imported, not finetuned
+    by gptjax): its files go back as they came, template included, and `generate` stops
+    where it stopped before."""
+    config = generation_config(tokenizer, chat=chat, stop_ids=stop_ids)
+    config_bytes = (json.dumps(config, indent=2) + "\n").encode("utf-8")
+    files = files | {"generation_config.json": config_bytes}
+    if stop_ids is not None or not (chat and _end_of_turn_or_none(tokenizer) is not None):
         return files
     files[TEMPLATE_FILE] = CHAT_TEMPLATE.encode("utf-8")
     if "tokenizer_config.json" in files:
@@ -96,27 +119,107 @@ def is_gptjax_template(template: str | None) -> bool:
     return template is not None and template.strip() == CHAT_TEMPLATE
 
 
-def imported_phase(template: str | None, tokenizer: Tokenizer, log=print) -> str:
-    """The phase an imported model is recorded with: "sft" (so `sample` and `chat` apply the
-    chat template by default) when it ships gptjax's own template and has its chat tokens.
+# A conversation every chat template accepts (some refuse a system turn, or turns that do not
+# alternate): the import checks the model's own template renders it before relying on it.
+PROBE = (
+    {"role": "user", "content": "Hello!"},
+    {"role": "assistant", "content": "Hi. How can I help?"},
+    {"role": "user", "content": "Name a colour."},
+)
 
-    A foreign template (ChatML, Llama 3, ...) is kept with the tokenizer and exported back
-    unchanged, but gptjax renders conversations with its own template only, so such a model
-    stays "pretrain" and the log says so: asking it through gptjax's template would ask it in
-    a format it was never trained on.
-    """
-    if template is None:
-        return "pretrain"
-    if is_gptjax_template(template) and _end_of_turn_or_none(tokenizer) is not None:
-        return "sft"
-    why = (
-        "its tokenizer lacks gptjax's chat tokens (import with --add-chat-tokens to add them)"
-        if is_gptjax_template(template)
-        else "it is not gptjax's (gptjax renders chats with its own template only)"
-    )
+
+def _special_token_texts(files: dict[str, str]) -> dict[str, str]:
+    """The named special tokens a template reads (`bos_token`, ...), as transformers gives them:
+    tokenizer_config.json first, special_tokens_map.json for the ones it does not name."""
+    texts: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # later ones win
+        try:
+            settings = json.loads(files.get(name, "{}"))
+        except ValueError:
+            continue  # read_hf_tokenizer has refused unreadable files already
+        for key in SPECIAL_TOKEN_NAMES:
+            value = settings.get(key) if isinstance(settings, dict) else None
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str):
+                texts[key] = value
+    return texts
+
+
+def _end_ids(value) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
+def stop_ids(model_dir, model_config: dict, tokenizer: Tokenizer) -> list[int]:
+    """The ids that end an answer: generation_config.json's eos_token_id (Llama 3 lists
+    <|eot_id|> and <|end_of_text|>), else config.json's, and the tokenizer's eos."""
+    declared, where = _end_ids(model_config.get("eos_token_id")), "config.json"
+    path = model_dir / "generation_config.json"
+    if path.is_file():
+        try:
+            generation = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path} is not readable JSON: {error}") from None
+        if isinstance(generation, dict) and generation.get("eos_token_id") is not None:
+            declared, where = _end_ids(generation["eos_token_id"]), str(path)
+    ids = list(dict.fromkeys([*declared, tokenizer.eos_id]))
+    wrong = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if wrong:
+        raise DataError(
+            f"{model_dir}: {where} names end id {wrong[0]}, outside the tokenizer's "
+            f"{tokenizer.vocab_size} tokens"
+        )
+    return ids
+
+
+def _as_pretrained(why: str, log) -> tuple[str, None]:
     log(
         f"note: the model's chat template is kept and exported back, but {why}; it is imported "
         "as a pretrained model: `sample` continues text, and `sample --template chat`/`chat` "
         "would use gptjax's template, which it was not finetuned with"
     )
-    return "pretrain"
+    return "pretrain", None
+
+
+def imported_phase(
+    template: str | None, tokenizer: Tokenizer, model_dir, model_config: dict, log=print
+) -> tuple[str, JinjaChat | None]:
+    """(phase, chat format) an imported model is recorded with.
+
+    "sft" (so `sample`, `chat`, `eval` and `gptjax.load` apply a chat template by default)
+    when the model ships a template: gptjax's own (with its chat tokens; format None, the
+    default), or its own Jinja template (ChatML, Llama 3, ...), which then renders its
+    conversations (a `JinjaChat`). Otherwise "pretrain", with a note saying why.
+    """
+    if template is None:
+        return "pretrain", None
+    if is_gptjax_template(template):
+        if _end_of_turn_or_none(tokenizer) is not None:
+            return "sft", None
+        return _as_pretrained(
+            "its tokenizer lacks gptjax's chat tokens (import with --add-chat-tokens to add them)",
+            log,
+        )
+    if tokenizer.bundle["backend"] != "tokenizers":
+        # A sentencepiece model never matches special-token text such as "<s>" in its input,
+        # so the rendered prompt would not encode as transformers encodes it.
+        return _as_pretrained(
+            "gptjax renders a model's own template only with a tokenizer.json tokenizer", log
+        )
+    files = tokenizer.bundle["files"]
+    ends = stop_ids(model_dir, model_config, tokenizer)
+    form = JinjaChat(template, _special_token_texts(files), ends)
+    try:
+        probe = form.prompt(tokenizer, list(PROBE))
+    except DataError as error:
+        return _as_pretrained(f"it fails on a probe conversation ({error})", log)
+    if not set(probe) & set(ends):
+        # E.g. ChatML over a tokenizer without <|im_end|>: the template's markers are plain
+        # text to this model, and no answer would ever end at a token it stops at.
+        names = ", ".join(str(tokenizer.backend.tk.id_to_token(i)) for i in ends)
+        return _as_pretrained(
+            f"its template closes no turn with an end token of the model ({names}), so the "
+            "model was not trained with it",
+            log,
+        )
+    return "sft", form

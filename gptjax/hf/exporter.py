@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 from etils import epath
 
+from gptjax.chat_format import JinjaChat
 from gptjax.errors import ConfigError
 from gptjax.hf.chat import with_chat_files
 from gptjax.hf.config import family_of, hf_config
@@ -126,7 +127,10 @@ def export_hf(
         config["pad_token_id"] = tok.pad_id
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     written = [*files, "config.json"]
-    extra = with_chat_files(hf_tokenizer_files(tok, cfg.max_seq_len), tok, chat=loaded.is_chat)
+    form = loaded.chat_format
+    own = form.stop_ids(tok) if loaded.is_chat and isinstance(form, JinjaChat) else None
+    files = hf_tokenizer_files(tok, cfg.max_seq_len)
+    extra = with_chat_files(files, tok, chat=loaded.is_chat, stop_ids=own)
     for name, data in extra.items():
         (out / name).write_bytes(data)
         written.append(name)

@@ -25,6 +25,8 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
+from gptjax.chat_format import METADATA_KEY as CHAT_FORMAT_KEY
+from gptjax.chat_format import JinjaChat
 from gptjax.checkpoint import RUNTIME_FIELDS, Checkpointer, checkpoint_dir, package_versions
 from gptjax.errors import ConfigError, DataError
 from gptjax.hf.chat import declared_template, imported_phase
@@ -260,12 +262,14 @@ class ImportResult:
     model_config: ModelConfig
     tokenizer_vocab: int
     parameters: int
-    phase: str = "pretrain"  # "sft" for a model that ships gptjax's chat template
+    phase: str = "pretrain"  # "sft" for a model that ships a chat template gptjax renders
+    own_template: bool = False  # it chats in its own template, not gptjax's
 
     def describe(self) -> list[str]:
         """What was written and the commands that use it (the model overrides included)."""
         cfg, config = self.model_config, f"configs/{_EXAMPLE_CONFIG[self.family]}"
         chat = self.phase != "pretrain"
+        template = "its own" if self.own_template else "gptjax's"
         fields = dataclasses.asdict(cfg).items()
         overrides = " ".join(
             f"--config.model.{key}={value}"
@@ -277,12 +281,14 @@ class ImportResult:
             f"{cfg.vocab_size} embedding rows, {self.tokenizer_vocab} tokenizer tokens, into "
             f"{checkpoint_dir(self.workdir)}/0",
             f"sample:   gptjax sample {self.workdir} --prompt 'Hello'"
-            + ("  (answers as a chat model: its chat template is gptjax's)" if chat else ""),
+            + (f"  (answers as a chat model, in {template} chat template)" if chat else ""),
             f"finetune: gptjax train --config {config} --workdir NEW_WORKDIR "
             f"--config.init_from={self.workdir} {overrides} "
             # Validation compares it with the model's rows; the tokenizer itself comes from
             # the checkpoint.
-            f"--config.data.vocab_size={self.tokenizer_vocab}",
+            f"--config.data.vocab_size={self.tokenizer_vocab}"
+            # README "Finetuning a model that has its own template".
+            + ("  (SFT teaches gptjax's chat template, not its own)" if self.own_template else ""),
         ]
 
 
@@ -348,14 +354,23 @@ def import_hf(
         "transformers_version": hf.get("transformers_version"),
     }
     template = declared_template(tokenizer.bundle["files"])
-    phase = imported_phase(template, tokenizer, log)
+    phase, chat_format = imported_phase(template, tokenizer, model_dir, hf, log)
     source["chat_template"] = template
     write_params_checkpoint(
-        workdir, cfg, params, tokenizer, device_mesh, rules, source=source, phase=phase
+        workdir,
+        cfg,
+        params,
+        tokenizer,
+        device_mesh,
+        rules,
+        source=source,
+        phase=phase,
+        chat_format=chat_format,
     )
     tokenizer.save(workdir / "tokenizer")
     parameters = sum(int(np.prod(leaf.shape)) for _, leaf in leaves)
-    return ImportResult(workdir, family, cfg, tokenizer.vocab_size, parameters, phase)
+    own = chat_format is not None
+    return ImportResult(workdir, family, cfg, tokenizer.vocab_size, parameters, phase, own)
 
 
 def write_params_checkpoint(
@@ -368,10 +383,12 @@ def write_params_checkpoint(
     *,
     source: dict | None = None,
     phase: str = "pretrain",
+    chat_format: JinjaChat | None = None,
 ) -> None:
     """WORKDIR/checkpoints/0 holding `params` (placed on `mesh`), as `init_from` reads it.
 
-    `phase` is what `sample` and `chat` read: "sft" makes them apply the chat template.
+    `phase` is what `sample` and `chat` read: "sft" makes them apply the chat template, the
+    model's own `chat_format` when given (gptjax.chat_format), else gptjax's.
 
     No optimizer state: `init_from` reads parameters only and starts a fresh optimizer.
     """
@@ -389,5 +406,7 @@ def write_params_checkpoint(
         "data_sha256": None,
         "imported_from": source,
     }
+    if chat_format is not None:
+        metadata[CHAT_FORMAT_KEY] = chat_format.record()
     with Checkpointer(workdir, async_save=False) as checkpointer:
         checkpointer.save(state, metadata, tokenizer.model_bytes, force=True)

@@ -4,8 +4,9 @@
     print(model.generate("What does `json.dumps` do?", max_new_tokens=48, temperature=0))
 
 `generate` is `gptjax sample` as a function (gptjax.inference.complete does the work for
-both): a chat checkpoint (sft/dpo) answers through the chat template, a pretrained one
-continues the text, and the same settings give the same text.
+both): a chat checkpoint (sft/dpo) answers through its chat template (gptjax's, or an imported
+Hugging Face model's own: gptjax.chat_format), a pretrained one continues the text, and the
+same settings give the same text.
 """
 
 from __future__ import annotations

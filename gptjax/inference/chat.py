@@ -1,8 +1,9 @@
 """`gptjax chat WORKDIR`: an interactive conversation with a trained model in the terminal.
 
-The session keeps the message history and renders it with the same chat template SFT trained
-on (`gptjax.chat_template`), so every reply is generated from the whole conversation. The
-reply is streamed as it is decoded and ends at the end-of-turn token or the token budget.
+The session keeps the message history and renders it with the chat template the model was
+trained with (gptjax's, or an imported model's own: `gptjax.chat_format`), so every reply is
+generated from the whole conversation. The reply is streamed as it is decoded and ends at a
+stop token (the end of its turn) or the token budget.
 When the conversation grows too long for the model's context, its oldest exchanges are
 forgotten (with a note) so the reply keeps at least min(max_new_tokens, context / 2) tokens.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gptjax.chat_template import end_of_turn_id, render
-from gptjax.errors import ConfigError
+from gptjax.errors import ConfigError, DataError
 from gptjax.generation import generate_stream
 from gptjax.inference.load import LoadedModel
 
@@ -76,9 +76,10 @@ class ChatSession:
         ContextFull when `user_text` (with the system prompt) alone fills the context."""
         tok, context = self.loaded.tokenizer, self.loaded.model_config.max_seq_len
         room = min(self.max_new_tokens, context // 2)
+        form = self.loaded.chat_format
         kept = list(self.messages)
         while True:
-            prompt, _ = render(tok, self._conversation(user_text, kept), add_generation_prompt=True)
+            prompt = form.prompt(tok, self._conversation(user_text, kept))
             if len(prompt) + room <= context or not kept:
                 break
             kept = kept[2:]  # one user turn and its reply
@@ -95,7 +96,8 @@ class ChatSession:
         """Streams the assistant's answer to `write` and adds both turns to the history."""
         tok, context = self.loaded.tokenizer, self.loaded.model_config.max_seq_len
         self.make_room(user_text)
-        prompt, _ = render(tok, self._conversation(user_text), add_generation_prompt=True)
+        form = self.loaded.chat_format
+        prompt = form.prompt(tok, self._conversation(user_text))
         budget = min(self.max_new_tokens, context - len(prompt))
         ids: list[int] = []
         shown = ""
@@ -109,7 +111,7 @@ class ChatSession:
                 top_k=self.top_k,
                 top_p=self.top_p,
                 seed=self.seed + self.turns,
-                stop_ids=(end_of_turn_id(tok), tok.eos_id),
+                stop_ids=form.stop_ids(tok),
                 repetition_penalty=self.repetition_penalty,
                 no_repeat_ngram_size=self.no_repeat_ngram_size,
             ):
@@ -182,5 +184,7 @@ def run_chat(
                 write("assistant> ")
                 session.reply(line, write)
                 write("\n")
-        except ConfigError as error:
+        except (ConfigError, DataError) as error:
+            # E.g. an imported model's own template refusing a system message: the turn is
+            # not kept and the conversation goes on (/system with no text clears it).
             write(f"error: {error}\n")

@@ -1,8 +1,9 @@
 """Text in, text out: prompts completed by a loaded model, as `gptjax sample` and
 `gptjax.load(...).generate` both do.
 
-A chat model (phase sft/dpo) is asked each prompt as a user turn through the chat template;
-a pretrained model continues the text. The token budget is capped to the context the longest
+A chat model (phase sft/dpo) is asked each prompt as a user turn through its chat template
+(gptjax's, or an imported model's own: gptjax.chat_format); a pretrained model continues the
+text. The token budget is capped to the context the longest
 prompt leaves (as `gptjax chat` does), and the cap is reported once through `log`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gptjax import generation  # looked up at call time, so a test can stand in for it
-from gptjax.chat_template import completion_text, prompt_ids
+from gptjax.chat_template import completion_text
 from gptjax.errors import ConfigError
 from gptjax.inference.load import LoadedModel
 
@@ -71,7 +72,12 @@ def complete(
         raise ConfigError("no prompts given; give a prompt or a list of them")
     tok = loaded.tokenizer
     chat = uses_chat(loaded, template)
-    ids, stops = prompt_ids(tok, list(prompts), chat=chat)
+    if chat:
+        form = loaded.chat_format
+        ids = [form.prompt(tok, [{"role": "user", "content": p}]) for p in prompts]
+        stops = form.stop_ids(tok)
+    else:
+        ids, stops = [[tok.bos_id, *tok.encode(p)] for p in prompts], (tok.eos_id,)
     budget, note = capped_budget(
         ids, max_new_tokens, loaded.model_config.max_seq_len, name=budget_name
     )

@@ -4,8 +4,9 @@ Text: perplexity and next-token accuracy over packed rows of held-out documents.
 Conversations: answer-token loss and accuracy with teacher forcing (the same loss mask SFT
 trains with), then greedy generation of each final assistant turn, scored against the
 reference with corpus BLEU (sacrebleu-compatible), exact match and the share of answers that
-loop (gptjax.inference.repetition). `chat=False` asks in the raw-text format a base model was
-trained on (gptjax.raw_template) instead of the chat template.
+loop (gptjax.inference.repetition). A chat model is asked in its own chat format
+(gptjax.chat_format: gptjax's template, or an imported model's). `chat=False` asks in the
+raw-text format a base model was trained on (gptjax.raw_template) instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 
 from gptjax import sharding
-from gptjax.chat_template import completion_text, end_of_turn_id, render
+from gptjax.chat_template import completion_text
 from gptjax.errors import ConfigError, DataError
 from gptjax.generation import generate
 from gptjax.inference.bleu import corpus_bleu, exact_match
@@ -103,7 +104,7 @@ def answer_prompts(loaded: LoadedModel, conversations: Sequence[list[dict]], cha
                 f"answer, got role {messages[-1]['role']!r}"
             )
         if chat:
-            ids, _ = render(loaded.tokenizer, messages[:-1], add_generation_prompt=True)
+            ids = loaded.chat_format.prompt(loaded.tokenizer, messages[:-1])
         else:
             ids = raw_prompt(loaded.tokenizer, messages[:-1])
         prompts.append(ids)
@@ -132,7 +133,7 @@ def generation_metrics(
     context = loaded.model_config.max_seq_len
     fits = [i for i, p in enumerate(prompts) if len(p) < context]
     tok = loaded.tokenizer
-    stops = (end_of_turn_id(tok), tok.eos_id) if chat else (tok.eos_id,)
+    stops = loaded.chat_format.stop_ids(tok) if chat else (tok.eos_id,)
     answers: dict[int, str] = {}
     answer_ids: dict[int, list[int]] = {}
     bar = ProgressBar(len(fits), desc="generate", unit="answer", enabled=show_progress)
@@ -192,7 +193,7 @@ def conversation_metrics(
         conversations,
         loaded.tokenizer,
         loaded.model_config.max_seq_len,
-        render_fn=render if chat else render_raw,
+        render_fn=loaded.chat_format.render if chat else render_raw,
     )
     forced = teacher_forced(
         loaded,

@@ -18,7 +18,9 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
+from gptjax.chat_format import chat_format_of
 from gptjax.checkpoint import CHECKPOINT_DIR, STEP_FLAG, Checkpointer, checkpoint_dir
+from gptjax.checkpoint.merged import restore_model_params
 from gptjax.errors import CheckpointError, ConfigError
 from gptjax.model import ModelConfig, Transformer
 from gptjax.objectives import objective_for
@@ -51,6 +53,12 @@ class LoadedModel:
     @property
     def is_chat(self) -> bool:
         return objective_for(self.phase).chat
+
+    @property
+    def chat_format(self):
+        """How conversations become ids (gptjax.chat_format): the model's own template when
+        import-hf recorded one, else gptjax's."""
+        return chat_format_of(self.metadata)
 
     def describe(self) -> str:
         cfg = self.model_config
@@ -100,7 +108,8 @@ def workdir_and_step(path: PathLike) -> tuple[epath.Path, int | None]:
 def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = None):
     """The parameters of checkpoint `step` (default: the latest) of a workdir, sharded.
 
-    `path` is a workdir or WORKDIR/checkpoints/STEP.
+    `path` is a workdir or WORKDIR/checkpoints/STEP. A LoRA run's checkpoint loads as its
+    base with the adapters merged into the weights.
     """
     workdir, named_step = workdir_and_step(path)
     if not checkpoint_dir(workdir).is_dir():
@@ -122,7 +131,8 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
         create = lambda: nnx.state(Transformer(model_config, rngs=nnx.Rngs(0)))
         with jax.set_mesh(device_mesh), flax_spmd.logical_axis_rules(rules):
             target, _ = sharding.plan_state(create, device_mesh, rules)
-            params = checkpointer.restore_params(step, target)
+            # A LoRA checkpoint's adapters come merged into their base: one plain model.
+            params = restore_model_params(workdir, step, target)
         tokenizer = tokenizer_from_bytes(
             checkpointer.tokenizer_bytes(step), name=f"{workdir} step {step}"
         )

@@ -112,7 +112,7 @@ def preference_metrics(
     seq_len = policy.model_config.max_seq_len
     if reference is not None:
         seq_len = min(seq_len, reference.model_config.max_seq_len)
-    encode = None if chat else raw_pair_ids
+    encode = policy.chat_format.pair_ids if chat else raw_pair_ids
     packed = {
         kind: pack_preferences(group, policy.tokenizer, seq_len, encode=encode)
         for kind, group in _by_kind(pairs).items()

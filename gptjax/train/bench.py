@@ -8,7 +8,8 @@ reported as the input-wait fraction.
 
 Figures match MaxText's logs: model FLOPs per token by the causal formula in
 `gptjax.model.flops_per_token`, MFU against `gptjax.train.peak` (a datasheet peak per chip on
-TPU/GPU, a matmul measured in this process on CPU).
+TPU/GPU; on CPU the robust peak: the fastest of many matmuls timed in this process before and
+after the steps, with the spread of the readings in the report).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from gptjax.metrics import ProgressBar
 from gptjax.model import count_params, flops_per_token
 from gptjax.objectives import objective_for
 from gptjax.paths import as_path
-from gptjax.steps import jit_train_step, state_and_step
+from gptjax.steps import base_params, jit_train_step, state_and_step
 from gptjax.train.memory_report import refuse_what_cannot_fit
-from gptjax.train.peak import total_peak_flops
+from gptjax.train.peak import PeakReadings, total_peak_flops
 from gptjax.train.workdir_lock import hold_workdir, writable_workdir
 
 DATA_KINDS = ("synthetic", "config")
@@ -53,6 +54,7 @@ class TrainBench:
     batches: Iterator[dict]  # this process's numpy batches
     compile_sec: float
     step_memory: dict  # XLA's buffer plan of the compiled step, bytes per device
+    frozen: tuple = ()  # with LoRA: (base params,), randomly initialised (speed only)
 
     @property
     def tokens_per_step(self) -> int:
@@ -74,7 +76,7 @@ class TrainBench:
                 start = time.perf_counter()
                 batch = sharding.global_batch_from_local(next(self.batches), self.mesh)
                 ready = time.perf_counter()
-                self.state, metrics = self.step(self.state, batch)
+                self.state, metrics = self.step(self.state, batch, *self.frozen)
                 jax.block_until_ready(metrics)
                 times.append((ready - start, time.perf_counter() - ready))
         return times
@@ -102,11 +104,18 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     model_config = derived["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    create, step_fn = state_and_step(config, model_config, objective.loss)
+    lora = derived["lora"]  # LoRA's step: adapters trained over a frozen base
+    create, step_fn = state_and_step(config, model_config, objective.loss, lora)
+    frozen, frozen_shardings = (), ()
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         state, shardings = sharding.sharded_init(
             create, mesh, rules, shard_optimizer=config.train.shard_optimizer
         )
+        if lora is not None:
+            base, base_shardings = sharding.sharded_init(
+                lambda: base_params(model_config), mesh, rules
+            )
+            frozen, frozen_shardings = (base,), (base_shardings,)
     if data == "synthetic":
         batches = synthetic_batches(config, model_config.vocab_size)
     else:
@@ -114,7 +123,8 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     start = time.perf_counter()
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         example = sharding.global_batch_from_local(next(batches), mesh)
-        compiled = jit_train_step(step_fn, shardings, mesh).lower(state, example).compile()
+        jitted = jit_train_step(step_fn, shardings, mesh, frozen_shardings)
+        compiled = jitted.lower(state, example, *frozen).compile()
     compile_sec = time.perf_counter() - start
     return TrainBench(
         config=config,
@@ -125,6 +135,7 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
         batches=batches,
         compile_sec=compile_sec,
         step_memory=_step_memory(compiled),
+        frozen=frozen,
     )
 
 
@@ -191,12 +202,22 @@ def measured_peak_memory() -> dict:
     return {"process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def summarize(bench: TrainBench, times: list[tuple[float, float]]) -> dict:
-    """The report: step time (median, min, max), tokens/s, FLOPs, MFU, input wait, memory."""
+def summarize(
+    bench: TrainBench, times: list[tuple[float, float]], cpu_peak: PeakReadings | None = None
+) -> dict:
+    """The report: step time (median, min, max), tokens/s, FLOPs, MFU, input wait, memory.
+
+    `cpu_peak`: robust readings of the CPU peak to take MFU against; without them (or off
+    CPU) the quick in-process peak or the accelerator's datasheet figure.
+    """
     waits = np.array([wait for wait, _ in times])
     totals = waits + np.array([step for _, step in times])
     median = float(np.median(totals))
-    peak, peak_source = total_peak_flops(jax.devices(), bench.model_config.dtype)
+    if cpu_peak is not None and jax.devices()[0].platform == "cpu":
+        peak, peak_source, peak_stats = cpu_peak.peak, cpu_peak.describe(), cpu_peak.stats()
+    else:
+        peak, peak_source = total_peak_flops(jax.devices(), bench.model_config.dtype)
+        peak_stats = None
     tokens_per_sec = bench.tokens_per_step / median
     model_flops = tokens_per_sec * bench.flops_per_token
     return {
@@ -221,6 +242,7 @@ def summarize(bench: TrainBench, times: list[tuple[float, float]]) -> dict:
         "model_flops_per_sec": model_flops,
         "peak_flops_per_sec": peak,
         "peak_source": peak_source,
+        "peak_readings": peak_stats,
         "mfu": model_flops / peak if math.isfinite(peak) else float("nan"),
         "input_wait_fraction": float(waits.sum() / totals.sum()),
         "compile_sec": bench.compile_sec,
@@ -247,6 +269,8 @@ def run_bench(
             workdir = as_path(stack.enter_context(tempfile.TemporaryDirectory()))
         bench = build_bench(config, data=data, workdir=workdir, log=log)
         log(f"compiled in {bench.compile_sec:.1f}s; {warmup} warm-up steps, then {steps} timed")
+        on_cpu = jax.devices()[0].platform == "cpu"
+        cpu_peak = PeakReadings().measure() if on_cpu else None  # before the steps ...
         times = []
         with ProgressBar(warmup + steps, desc="bench", enabled=progress) as bar:
             for index in range(warmup + steps):
@@ -254,7 +278,9 @@ def run_bench(
                 if index >= warmup:
                     times.append((wait, step))
                 bar.update(index + 1, **{"step_s": wait + step})
-    return summarize(bench, times)
+        if cpu_peak is not None:
+            cpu_peak.measure()  # ... and after them, so a load that came or went shows
+    return summarize(bench, times, cpu_peak)
 
 
 def format_report(report: dict) -> str:

@@ -16,13 +16,15 @@ import numpy as np
 from etils import epath
 from flax.core import spmd as flax_spmd
 
+from gptjax import lora as lora_lib
 from gptjax import sharding
 from gptjax.chat_template import completion_text, format_completion, prompt_ids
 from gptjax.checkpoint import Checkpointer
+from gptjax.checkpoint.merged import restore_base
 from gptjax.config import validate, validate_static
 from gptjax.data.run_data import RunData, prepare_run_data
 from gptjax.data.shard_verify import verify_once
-from gptjax.errors import Preempted
+from gptjax.errors import GptjaxError, Preempted
 from gptjax.generation import generate
 from gptjax.metrics import MetricsWriter, ProgressBar
 from gptjax.model import count_params, flops_per_token
@@ -31,6 +33,7 @@ from gptjax.paths import PathLike
 from gptjax.steps import (
     TrainState,
     average_sums,
+    base_params,
     jit_eval_step,
     jit_train_step,
     make_eval_step,
@@ -45,6 +48,7 @@ from gptjax.train.reference import precompute, reference_point, restore_referenc
 from gptjax.train.runtime import ClusterSpec, describe_runtime, initialize_runtime
 from gptjax.train.save_schedule import SaveSchedule
 from gptjax.train.step_log import StepLog
+from gptjax.train.wandb_run import open_wandb_run, refuse_missing_wandb
 from gptjax.train.workdir_lock import fresh_workdir, hold_workdir, writable_workdir
 
 SAMPLES_FILE = "samples.jsonl"
@@ -69,7 +73,10 @@ class Run:
     model_config: object
     model_flops_per_token: float
     objective: Objective
-    reference: tuple = ()  # (frozen reference params,) for DPO with dpo.reference="model"
+    # The steps' frozen inputs: (LoRA base params,) with LoRA, else (reference params,) for
+    # DPO with dpo.reference="model", else ().
+    frozen: tuple = ()
+    lora: lora_lib.LoraConfig | None = None
 
 
 def build(config, workdir: epath.Path, log=print) -> Run:
@@ -125,21 +132,42 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
     resume.check_tokenizer(start, data.tokenizer)
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    graphdef = model_graphdef(model_config)
-    reference, metadata = (), {}
-    create, step_fn = state_and_step(config, model_config, objective.loss)
+    lora = derived["lora"]
+    # With LoRA, DPO's reference model is the frozen base itself with the adapters off.
+    reference_from_base = (
+        lora is not None and objective.needs_reference and config.dpo.reference == "model"
+    )
+    graphdef = model_graphdef(model_config, lora)
+    frozen, frozen_shardings, metadata = (), (), {}
+    create, step_fn = state_and_step(
+        config, model_config, objective.loss, lora, reference_from_base
+    )
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         target, shardings = sharding.plan_state(
             create, mesh, rules, shard_optimizer=config.train.shard_optimizer
         )
-        state = resume.restore_start(start, target, create, shardings, model_config, log)
+        state = resume.restore_start(start, target, create, shardings, model_config, log, lora)
         resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
+        if lora is not None:
+            metadata["lora"] = record = resume.lora_start_record(start, checkpointer, lora)
+            base_target, base_shardings = sharding.plan_state(
+                lambda: base_params(model_config), mesh, rules
+            )
+            frozen, frozen_shardings = (restore_base(record, base_target),), (base_shardings,)
+            log(_describe_lora(lora, record, model_config))
         if objective.needs_reference:
             metadata["reference"] = point = reference_point(start, checkpointer)
-            reference = (restore_reference(point, target.params, log),)
+            if lora is not None:
+                log("reference model: the LoRA base (adapters off, no second copy)")
+                reference = frozen[0]
+            else:
+                reference = restore_reference(point, target.params, log)
+                frozen, frozen_shardings = (reference,), (shardings.params,)
             if config.dpo.reference == "precomputed":
-                data = _precompute_reference(config, graphdef, reference[0], data, mesh, log)
-                reference = ()  # its log-probabilities ride in the batches instead
+                plain = model_graphdef(model_config)
+                data = _precompute_reference(config, plain, reference, data, mesh, log)
+                if lora is None:  # its log-probabilities ride in the batches instead
+                    frozen, frozen_shardings = (), ()
     table = sharding.sharding_table(state.params, shardings.params)
     if jax.process_index() == 0:
         lines = [f"{path} {shape} -> {spec}" for path, shape, spec in table]
@@ -149,8 +177,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         f"sharding: {split} of {len(table)} parameter arrays split over the mesh "
         f"(table in {workdir / 'sharding.txt'})"
     )
-    reference_shardings = shardings.params if reference else None
-    eval_fn = make_eval_step(graphdef, objective.loss)
+    eval_fn = make_eval_step(graphdef, objective.loss, lora is not None, reference_from_base)
     return Run(
         config=config,
         mesh=mesh,
@@ -158,8 +185,8 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         graphdef=graphdef,
         state=state,
         shardings=shardings,
-        train_step=jit_train_step(step_fn, shardings, mesh, reference_shardings),
-        eval_step=jit_eval_step(eval_fn, shardings.params, mesh, reference_shardings),
+        train_step=jit_train_step(step_fn, shardings, mesh, frozen_shardings),
+        eval_step=jit_eval_step(eval_fn, shardings.params, mesh, frozen_shardings),
         data=data,
         checkpointer=checkpointer,
         checkpoint_metadata=resume.checkpoint_metadata(
@@ -170,7 +197,18 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         model_config=model_config,
         model_flops_per_token=flops_per_token(model_config, config.data.seq_len),
         objective=objective,
-        reference=reference,
+        frozen=frozen,
+        lora=lora,
+    )
+
+
+def _describe_lora(lora, record: dict, model_config) -> str:
+    trained = lora_lib.count(lora, model_config)
+    base = record["base"]
+    return (
+        f"LoRA rank {lora.rank}, alpha {lora.alpha:g} on {','.join(lora.targets)}: "
+        f"{trained:,} trained parameters ({trained / count_params(model_config):.2%} of the "
+        f"model) over the frozen base {base['workdir']} step {base['step']}"
     )
 
 
@@ -227,7 +265,7 @@ def evaluate(run: Run) -> dict[str, float]:
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(cfg.sharding_rules)):
         for batch in run.eval_batches:
             global_batch = sharding.global_batch_from_local(_process_rows(batch, rows), run.mesh)
-            out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.reference))
+            out = jax.device_get(run.eval_step(run.state.params, global_batch, *run.frozen))
             for name, value in out.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
     loss_sum = totals.pop("loss")
@@ -251,10 +289,13 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
     stops at the end of the turn; pretraining continues the text."""
     tok, chat = run.data.tokenizer, run.objective.chat
     ids, stops = prompt_ids(tok, prompts, chat=chat)
+    params = run.state.params
+    if run.lora is not None:  # the adapters over their base
+        params = lora_lib.join(params, run.frozen[0])
     with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(run.config.sharding_rules)):
         outputs = generate(
             run.graphdef,
-            run.state.params,
+            params,
             ids,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -315,6 +356,7 @@ def train(
     created it (`fresh_workdir`); a workdir that existed before is left as it was.
     """
     validate_static(config)  # config errors first, before the runtime prints anything
+    refuse_missing_wandb(config)
     with fresh_workdir(workdir):
         workdir = writable_workdir(workdir)  # a file or an unwritable path: exit 2 at once
         return _train_in(config, workdir, log, cluster, on_purpose)
@@ -339,6 +381,23 @@ def _train_in(config, workdir: epath.Path, log, cluster, on_purpose) -> dict:
 
 def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
     primary = multihost.is_primary()
+    wandb_run = multihost.primary_only(
+        lambda: open_wandb_run(config, workdir, log), "starting the Weights & Biases run"
+    )
+    writer = MetricsWriter(workdir, enabled=primary, sinks=[wandb_run] if wandb_run else [])
+    exit_code = 1  # how the run ended, for W&B: a GptjaxError's code, else 1
+    try:
+        summary = _build_and_train(config, workdir, writer, log)
+        exit_code = 0
+        return summary
+    except GptjaxError as error:
+        exit_code = error.exit_code
+        raise
+    finally:
+        writer.close(exit_code)
+
+
+def _build_and_train(config, workdir: epath.Path, writer: MetricsWriter, log) -> dict:
     run = build(config, workdir, log)
     peak, peak_source = total_peak_flops(jax.devices(), run.model_config.dtype)
     log(
@@ -347,14 +406,13 @@ def _train_holding_workdir(config, workdir: epath.Path, log) -> dict:
         f"{run.data.train_rows.size:,} train tokens · peak {peak / 1e9:.0f} GFLOP/s "
         f"({peak_source})"
     )
-    writer = MetricsWriter(workdir, enabled=primary)
-    bar = ProgressBar(config.train.steps, int(run.state.step), enabled=primary)
+    bar = ProgressBar(config.train.steps, int(run.state.step), enabled=multihost.is_primary())
+    log = bar.log_through(log)  # validation lines and samples never share the bar's line
     try:
         with jax.set_mesh(run.mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
             return _loop(run, StepLog(run, writer, bar, peak, log), log)
     finally:
         bar.close()
-        writer.close()
         run.checkpointer.close()  # waits for the last save; a failed one raises (exit 74)
 
 
@@ -398,7 +456,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     compile_start = time.perf_counter()
     next_local = next(batches)
     example = sharding.global_batch_from_local(next_local, run.mesh)
-    compiled = run.train_step.lower(run.state, example, *run.reference).compile()
+    compiled = run.train_step.lower(run.state, example, *run.frozen).compile()
     compile_sec = time.perf_counter() - compile_start
     log(f"compiled the train step in {compile_sec:.1f}s")
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
@@ -412,7 +470,7 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
     for step in range(int(run.state.step), cfg.train.steps):
         batch = sharding.global_batch_from_local(next_local, run.mesh)
         step_log.before_dispatch(pending)
-        state, metrics = compiled(state, batch, *run.reference)
+        state, metrics = compiled(state, batch, *run.frozen)
         done = step + 1
         last = done == cfg.train.steps
         preempted = run.checkpointer.reached_preemption(done)

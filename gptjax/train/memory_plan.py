@@ -7,6 +7,10 @@ Two estimates, both per device:
 - XLA's own plan: the real jitted train step lowered and compiled on ShapeDtypeStructs that
   carry their shardings, read through `compiled.memory_analysis()`. Compiling allocates no
   buffer; it needs the mesh's devices to exist (on CPU `simulate_host_devices` makes them).
+
+With LoRA the parameters are the frozen base plus the adapters, while gradients and optimizer
+state are the adapters' only; `full_finetune` keeps what a full finetune of the same model
+would hold, so the report shows what LoRA saves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 from gptjax import sharding
 from gptjax.config import validate
 from gptjax.objectives import objective_for
-from gptjax.steps import jit_train_step, state_and_step
+from gptjax.steps import base_params, jit_train_step, state_and_step
 
 REMAT_POLICIES = ("none", "full", "dots")
 # Bytes per device past which XLA is not asked for its plan: no device holds an exbibyte, and
@@ -69,6 +73,9 @@ class MemoryPlan:
     param_count: int
     large_params: list[ParamRow]
     compiled: dict[str, int] | None = None
+    # With LoRA: {"params", "optimizer", "gradients", "trained"} of a full finetune instead,
+    # and "trained" = the adapters' parameter count.
+    full_finetune: dict[str, int] | None = None
     note: str = ""
     dcn_note: str = ""  # the slices, when the mesh spans several (see MeshLayout.dcn_note)
 
@@ -174,19 +181,25 @@ def abstract_batch(mesh, rows: int, seq_len: int) -> dict:
     return {k: jax.ShapeDtypeStruct((rows, seq_len), v, sharding=spec) for k, v in dtypes.items()}
 
 
-def train_step_parts(config, model, mesh):
-    """(create, abstract target state, shardings, jitted step): what training builds, abstract."""
+def train_step_parts(config, model, mesh, lora=None):
+    """(create, abstract target state, shardings, jitted step, abstract frozen inputs): what
+    training builds, abstract. The frozen inputs are `(base params,)` with LoRA, else ()."""
     rules = tuple(config.sharding_rules)
-    create, step = state_and_step(config, model)
+    create, step = state_and_step(config, model, lora=lora)
     target, shardings = sharding.plan_state(
         create, mesh, rules, shard_optimizer=config.train.shard_optimizer
     )
+    frozen, frozen_shardings = (), ()
+    if lora is not None:
+        base, base_shardings = sharding.plan_state(lambda: base_params(model), mesh, rules)
+        frozen, frozen_shardings = (base,), (base_shardings,)
     if isinstance(mesh, AbstractMesh):
-        return create, target, shardings, None
-    return create, target, shardings, jit_train_step(step, shardings, mesh)
+        return create, target, shardings, None, frozen
+    jitted = jit_train_step(step, shardings, mesh, frozen_shardings)
+    return create, target, shardings, jitted, frozen
 
 
-def compile_plan(config, mesh, target, jitted) -> dict[str, int]:
+def compile_plan(config, mesh, target, jitted, frozen: tuple = ()) -> dict[str, int]:
     """XLA's memory_analysis of the train step compiled for `mesh` (per device, bytes).
 
     peak = arguments + outputs - aliased (the donated state is reused for the new one)
@@ -194,7 +207,7 @@ def compile_plan(config, mesh, target, jitted) -> dict[str, int]:
     """
     batch = abstract_batch(mesh, config.train.global_batch_size, config.data.seq_len)
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(tuple(config.sharding_rules)):
-        analysis = jitted.lower(target, batch).compile().memory_analysis()
+        analysis = jitted.lower(target, batch, *frozen).compile().memory_analysis()
     fields = ("argument", "output", "alias", "temp")
     result = {name: int(getattr(analysis, f"{name}_size_in_bytes")) for name in fields}
     result["peak"] = result["argument"] + result["output"] - result["alias"] + result["temp"]
@@ -208,13 +221,16 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
     derived = validate(config, device_count, 1, device_count)
     model, mesh_shape = derived["model"], derived["mesh_shape"]
     mesh = _mesh(mesh_shape, device_count)
-    _, target, _, jitted = train_step_parts(config, model, mesh)
+    lora = derived["lora"]
+    _, target, _, jitted, frozen = train_step_parts(config, model, mesh, lora)
     rows = derived["micro_batch"] // sharding.data_parallel_size(mesh_shape)
     seq_len, tensor = config.data.seq_len, mesh_shape["tensor"]
-    param_bytes = _tree_bytes(target.params)
-    # Gradients are float32 and sharded like the parameters; with micro-batches the running
-    # sum and the current micro-batch's gradient are both alive.
-    gradient_bytes = param_bytes * (2 if config.train.grad_accum_steps > 1 else 1)
+    trained_bytes = _tree_bytes(target.params)
+    param_bytes = trained_bytes + _tree_bytes(frozen)
+    # Gradients are float32 and sharded like the trained parameters; with micro-batches the
+    # running sum and the current micro-batch's gradient are both alive.
+    gradients_per_byte = 2 if config.train.grad_accum_steps > 1 else 1
+    gradient_bytes = trained_bytes * gradients_per_byte
     scalars = _tree_bytes((target.step, target.bad_steps, target.skipped_steps))
     plan = MemoryPlan(
         mesh_shape=mesh_shape,
@@ -228,10 +244,19 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
         gradient_bytes=gradient_bytes,
         other_bytes=scalars + rows * seq_len * 20,  # 5 fields of 4 bytes per token
         activations={p: activation_bytes(model, rows, seq_len, tensor, p) for p in REMAT_POLICIES},
-        param_count=sum(math.prod(x.shape) for x in jax.tree.leaves(target.params)),
-        large_params=_large_params(target.params),
+        param_count=sum(math.prod(x.shape) for x in jax.tree.leaves((target.params, frozen))),
+        large_params=_large_params(frozen[0] if frozen else target.params),
         dcn_note=derived["mesh_layout"].dcn_note(),
     )
+    if lora is not None:
+        create_full, _ = state_and_step(config, model)  # every parameter trained
+        full_target, _ = sharding.plan_state(create_full, mesh, tuple(config.sharding_rules))
+        plan.full_finetune = {
+            "params": _tree_bytes(full_target.params),
+            "optimizer": _tree_bytes(full_target.opt_state),
+            "gradients": _tree_bytes(full_target.params) * gradients_per_byte,
+            "trained": sum(math.prod(x.shape) for x in jax.tree.leaves(target.params)),
+        }
     if objective_for(config.phase).needs_reference:
         plan.note = (
             f"XLA's plan is not compiled for phase={config.phase} (its reference and pair batches)"
@@ -249,7 +274,7 @@ def plan_memory(config, device_count: int | None = None, compile: bool = True) -
             "this large overflow XLA's shape arithmetic, which aborts the process)"
         )
     else:
-        plan.compiled = compile_plan(config, mesh, target, jitted)
+        plan.compiled = compile_plan(config, mesh, target, jitted, frozen)
     return plan
 
 

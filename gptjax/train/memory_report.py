@@ -43,6 +43,8 @@ def report_lines(plan) -> list[str]:
         "  activations by remat policy: "
         + " · ".join(f"{p} {human(b)}" for p, b in plan.activations.items()),
     ]
+    if plan.full_finetune:
+        lines += _lora_lines(plan)
     if plan.compiled:
         c = plan.compiled
         lines.append(
@@ -62,6 +64,21 @@ def report_lines(plan) -> list[str]:
     source = "XLA's plan" if plan.compiled else "analytic"
     lines.append(f"estimated per-device total: {human(plan.total)} ({source})")
     return lines
+
+
+def _lora_lines(plan) -> list[str]:
+    """What LoRA saves per device against a full finetune of the same model and batch."""
+    full = plan.full_finetune
+    full_total = plan.analytic_total - plan.param_bytes - plan.optimizer_bytes
+    full_total += full["params"] + full["optimizer"] + full["gradients"] - plan.gradient_bytes
+    return [
+        f"LoRA: {full['trained']:,} of {plan.param_count:,} parameters trained "
+        f"({full['trained'] / plan.param_count:.2%}); a full finetune would hold optimizer state "
+        f"{human(full['optimizer'])} (here {human(plan.optimizer_bytes)}) and gradients "
+        f"{human(full['gradients'])} (here {human(plan.gradient_bytes)}): total "
+        f"{human(full_total)} against {human(plan.analytic_total)} (analytic), "
+        f"{human(full_total - plan.analytic_total)} saved per device",
+    ]
 
 
 def fit_lines(plan, limit: int | None, source: str) -> list[str]:
@@ -122,7 +139,8 @@ def host_memory() -> tuple[int, str]:
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(limit_file).read().strip()
+            with open(limit_file) as f:
+                text = f.read().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < physical:

@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax import sharding
 from gptjax.checkpoint import Checkpointer
+from gptjax.checkpoint.merged import restore_model_params
 from gptjax.data.preferences import PackedPreferences
 from gptjax.data.rows import ArrayRows
 from gptjax.dpo import answer_logps
@@ -68,10 +69,10 @@ def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
 
 
 def restore_reference(point: dict, target_params, log):
-    """The reference parameters, placed like the policy's (`target_params`: abstract)."""
+    """The reference parameters, placed like the policy's (`target_params`: abstract); a LoRA
+    checkpoint's adapters merged into its base."""
     log(f"reference model: {point['workdir']} step {point['step']} (frozen)")
-    with Checkpointer(point["workdir"], read_only=True) as checkpointer:
-        return checkpointer.restore_params(point["step"], target_params)
+    return restore_model_params(point["workdir"], point["step"], target_params)
 
 
 def precompute(graphdef, params, packed: PackedPreferences, *, batch_size: int, mesh, log):

@@ -21,6 +21,7 @@ from gptjax.checkpoint import (
     resolve_init_from,
 )
 from gptjax.checkpoint.manager import RESUME_FLAG
+from gptjax.checkpoint.merged import lora_of, lora_record, restore_model_params
 from gptjax.errors import ConfigError, DataError
 from gptjax.tokenizer import MODEL_FILE, Tokenizer, tokenizer_from_bytes
 from gptjax.train import multihost
@@ -100,17 +101,58 @@ def _reader(start: StartPoint) -> Checkpointer:
     return Checkpointer(start.source, read_only=True, recovery_flag=flag)
 
 
-def restore_start(start: StartPoint, target, create, shardings, model_config, log):
-    """The first state of the run, placed on the mesh of `target` (abstract, with shardings)."""
+def restore_start(start: StartPoint, target, create, shardings, model_config, log, lora=None):
+    """The first state of the run, placed on the mesh of `target` (abstract, with shardings).
+
+    With `lora` the state holds adapters: fresh ones over the init_from weights (the frozen
+    base, restored by the caller), or the run's own when it resumes. An init_from checkpoint
+    of a LoRA run starts a full finetune from its merged weights.
+    """
     if start.kind == "fresh":
         return jax.jit(create, out_shardings=shardings)()
     with _reader(start) as checkpointer:
-        check_architecture(checkpointer.metadata(start.step)["model"], model_config)
+        metadata = checkpointer.metadata(start.step)
+        check_architecture(metadata["model"], model_config)
         log(start.describe())
         if start.kind == "resume":
+            check_same_lora(metadata.get("lora"), lora, start)
             return checkpointer.restore(start.step, target)
-        params = checkpointer.restore_params(start.step, target.params)
-    return jax.jit(create, out_shardings=shardings)().replace(params=params)
+    fresh = jax.jit(create, out_shardings=shardings)()
+    if lora is not None:
+        return fresh
+    return fresh.replace(params=restore_model_params(start.source, start.step, target.params))
+
+
+def check_same_lora(recorded: dict | None, lora, start: StartPoint) -> None:
+    """A run resumes with the LoRA settings its checkpoint was trained with (or none)."""
+    where = f"checkpoint {start.step} in {start.source}"
+    if recorded is None and lora is not None:
+        raise ConfigError(
+            f"{where} holds every weight (trained without LoRA): resume it with "
+            "finetune.lora_rank=0, or start the LoRA run in a new workdir"
+        )
+    if recorded is None:
+        return
+    saved = lora_of(recorded)
+    if lora is None:
+        raise ConfigError(
+            f"{where} holds LoRA adapters (rank {saved.rank}): resume it with "
+            f"finetune.lora_rank={saved.rank}, or start a full finetune in a new workdir"
+        )
+    if saved != lora:
+        raise ConfigError(
+            f"{where} was trained with LoRA rank {saved.rank}, alpha {saved.alpha}, targets "
+            f"{','.join(saved.targets)}; this config asks for rank {lora.rank}, alpha "
+            f"{lora.alpha}, targets {','.join(lora.targets)}: set the checkpoint's values"
+        )
+
+
+def lora_start_record(start: StartPoint, checkpointer: Checkpointer, lora) -> dict:
+    """The `lora` metadata of a LoRA run: the init_from checkpoint is the base when the run
+    starts; a resumed run keeps the base its checkpoint records."""
+    if start.kind == "init_from":
+        return lora_record(lora, start.source, start.step)
+    return checkpointer.metadata(start.step)["lora"]
 
 
 def set_aside_newer(start: StartPoint, checkpointer: Checkpointer, log) -> None:

@@ -93,11 +93,15 @@ def initialize_runtime(log=print, cluster: ClusterSpec | None = None) -> bool:
         return True
     cluster = cluster or ClusterSpec()
     cluster.check()
-    # Cross-process collectives on CPU (tests, CPU clusters); TPU/GPU use their own fabric.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if cluster.num_processes is None:
         cluster = _detect_tpu_slice(cluster.initialization_timeout) or cluster
-    if (cluster.num_processes or 1) > 1:
+    several = (cluster.num_processes or 1) > 1
+    # Cross-process collectives on CPU (tests, CPU clusters; TPU/GPU use their own fabric).
+    # One process needs none: its CPU devices reduce in memory. Gloo there would only add a
+    # TCP loopback per collective and print its "[Gloo] Rank 0 is connected..." lines on
+    # stdout (C++, unconditionally), once per compiled step.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo" if several else None)
+    if several:
         _connect(cluster)
         return True
     address = cluster.coordinator_address or f"127.0.0.1:{_free_port()}"
