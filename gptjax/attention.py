@@ -5,6 +5,10 @@ causal attention restricted to the query's own document (`segment_ids`), optiona
 shared prompt plus the query's own response (`branch_ids`, DPO pairs), with G <= H kv heads.
 
   xla          plain einsums and a [B, 1, 1, L, M] boolean mask; runs anywhere, the reference
+  chunked      the xla path by query chunks of `CAUSAL_CHUNK` rows, each against only the keys
+               up to its own last position: the score blocks above the diagonal, all masked,
+               are never computed (at L = 256, 5/8 of the L x L scores; at 2048, 33/64).
+               Exact: every row's softmax sees the same visible keys. Plain JAX, any backend.
   dot_product  `jax.nn.dot_product_attention` on its XLA path (GQA natively, same mask)
   cudnn        the same call with cuDNN flash attention: GPU only, bfloat16, head_dim <= 256
                and a multiple of 8. Unpacked rows (no ids) use cuDNN's own causal mask; with
@@ -36,7 +40,12 @@ from gptjax.sharding import logical_to_spec
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("xla", "dot_product", "cudnn", "splash")
+IMPLEMENTATIONS = ("xla", "chunked", "dot_product", "cudnn", "splash")
+# Query rows per chunk of "chunked": smaller skips more of the masked half but runs more,
+# smaller products. Attention alone on CPU (tools/bench_attention.py): 64 and 128 are 1.5x
+# the xla path at L = 256 and 2.3-2.9x at 1024-2048, 32 far less; 64 is the one measured in
+# the whole step (docs/benchmarks.md).
+CAUSAL_CHUNK = 64
 _SPLASH_LANES = 128  # the kernel tiles both sequence axes in blocks of a multiple of 128
 _SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides L: fewer, larger tiles run faster
 
@@ -85,6 +94,28 @@ def grouped_attention(q_BLHK: Array, k_BMGK: Array, v_BMGK: Array, mask: Array) 
     return out_BLGRK.reshape(B, L, H, K)
 
 
+def causal_chunks(q_BLHK: Array, k_BLGK: Array, v_BLGK: Array, mask, chunk: int) -> Array:
+    """`grouped_attention` by query chunks, each against keys [0, chunk end) only.
+
+    Keys past a chunk's last query are masked for all its rows (causality), so leaving them
+    out changes no softmax: their weight would be exp(finfo.min - max) = 0 exactly. `mask` is
+    the full [B, 1, 1, L, M] one; each chunk reads its own [rows, :end] block of it.
+    """
+    L = q_BLHK.shape[1]
+    outs = []
+    for start in range(0, L, chunk):
+        end = min(start + chunk, L)
+        outs.append(
+            grouped_attention(
+                q_BLHK[:, start:end],
+                k_BLGK[:, :end],
+                v_BLGK[:, :end],
+                mask[..., start:end, :end],
+            )
+        )
+    return jnp.concatenate(outs, axis=1)
+
+
 def attend(
     q_BLHK: Array,
     k_BMGK: Array,
@@ -107,6 +138,11 @@ def attend(
         return grouped_attention(q_BLHK, k_BMGK, v_BMGK, mask)
     if q_BLHK.shape[1] != k_BMGK.shape[1]:
         raise ValueError(f"model.attention={impl!r} is self-attention only (M = L)")
+    if impl == "chunked":
+        if segment_ids_BL is None:
+            segment_ids_BL = jnp.ones(q_BLHK.shape[:2], jnp.int32)
+        mask = attention_mask(segment_ids_BL, branch_ids_BL)
+        return causal_chunks(q_BLHK, k_BMGK, v_BMGK, mask, CAUSAL_CHUNK)
     if impl in ("dot_product", "cudnn"):
         return _dot_product(q_BLHK, k_BMGK, v_BMGK, segment_ids_BL, branch_ids_BL, impl)
     if impl == "splash":

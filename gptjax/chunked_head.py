@@ -4,7 +4,7 @@ With `model.head_chunk_len = C > 0` the loss reads the final hidden states [B, L
 head [D, V] and walks the sequence in L/C chunks of C positions (every row of the batch in each
 chunk, so a chunk stays split over the data-parallel devices like the batch). Per chunk it
 forms the [B, C, V] logits, keeps only what the loss needs per token (log-sum-exp, the target's
-logit, whether argmax hit the target) and drops them. The backward pass (a `jax.custom_vjp`)
+logit, whether it is the largest) and drops them. The backward pass (a `jax.custom_vjp`)
 recomputes each chunk's logits from the saved log-sum-exp and forms the chunk's gradient
 (softmax - one-hot) · g there and then: dx for the chunk and its share of dW, summed into one
 [D, V] accumulator. Peak memory for the head drops from ~2·B·L·V·4 bytes to ~2·B·C·V·4, at the
@@ -47,14 +47,15 @@ def _chunk_logits(x_BCD: Array, head_DV: Array) -> Array:
 
 
 def _forward(x_BLD, head_DV, targets_BL, chunk_len):
-    """Per token: log-sum-exp, negative log-likelihood and argmax == target, chunk by chunk."""
+    """Per token: log-sum-exp, negative log-likelihood and target-is-top, chunk by chunk."""
 
     def body(_, xs):
         x_BCD, t_BC = xs
         logits_BCV = _chunk_logits(x_BCD, head_DV)
         lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
         target_BC = jnp.take_along_axis(logits_BCV, t_BC[..., None], axis=-1)[..., 0]
-        correct_BC = (jnp.argmax(logits_BCV, axis=-1) == t_BC).astype(jnp.float32)
+        # As gptjax.steps.loss_terms: correct when the target's logit is the largest (ties too).
+        correct_BC = (target_BC >= jnp.max(logits_BCV, axis=-1)).astype(jnp.float32)
         return None, (lse_BC, lse_BC - target_BC, correct_BC)
 
     xs = (_chunks(x_BLD, chunk_len), _chunks(targets_BL, chunk_len))
@@ -100,7 +101,7 @@ _token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
 
 
 def token_nll(x_BLD: Array, head_DV: Array, targets_BL: Array, chunk_len: int):
-    """(negative log-likelihood of each target, 1.0 where argmax hit it), both [B, L] float32,
+    """(negative log-likelihood of each target, 1.0 where its logit is the largest), both [B, L] float32,
     from hidden states and head weights (cast to float32, as the plain head computes its
     logits), `chunk_len` positions at a time. Differentiable in `x_BLD` and `head_DV`."""
     L = x_BLD.shape[1]

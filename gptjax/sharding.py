@@ -316,14 +316,49 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
     return jax.tree.map(leaf_sharding, abstract_state, is_leaf=_is_variable)
 
 
-def plan_state(create: Callable[[], object], mesh: Mesh, rules: Rules):
+def split_over_data(named: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+    """`named` with its first dimension that is not split yet and that the `data` axis divides
+    also split over `data`; unchanged when `data` is 1, already used, or divides no dimension.
+
+    For ZeRO-1: the optimizer's moments live split over the data-parallel replicas, so each
+    replica updates only its share (the parameters stay whole, gathered after the update).
+    """
+    size = named.mesh.shape.get("data", 1)
+    spec = tuple(named.spec) + (None,) * (len(shape) - len(named.spec))
+    used = {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+    if size == 1 or "data" in used:
+        return named
+    for dim, entry in enumerate(spec):
+        if entry is None and shape[dim] % size == 0:
+            new = spec[:dim] + ("data",) + spec[dim + 1 :]
+            return NamedSharding(named.mesh, PartitionSpec(*new))
+    return named
+
+
+def shard_optimizer_over_data(abstract_state, shardings):
+    """A TrainState's shardings with its `opt_state` leaves split over `data` (ZeRO-1)."""
+    shapes = jax.tree.leaves(abstract_state.opt_state)
+    named = jax.tree.leaves(shardings.opt_state, is_leaf=lambda x: isinstance(x, NamedSharding))
+    split = [split_over_data(n, s.shape) for n, s in zip(named, shapes, strict=True)]
+    treedef = jax.tree.structure(
+        shardings.opt_state, is_leaf=lambda x: isinstance(x, NamedSharding)
+    )
+    return shardings.replace(opt_state=jax.tree.unflatten(treedef, split))
+
+
+def plan_state(
+    create: Callable[[], object], mesh: Mesh, rules: Rules, *, shard_optimizer: bool = False
+):
     """(abstract target, shardings) of `create()` without computing anything.
 
     The target's leaves are ShapeDtypeStructs carrying their NamedSharding: what Orbax
-    needs to restore a checkpoint directly onto this mesh.
+    needs to restore a checkpoint directly onto this mesh. `shard_optimizer` (a TrainState
+    only): its optimizer state also split over `data` (`shard_optimizer_over_data`).
     """
     abstract_state = jax.eval_shape(create)
     shardings = state_shardings(abstract_state, mesh, rules)
+    if shard_optimizer:
+        shardings = shard_optimizer_over_data(abstract_state, shardings)
     leaves, treedef = jax.tree.flatten(abstract_state)
     named = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     target = [
@@ -333,13 +368,15 @@ def plan_state(create: Callable[[], object], mesh: Mesh, rules: Rules):
     return jax.tree.unflatten(treedef, target), shardings
 
 
-def sharded_init(create: Callable[[], object], mesh: Mesh, rules: Rules):
+def sharded_init(
+    create: Callable[[], object], mesh: Mesh, rules: Rules, *, shard_optimizer: bool = False
+):
     """Runs `create()` (a pytree that may hold nnx Variables) abstractly, then directly sharded.
 
     Returns (state, shardings). Nothing full-size is ever placed on one device: `create` is
     jitted with `out_shardings`, so each device computes only its own shard.
     """
-    _, shardings = plan_state(create, mesh, rules)
+    _, shardings = plan_state(create, mesh, rules, shard_optimizer=shard_optimizer)
     return jax.jit(create, out_shardings=shardings)(), shardings
 
 

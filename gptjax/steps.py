@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gptjax import lora as lora_lib
 from gptjax.chunked_head import model_token_nll
-from gptjax.model import Transformer
+from gptjax.model import Transformer, constrain
 from gptjax.optim import make_optimizer
 from gptjax.tokenizer.text_lengths import TextLengths
 
@@ -88,7 +88,11 @@ def loss_terms(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Arr
     target_logit_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
     weights_BL = weights_BL.astype(jnp.float32)
     ce_sum = jnp.sum((log_z_BL - target_logit_BL) * weights_BL)
-    correct_sum = jnp.sum((jnp.argmax(logits_BLV, -1) == targets_BL) * weights_BL)
+    # Correct when the target's logit is the row's largest (argmax's answer; a tie for the top
+    # counts too). Comparing with the max that logsumexp already reduces saves argmax's own
+    # pass over the [B, L, V] logits on every step (docs/benchmarks.md, "What was tried").
+    is_top_BL = target_logit_BL >= jnp.max(logits_BLV, axis=-1)
+    correct_sum = jnp.sum(is_top_BL * weights_BL)
     return ce_sum, correct_sum, jnp.sum(weights_BL)
 
 
@@ -245,12 +249,17 @@ def make_train_step(
     objective: LossFn = lm_objective,
     frozen_base: bool = False,
     reference_from_base: bool = False,
+    pin_gradients: bool = False,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """The pure step `(state, batch, *frozen) -> (state, metrics)`. A step whose loss or
     gradient is not finite is not applied (in-graph). `frozen` is never updated: a reference
     model's parameters for objectives that compare against one (DPO), or with `frozen_base`
     (LoRA) the base weights under the adapters in `state.params` (with `reference_from_base`
-    the DPO reference is that base alone)."""
+    the DPO reference is that base alone).
+
+    `pin_gradients` (with an optimizer state split over `data`, ZeRO-1) constrains each
+    gradient to its parameter's own sharding: without it XLA propagates the optimizer
+    state's split back into the backward pass (gathering activations between replicas)."""
     base_key = jax.random.key(seed)
 
     def train_step(state: TrainState, batch: Batch, *frozen):
@@ -261,6 +270,8 @@ def make_train_step(
         loss_sum, sums, grad_sums = gradient_sums(
             graphdef, state.params, batch, key, grad_accum_steps, objective, reference, base
         )
+        if pin_gradients:
+            grad_sums = jax.tree.map(_pin_to_parameter, grad_sums, is_leaf=_is_variable)
         denom = jnp.maximum(sums["weight"], 1.0)
         loss = loss_sum / denom
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
@@ -292,6 +303,19 @@ def make_train_step(
     return train_step
 
 
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _pin_to_parameter(grad):
+    """A gradient (an nnx Variable carrying its parameter's logical axes) constrained to the
+    parameter's sharding under the active mesh and rules."""
+    names = grad.get_metadata().get("out_sharding")
+    if names is None:
+        return grad
+    return grad.copy(constrain(grad.get_value(), names))
+
+
 def state_and_step(
     config, model_config, objective: LossFn = lm_objective, lora=None, reference_from_base=False
 ):
@@ -310,6 +334,7 @@ def state_and_step(
         objective=objective,
         frozen_base=lora is not None,
         reference_from_base=reference_from_base,
+        pin_gradients=config.train.shard_optimizer,
     )
     return create, step
 

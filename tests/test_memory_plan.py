@@ -66,6 +66,17 @@ def test_state_and_gradient_bytes_equal_the_real_sharded_ones(mesh_overrides):
     assert plan.large_params[0].device_bytes == max(r.device_bytes for r in plan.large_params)
 
 
+def test_sharded_optimizer_state_is_planned_at_its_share():
+    """train.shard_optimizer on 8 data replicas: the dry run counts 1/8 of the moments (but
+    for the few small leaves 8 does not divide), the parameters still whole."""
+    whole = memory_plan.plan_memory(_config("mesh.data=8"), 8, compile=False)
+    split = memory_plan.plan_memory(
+        _config("mesh.data=8", "train.shard_optimizer=true"), 8, compile=False
+    )
+    assert split.param_bytes == whole.param_bytes
+    assert whole.optimizer_bytes / 8 <= split.optimizer_bytes < 1.05 * whole.optimizer_bytes / 8
+
+
 def test_remat_estimates_are_ordered_full_dots_none():
     for dtype in ("float32", "bfloat16"):
         for family, tensor in (("gpt2", 1), ("llama", 2)):

@@ -1,6 +1,7 @@
 """The pure train step on a real 8-device mesh: compile everywhere, overfit, golden values,
 gradient accumulation, the non-finite gate, and that large matrices are really split."""
 
+import dataclasses
 import functools
 import itertools
 
@@ -66,7 +67,14 @@ def optim_config(**overrides):
 
 
 def setup(
-    mesh_shape, model=MODEL, steps=100, grad_accum_steps=1, initial=None, devices=None, **optim
+    mesh_shape,
+    model=MODEL,
+    steps=100,
+    grad_accum_steps=1,
+    initial=None,
+    devices=None,
+    shard_optimizer=False,
+    **optim,
 ):
     """(jitted step, sharded state, mesh) exactly as gptjax.train.loop builds them.
 
@@ -80,9 +88,11 @@ def setup(
 
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         if initial is None:
-            state, shardings = sharding.sharded_init(create, mesh, rules)
+            state, shardings = sharding.sharded_init(
+                create, mesh, rules, shard_optimizer=shard_optimizer
+            )
         else:
-            shardings = sharding.state_shardings(jax.eval_shape(create), mesh, rules)
+            _, shardings = sharding.plan_state(create, mesh, rules, shard_optimizer=shard_optimizer)
             state = jax.device_put(initial, shardings)
     step = make_train_step(
         model_graphdef(model),
@@ -132,6 +142,31 @@ def test_train_step_compiles_and_agrees_on_every_mesh(mesh_shape, data_parallel_
     step_fn, state, mesh = setup(mesh_shape, initial=initial)
     _, metrics = run_steps(step_fn, state, mesh, [make_batch(), make_batch(seed=1)])
     assert [float(m["loss"]) for m in metrics] == pytest.approx(reference, rel=1e-5)
+
+
+def test_optimizer_state_split_over_data_trains_the_same(data_parallel_run):
+    """ZeRO-1 (`train.shard_optimizer`): each of the 8 replicas holds 1/8 of AdamW's moments
+    and updates only those, and the losses are the replicated optimizer's."""
+    initial, losses = data_parallel_run
+    step_fn, state, mesh = setup(
+        dict(data=8, fsdp=1, tensor=1), initial=initial, shard_optimizer=True
+    )
+    mu = state.opt_state[1][0].mu["blocks"]["mlp"]["up_DF"].get_value()
+    assert mu.addressable_shards[0].data.size == mu.size // 8
+    assert state.params["blocks"]["mlp"]["up_DF"].get_value().sharding.is_fully_replicated
+    state, metrics = run_steps(step_fn, state, mesh, [make_batch(), make_batch(seed=1)])
+    np.testing.assert_allclose([float(m["loss"]) for m in metrics], losses, rtol=1e-6)
+    assert state.opt_state[1][0].mu["blocks"]["mlp"]["up_DF"].get_value().sharding == mu.sharding
+
+
+def test_chunked_attention_trains_as_the_xla_path(data_parallel_run, monkeypatch):
+    """model.attention="chunked" with 4 chunks of 4 rows: the xla path's losses, two steps."""
+    monkeypatch.setattr("gptjax.attention.CAUSAL_CHUNK", 4)
+    initial, losses = data_parallel_run
+    model = dataclasses.replace(MODEL, attention="chunked")
+    step_fn, state, mesh = setup(dict(data=8, fsdp=1, tensor=1), model=model, initial=initial)
+    _, metrics = run_steps(step_fn, state, mesh, [make_batch(), make_batch(seed=1)])
+    np.testing.assert_allclose([float(m["loss"]) for m in metrics], losses, rtol=1e-6)
 
 
 def test_large_matrices_are_split_on_a_2x2x2_mesh():

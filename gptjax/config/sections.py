@@ -103,13 +103,15 @@ class TrainConfig:
     wandb_project: str = ""
     wandb_entity: str = ""
     wandb_run_name: str = ""
+    shard_optimizer: bool = False  # ZeRO-1: optimizer state and its update split over `data`
 
     def __post_init__(self):
         check_types(self, "train")
+        flags = ("eval_at_start", "shard_optimizer")
         counts = tuple(
             f.name
             for f in dataclasses.fields(self)
-            if f.name != "eval_at_start" and not f.name.startswith("wandb_")
+            if f.name not in flags and not f.name.startswith("wandb_")
         )
         _positive(self, "train", counts)
 

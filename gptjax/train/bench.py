@@ -108,7 +108,9 @@ def build_bench(config, *, data: str = "synthetic", workdir: epath.Path | None =
     create, step_fn = state_and_step(config, model_config, objective.loss, lora)
     frozen, frozen_shardings = (), ()
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
-        state, shardings = sharding.sharded_init(create, mesh, rules)
+        state, shardings = sharding.sharded_init(
+            create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+        )
         if lora is not None:
             base, base_shardings = sharding.sharded_init(
                 lambda: base_params(model_config), mesh, rules

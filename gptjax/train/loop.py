@@ -143,7 +143,9 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         config, model_config, objective.loss, lora, reference_from_base
     )
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
-        target, shardings = sharding.plan_state(create, mesh, rules)
+        target, shardings = sharding.plan_state(
+            create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+        )
         state = resume.restore_start(start, target, create, shardings, model_config, log, lora)
         resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
         if lora is not None:

@@ -191,7 +191,9 @@ def train_step_parts(config, model, mesh, lora=None):
     training builds, abstract. The frozen inputs are `(base params,)` with LoRA, else ()."""
     rules = tuple(config.sharding_rules)
     create, step = state_and_step(config, model, lora=lora)
-    target, shardings = sharding.plan_state(create, mesh, rules)
+    target, shardings = sharding.plan_state(
+        create, mesh, rules, shard_optimizer=config.train.shard_optimizer
+    )
     frozen, frozen_shardings = (), ()
     if lora is not None:
         base, base_shardings = sharding.plan_state(lambda: base_params(model), mesh, rules)
