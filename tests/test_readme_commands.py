@@ -229,6 +229,35 @@ DECISIONS: dict[str, Run | Exclude] = {
         extra=("--rounds", "1", "--steps", "1", "--warmup", "1", *SMALL_NANOGPT),
         why="3 alternating rounds of 10 steps per side",
     ),
+    "python tools/bench_torch.py --config configs/nanogpt_cpu.py --reference both": Shrink(
+        extra=("--rounds", "1", "--steps", "1", "--warmup", "1", *SMALL_NANOGPT),
+        why="3 alternating rounds of 10 steps per side, three models",
+    ),
+    "python tools/ab_step.py --config configs/nanogpt_cpu.py --b train.shard_optimizer=true": (
+        Shrink(
+            extra=("--rounds", "1", "--steps", "1", "--warmup", "1", *SMALL_NANOGPT),
+            why="3 alternating rounds of a 10M-parameter model's steps",
+            expect=("ratio",),
+        )
+    ),  # fmt: skip
+    "python tools/bench_sweep.py --config configs/nanogpt_cpu.py --plot sweep.png": Shrink(
+        extra=(
+            "--seq",
+            "32",
+            "64",
+            "--vocab",
+            "512",
+            "--tokens",
+            "256",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            *SMALL_NANOGPT,
+        ),
+        why="13 points of up to 4,096 tokens and 131,072 words, both sides in fresh processes",
+        makes=("sweep.png",),
+    ),  # fmt: skip
     "python tools/profile_step.py --config configs/nanogpt_cpu.py": Shrink(
         extra=("--steps", "1", *SMALL_NANOGPT), why="traces 3 steps of 6 layers"
     ),
