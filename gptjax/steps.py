@@ -35,9 +35,14 @@ class TrainState(flax.struct.PyTreeNode):
     skipped_steps: jax.Array  # non-finite steps skipped over the whole run
 
 
-def new_train_state(model_config, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded."""
-    params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed)))
+def new_train_state(
+    model_config, tx: optax.GradientTransformation, seed: int, params: nnx.State | None = None
+) -> TrainState:
+    """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded.
+    With `params` (a finetune's restored weights) only the optimizer state is initialised:
+    tracing and compiling the model's random init would cost seconds for weights thrown away."""
+    if params is None:
+        params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed)))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), zero, zero)
 

@@ -110,7 +110,14 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
         if start.kind == "resume":
             return checkpointer.restore(start.step, target)
         params = checkpointer.restore_params(start.step, target.params)
-    return jax.jit(create, out_shardings=shardings)().replace(params=params)
+    # The restored weights are donated into the state (no copy).
+    state_from = jax.jit(
+        lambda p: create(params=p),
+        in_shardings=(shardings.params,),
+        out_shardings=shardings,
+        donate_argnums=0,
+    )
+    return state_from(params)
 
 
 def set_aside_newer(start: StartPoint, checkpointer: Checkpointer, log) -> None:
