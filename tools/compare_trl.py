@@ -292,7 +292,11 @@ KIND_ROWS = (  # per pair kind, when the pairs have more than one
 
 def table_rows(results: dict[str, dict]) -> list[tuple[str, str, str]]:
     """ROWS, then KIND_ROWS for each pair kind when the held-out pairs have more than one."""
-    kinds = list(dict.fromkeys(k for r in results.values() for k in r.get("by_kind", {})))
+    kinds = [
+        kind
+        for kind in dict.fromkeys(k for r in results.values() for k in r.get("by_kind", {}))
+        if kind != "all"  # gptjax eval's figures over every pair: the rows above
+    ]
     if len(kinds) < 2:
         return list(ROWS)
     rows = list(ROWS)
