@@ -97,3 +97,30 @@ def test_trl_side_follows_gptjax_learning_rate_schedule():
         assert scheduler.get_last_lr()[0] == pytest.approx(float(gptjax_lr(step)), rel=1e-5)
         optimizer.step()
         scheduler.step()
+
+
+def test_table_has_overall_rows_then_two_rows_per_pair_kind():
+    """gptjax eval's per-kind figures become rows; its "all" kind is the overall rows, and an
+    SFT model (no reward against itself) shows "–" there."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from compare_trl import markdown_table
+
+    def model(likelihood: float, reward: float | None) -> dict:
+        kinds = {"all": likelihood, "other_answer": likelihood - 0.1, "shuffled": likelihood + 0.1}
+        by_kind = {
+            kind: {"pairs": 10, "likelihood_accuracy": value}
+            | ({} if reward is None else {"reward_accuracy": reward})
+            for kind, value in kinds.items()
+        }
+        return {"answer_loss": 4.0, "by_kind": by_kind, **by_kind["all"]}
+
+    table = markdown_table({"sft": model(0.5, None), "dpo": model(0.6, 0.8)})
+    lines = table.splitlines()
+    assert len(lines) == 2 + 7 + 2 * 2
+    assert lines[-4:] == [
+        "| reward accuracy [other_answer] | – | 0.800 |",
+        "| likelihood accuracy [other_answer] | 0.400 | 0.500 |",
+        "| reward accuracy [shuffled] | – | 0.800 |",
+        "| likelihood accuracy [shuffled] | 0.600 | 0.700 |",
+    ]
+    assert "| likelihood accuracy | 0.500 | 0.600 |" in lines
