@@ -40,7 +40,7 @@ def _import_tensorflow():
         return _import_quietly()
     finally:
         if blocked:  # `tf.keras` still loads Keras, lazily, when someone asks for it
-            del sys.modules[_EAGER_KERAS]
+            sys.modules.pop(_EAGER_KERAS, None)
 
 
 def _import_quietly():
