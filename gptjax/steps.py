@@ -42,16 +42,23 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def new_train_state(
-    model_config, tx: optax.GradientTransformation, seed: int, lora=None
+    model_config,
+    tx: optax.GradientTransformation,
+    seed: int,
+    lora=None,
+    params: nnx.State | None = None,
 ) -> TrainState:
     """A freshly initialised state; call it under `sharding.sharded_init` to build it sharded.
 
     With `lora` (a LoraConfig) the state's params are the adapters alone (A drawn, B zeros);
-    the base weights built alongside are dropped (under jit, never computed).
+    the base weights built alongside are dropped (under jit, never computed). With `params` (a
+    full finetune's restored weights) only the optimizer state is initialised: tracing and
+    compiling the model's random init would cost seconds for weights thrown away.
     """
-    params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed), lora=lora))
-    if lora is not None:
-        params, _ = lora_lib.split_adapters(params)
+    if params is None:
+        params = nnx.state(Transformer(model_config, rngs=nnx.Rngs(seed), lora=lora))
+        if lora is not None:
+            params, _ = lora_lib.split_adapters(params)
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), zero, zero)
 

@@ -22,10 +22,28 @@ _BANNERS = (
 )
 
 
+# TF's __init__ eagerly imports this Keras module (for SavedModel registrations gptjax never
+# uses); with it Keras, and through Keras matplotlib.pyplot: 1.5-5 s of a process's start on
+# 2 cores. TF catches the ImportError a None entry in sys.modules raises.
+_EAGER_KERAS = "keras.src.optimizers"
+
+
 def _import_tensorflow():
-    """Imports TF with fd 2 captured, then writes back every captured line but the banners.
+    """Imports TF without its eager Keras import (unless Keras is loaded already), with fd 2
+    captured, then writes back every captured line but the banners.
 
     They are INFO lines: TF_CPP_MIN_LOG_LEVEL=0 (which `gptjax --verbose` sets) keeps them."""
+    blocked = "keras" not in sys.modules and _EAGER_KERAS not in sys.modules
+    if blocked:
+        sys.modules[_EAGER_KERAS] = None
+    try:
+        return _import_quietly()
+    finally:
+        if blocked:  # `tf.keras` still loads Keras, lazily, when someone asks for it
+            sys.modules.pop(_EAGER_KERAS, None)
+
+
+def _import_quietly():
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         import tensorflow
 

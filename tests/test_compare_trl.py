@@ -30,6 +30,7 @@ def test_compare_trl_runs_both_sides_and_scores_them(tmp_path):
         "--conversations", str(conversations), "--out", str(out),
         "--sft-steps", "3", "--dpo-steps", "2", "--sft-warmup", "1", "--dpo-warmup", "1",
         "--batch", "4", "--max-generate", "4", "--validation-fraction", "0.2",
+        "--kinds", "other_answer,shuffled",
     ]  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=900
@@ -48,13 +49,24 @@ def test_compare_trl_runs_both_sides_and_scores_them(tmp_path):
     for name in ("gptjax dpo", "TRL dpo"):
         assert 0 <= results[name]["reward_accuracy"] <= 1
         assert results[name]["pairs"] > 0
+        # Scored by `gptjax eval --preferences` per kind, against the side's SFT model.
+        by_kind = results[name]["by_kind"]
+        assert set(by_kind) == {"all", "other_answer", "shuffled"}
+        assert (
+            sum(by_kind[k]["pairs"] for k in ("other_answer", "shuffled"))
+            == by_kind["all"]["pairs"]
+        )
+    for name in ("gptjax sft", "TRL sft"):  # before DPO: likelihood only, no self-reward
+        assert "reward_accuracy" not in results[name]["by_kind"]["shuffled"]
     # Both sides trained on the same split: TRL checked its rendering against gptjax's.
     assert results["TRL sft"]["trl"]["rendering_checked"] > 0
     assert report["counts"]["sft_train"] == results["TRL sft"]["trl"]["examples"]
-    # The printed table: a header, a rule and one line per figure, one column per model.
+    # The printed table: a header, a rule, one line per figure and two per pair kind (reward
+    # and likelihood accuracy), one column per model.
     lines = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert lines[0] == "| | " + " | ".join(MODELS) + " |"
-    assert len(lines) == 2 + 7 and all(line.count("|") == 6 for line in lines)
+    assert len(lines) == 2 + 7 + 2 * 2 and all(line.count("|") == 6 for line in lines)
+    assert lines[-1].startswith("| likelihood accuracy [shuffled] |")
 
 
 def test_trl_side_follows_gptjax_learning_rate_schedule():
@@ -85,3 +97,30 @@ def test_trl_side_follows_gptjax_learning_rate_schedule():
         assert scheduler.get_last_lr()[0] == pytest.approx(float(gptjax_lr(step)), rel=1e-5)
         optimizer.step()
         scheduler.step()
+
+
+def test_table_has_overall_rows_then_two_rows_per_pair_kind():
+    """gptjax eval's per-kind figures become rows; its "all" kind is the overall rows, and an
+    SFT model (no reward against itself) shows "–" there."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from compare_trl import markdown_table
+
+    def model(likelihood: float, reward: float | None) -> dict:
+        kinds = {"all": likelihood, "other_answer": likelihood - 0.1, "shuffled": likelihood + 0.1}
+        by_kind = {
+            kind: {"pairs": 10, "likelihood_accuracy": value}
+            | ({} if reward is None else {"reward_accuracy": reward})
+            for kind, value in kinds.items()
+        }
+        return {"answer_loss": 4.0, "by_kind": by_kind, **by_kind["all"]}
+
+    table = markdown_table({"sft": model(0.5, None), "dpo": model(0.6, 0.8)})
+    lines = table.splitlines()
+    assert len(lines) == 2 + 7 + 2 * 2
+    assert lines[-4:] == [
+        "| reward accuracy [other_answer] | – | 0.800 |",
+        "| likelihood accuracy [other_answer] | 0.400 | 0.500 |",
+        "| reward accuracy [shuffled] | – | 0.800 |",
+        "| likelihood accuracy [shuffled] | 0.600 | 0.700 |",
+    ]
+    assert "| likelihood accuracy | 0.500 | 0.600 |" in lines

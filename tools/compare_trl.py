@@ -13,9 +13,11 @@ From a pretrained gptjax workdir (BASE) and one conversation set it:
      DPO and TRL's DPOTrainer, each from its own SFT model (which is also its frozen
      reference), with the same chat template and loss mask (assistant content and its
      <|end|>), AdamW settings, warmup + cosine schedule, clipping, steps and batch;
-  4. imports TRL's models with `gptjax import-hf` and scores all four with `gptjax eval` on
-     the held-out conversations (answer loss, BLEU), and on the held-out pairs with gptjax's
-     own DPO code (reward accuracy against each side's SFT model, likelihood accuracy);
+  4. imports TRL's models with `gptjax import-hf` and scores them with the public
+     `gptjax eval`, one call per side: SFT and DPO model on the held-out conversations
+     (answer loss, BLEU) and on the held-out pairs with `--preferences --reference SFT`
+     (reward accuracy against that side's SFT model, and likelihood accuracy before -> after,
+     overall and per pair kind);
   5. prints a markdown table, with each phase's wall time (the whole process, start to exit,
      both sides), and writes it with every figure to OUT/comparison.json.
 
@@ -38,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from gptjax.pair_kinds import DEFAULT_KINDS, PAIR_KINDS
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention")
@@ -50,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("base", help="a pretrained gptjax workdir: both sides start from it")
     p.add_argument("--conversations", required=True, action="append", help="SFT JSONL (glob)")
     p.add_argument("--preferences", action="append", help="DPO JSONL (default: derived)")
+    p.add_argument(
+        "--kinds",
+        default=",".join(DEFAULT_KINDS),
+        help="kinds of derived pair, comma-separated, one pair of each per conversation: "
+        f"{', '.join(PAIR_KINDS)} (default: {','.join(DEFAULT_KINDS)})",
+    )
     p.add_argument("--out", required=True, help="new directory for every run and the table")
     p.add_argument("--limit", type=int, default=0, help="conversations sampled (0 = all)")
     p.add_argument("--validation-fraction", type=float, default=0.05)
@@ -69,13 +79,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=1, help="TRL's torch threads (1)")
     p.add_argument("--max-generate", type=int, default=200, help="held-out answers for BLEU")
     p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="passed to `gptjax eval` for both sides' BLEU answers (1.0: off)",
+    )
+    p.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="passed to `gptjax eval` for both sides' BLEU answers (0: off)",
+    )
+    p.add_argument(
         "--no-trl-packing",
         action="store_true",
         help="TRL's SFT pads batches of single conversations (as many per step as gptjax's rows "
         "hold) instead of its padding-free 'bfd' packing, whose block-diagonal attention over "
         "the whole flattened batch is slow without flash attention (CPU)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.eval_flags = [
+        f"--repetition-penalty={args.repetition_penalty}",
+        f"--no-repeat-ngram-size={args.no_repeat_ngram_size}",
+    ]
+    return args
 
 
 def phase_settings(args, base_model: dict) -> dict[str, dict]:
@@ -157,24 +184,29 @@ def prepare_data(args, out: Path, tokenizer, seq_len: int) -> dict:
     from gptjax.data.preferences import (
         pack_preferences,
         preferences_from_conversations,
-        read_preferences,
         split_preferences,
     )
+    from gptjax.inference.preference_eval import read_tagged_preferences
+    from gptjax.pair_kinds import check_kinds
 
     conversations = read_conversations(args.conversations, log=lambda s: print(s, file=sys.stderr))
     if args.limit and args.limit < len(conversations):
         keep = sorted(random.Random(args.seed).sample(range(len(conversations)), args.limit))
         conversations = [conversations[i] for i in keep]
     if args.preferences:
-        pairs = read_preferences(args.preferences)
+        pairs = read_tagged_preferences(args.preferences)
     else:
-        pairs = preferences_from_conversations(conversations, "conversations")
+        kinds = check_kinds([k.strip() for k in args.kinds.split(",") if k.strip()], "--kinds")
+        pairs = preferences_from_conversations(conversations, "conversations", kinds)
     data = out / "data"
     data.mkdir(parents=True)
     files = {"conversations": data / "conversations.jsonl", "preferences": data / "pairs.jsonl"}
     write_jsonl(files["conversations"], ({"messages": c} for c in conversations))
     fields = ("messages", "chosen", "rejected")
-    write_jsonl(files["preferences"], ({k: p[k] for k in fields} for p in pairs))
+    # The kind stays in the file gptjax reads (its eval reports figures per kind).
+    write_jsonl(
+        files["preferences"], ({k: p[k] for k in (*fields, "kind") if k in p} for p in pairs)
+    )
     sft_train, _ = split_conversations(conversations, args.validation_fraction)
     dpo_train, dpo_held_out = split_preferences(pairs, args.validation_fraction)
     # gptjax leaves out a pair longer than a row (never truncates one): TRL gets the same pairs.
@@ -195,7 +227,6 @@ def prepare_data(args, out: Path, tokenizer, seq_len: int) -> dict:
         "pairs_per_row": packed.num_packed / packed.num_rows,
         "conversations_per_row": (sft_rows.num_examples - sft_rows.num_without_targets)
         / sft_rows.num_rows,
-        "dpo_held_out": dpo_held_out,
         "counts": {
             "conversations": len(conversations),
             "sft_train": len(sft_train),
@@ -244,34 +275,6 @@ def trl_train(phase: str, s: dict, model_dir: Path, out: Path, train_file: Path,
     return seconds, report
 
 
-def preference_scores(policy_dir: Path, reference_dir: Path, pairs, s: dict) -> dict:
-    """Held-out reward accuracy (against `reference_dir`) and likelihood accuracy, computed
-    with gptjax's own DPO loss code, as its DPO evaluation does."""
-    import jax
-    import ml_collections
-
-    from gptjax import sharding
-    from gptjax.data.pipeline import eval_batches
-    from gptjax.data.preferences import pack_preferences
-    from gptjax.dpo import make_dpo_objective
-    from gptjax.inference.load import load_model
-    from gptjax.steps import make_eval_step
-
-    policy, reference = load_model(policy_dir), load_model(reference_dir)
-    dpo = ml_collections.ConfigDict({"beta": s["beta"], "label_smoothing": 0.0, "loss": "sigmoid"})
-    step = jax.jit(make_eval_step(policy.graphdef, make_dpo_objective(dpo)))
-    packed = pack_preferences(pairs, policy.tokenizer, s["seq_len"])
-    totals: dict[str, float] = {}
-    with policy.activated():
-        for batch in eval_batches(packed, batch_size=policy.mesh.size * 4):
-            placed = sharding.global_batch_from_local(batch, policy.mesh)
-            out = step(policy.params, placed, reference.params)
-            for key, value in out.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-    weight = totals.pop("weight")
-    return {key: value / weight for key, value in totals.items()} | {"pairs": int(weight)}
-
-
 ROWS = (  # (column title, key in a model's results, format)
     ("held-out answer loss (nats/token)", "answer_loss", ".3f"),
     ("answer token accuracy", "answer_accuracy", ".3f"),
@@ -281,6 +284,30 @@ ROWS = (  # (column title, key in a model's results, format)
     ("examples per step", "examples_per_step", ".1f"),
     ("wall time (s, whole process)", "wall_seconds", ".1f"),
 )
+KIND_ROWS = (  # per pair kind, when the pairs have more than one
+    ("reward accuracy [{}]", "reward_accuracy", ".3f"),
+    ("likelihood accuracy [{}]", "likelihood_accuracy", ".3f"),
+)
+
+
+def table_rows(results: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """ROWS, then KIND_ROWS for each pair kind when the held-out pairs have more than one."""
+    kinds = [
+        kind
+        for kind in dict.fromkeys(k for r in results.values() for k in r.get("by_kind", {}))
+        if kind != "all"  # gptjax eval's figures over every pair: the rows above
+    ]
+    if len(kinds) < 2:
+        return list(ROWS)
+    rows = list(ROWS)
+    for kind in kinds:
+        rows += [(title.format(kind), f"{kind}:{key}", fmt) for title, key, fmt in KIND_ROWS]
+    return rows
+
+
+def _figure(figures: dict, key: str):
+    kind, _, name = key.rpartition(":")
+    return figures.get("by_kind", {}).get(kind, {}).get(name) if kind else figures.get(key)
 
 
 def markdown_table(results: dict[str, dict]) -> str:
@@ -289,10 +316,9 @@ def markdown_table(results: dict[str, dict]) -> str:
     reference would be itself)."""
     names = list(results)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for title, key, fmt in ROWS:
-        cells = [
-            format(results[n][key], fmt) if results[n].get(key) is not None else "–" for n in names
-        ]
+    for title, key, fmt in table_rows(results):
+        values = [_figure(results[n], key) for n in names]
+        cells = [format(v, fmt) if v is not None else "–" for v in values]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -353,27 +379,11 @@ def run(args) -> dict:
         start = {"gptjax": work, "trl": trl_dir}
 
     names = ["gptjax sft", "TRL sft", "gptjax dpo", "TRL dpo"]
-    eval_json = out / "eval.json"
-    timed(
-        _gptjax(
-            "eval", *(results[n]["workdir"] for n in names),
-            "--conversations", str(files["conversations"]),
-            "--validation-fraction", str(args.validation_fraction),
-            "--max-generate", str(args.max_generate), "--json", str(eval_json),
-        ),
-        out / "eval.log", env,
-    )  # fmt: skip
-    scored = json.loads(eval_json.read_text())
-    for name, figures in zip(names, _conversation_figures(scored), strict=True):
-        results[name] |= figures
-    dpo = settings["dpo"]
     for side in ("gptjax", "TRL"):
-        sft_dir, dpo_dir = results[f"{side} sft"]["workdir"], results[f"{side} dpo"]["workdir"]
-        sft_scores = preference_scores(Path(sft_dir), Path(sft_dir), data["dpo_held_out"], dpo)
-        results[f"{side} sft"]["likelihood_accuracy"] = sft_scores["likelihood_accuracy"]
-        results[f"{side} dpo"] |= preference_scores(
-            Path(dpo_dir), Path(sft_dir), data["dpo_held_out"], dpo
-        )
+        sft, dpo = results[f"{side} sft"], results[f"{side} dpo"]
+        scored = score_side(sft["workdir"], dpo["workdir"], files, args, settings["dpo"], out)
+        sft |= scored[0]
+        dpo |= scored[1]
     table = markdown_table({n: results[n] for n in names})
     shown = {
         phase: {k: v for k, v in s.items() if k != "rendered"} for phase, s in settings.items()
@@ -383,9 +393,46 @@ def run(args) -> dict:
     return report
 
 
-def _conversation_figures(scored: list[dict]) -> list[dict]:
+def score_side(sft_dir: str, dpo_dir: str, files: dict, args, dpo: dict, out: Path):
+    """One side's SFT and DPO model scored by one `gptjax eval` call: held-out conversations,
+    and held-out pairs against the SFT model as reference (the SFT model's own reward figures,
+    against itself, are dropped: they are zero by definition)."""
+    side = Path(dpo_dir).name
+    eval_json = out / f"eval-{side}.json"
+    timed(
+        _gptjax(
+            "eval", sft_dir, dpo_dir,
+            "--conversations", str(files["conversations"]),
+            "--preferences", str(files["preferences"]),
+            "--reference", sft_dir, "--beta", str(dpo["beta"]),
+            "--validation-fraction", str(args.validation_fraction),
+            "--max-generate", str(args.max_generate), "--json", str(eval_json),
+            *args.eval_flags,
+        ),
+        out / f"eval-{side}.log", _env(args.devices),
+    )  # fmt: skip
+    return [
+        _figures(result, with_rewards=i == 1)
+        for i, result in enumerate(json.loads(eval_json.read_text()))
+    ]
+
+
+def _figures(result: dict, with_rewards: bool) -> dict:
     keys = ("answer_loss", "answer_accuracy", "answer_bits_per_byte", "bleu", "exact_match")
-    return [{key: result[key] for key in keys} for result in scored]
+    rewards = ("reward_accuracy", "reward_margin")
+    by_kind = {
+        kind: {k: v for k, v in figures.items() if with_rewards or k not in rewards}
+        for kind, figures in result["preferences"].items()
+    }
+    return (
+        {key: result[key] for key in keys}
+        | by_kind["all"]
+        | {
+            "by_kind": by_kind,
+            "pairs_too_long": result["pairs_too_long"],
+            "repetition": result.get("repetition"),
+        }
+    )
 
 
 def main(argv=None) -> int:

@@ -42,16 +42,21 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
     return jnp.sum(bits * weights, dtype=jnp.uint32)
 
 
-@jax.jit
-def _fingerprints(tree):
-    return jax.tree.map(_leaf_fingerprint, tree)
+# Jitted per leaf, not over the whole tree: a state's leaves share a few shapes (each weight
+# and its two Adam moments), so a save compiles a handful of small programs, once, where one
+# program over the tree was compiled again for each new tree (restored params, saved params,
+# trainer state): 2.8-3.4 s each on 2 loaded cores for a 1M-parameter model.
+_leaf_fingerprint_jit = jax.jit(_leaf_fingerprint)
 
 
 def fingerprints(tree) -> dict[str, str]:
     """{leaf path: 8 hex digits} for every array leaf of `tree`."""
-    values = jax.device_get(_fingerprints(tree))
-    flat = jax.tree_util.tree_leaves_with_path(values)
-    return {jax.tree_util.keystr(path): f"{int(v):08x}" for path, v in flat}
+    flat = jax.tree_util.tree_leaves_with_path(tree)
+    values = jax.device_get([_leaf_fingerprint_jit(leaf) for _, leaf in flat])
+    return {
+        jax.tree_util.keystr(path): f"{int(v):08x}"
+        for (path, _), v in zip(flat, values, strict=True)
+    }
 
 
 def leaf_name(path: str) -> str:

@@ -117,10 +117,17 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
         if start.kind == "resume":
             check_same_lora(metadata.get("lora"), lora, start)
             return checkpointer.restore(start.step, target)
-    fresh = jax.jit(create, out_shardings=shardings)()
-    if lora is not None:
-        return fresh
-    return fresh.replace(params=restore_model_params(start.source, start.step, target.params))
+    if lora is not None:  # fresh adapters; the caller restores the frozen base
+        return jax.jit(create, out_shardings=shardings)()
+    params = restore_model_params(start.source, start.step, target.params)
+    # The restored weights are donated into the state (no copy).
+    state_from = jax.jit(
+        lambda p: create(params=p),
+        in_shardings=(shardings.params,),
+        out_shardings=shardings,
+        donate_argnums=0,
+    )
+    return state_from(params)
 
 
 def check_same_lora(recorded: dict | None, lora, start: StartPoint) -> None:
