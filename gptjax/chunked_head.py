@@ -102,8 +102,9 @@ _token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
 
 def token_nll(x_BLD: Array, head_DV: Array, targets_BL: Array, chunk_len: int):
     """(negative log-likelihood of each target, 1.0 where its logit is the largest), both
-    [B, L] float32, from hidden states and head weights (cast to float32, as the plain head computes its
-    logits), `chunk_len` positions at a time. Differentiable in `x_BLD` and `head_DV`."""
+    [B, L] float32, from hidden states and head weights (cast to float32, as the plain head
+    computes its logits), `chunk_len` positions at a time. Differentiable in `x_BLD` and
+    `head_DV`."""
     L = x_BLD.shape[1]
     if chunk_len <= 0 or L % chunk_len:
         raise ConfigError(
