@@ -6,9 +6,12 @@ All on tests/fixtures/checkpoint_v0_1 (a pretrained 1-layer model with a 32-toke
 loaded read-only), so no test here trains.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from small_run import subprocess_env
 
 import gptjax
 from gptjax import cli
@@ -145,3 +148,18 @@ def test_bad_repetition_flags_exit_2_with_one_line(capsys, flags, message):
     code, out, err = _sample(capsys, "--prompt", PROMPT, *flags)
     assert code == 2 and out == ""
     assert err.strip().splitlines()[-1].endswith(message)
+
+
+def test_load_in_a_fresh_interpreter_prints_nothing_but_the_answer():
+    """Orbax warned "Given directory is read only" twice per `gptjax.load` (the read-only mode
+    gptjax asks for); a notebook user saw it above every answer."""
+    script = (
+        f"import gptjax; m = gptjax.load({str(FIXTURE)!r}); "
+        "print(m.generate('The json module', max_new_tokens=4, temperature=0))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == "", result.stderr
+    assert len(result.stdout.splitlines()) == 1

@@ -17,11 +17,13 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import threading
 import time
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import nnx
 
 from gptjax.checkpoint import integrity
@@ -85,6 +87,21 @@ class CheckpointInfo:
     metadata: dict
 
 
+class _ReadOnlyNotice(logging.Filter):
+    """Orbax warns "Given directory is read only=..." each time a read-only manager opens a
+    directory: the mode gptjax asked for, not news to anyone (a `gptjax.load` in a notebook
+    printed it twice). Only that record is dropped; Orbax's other logging is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Given directory is read only")
+
+
+def _drop_read_only_notices() -> None:
+    logger = absl_logging.get_absl_logger()  # where Orbax writes (see gptjax.cli.quiet)
+    if not any(isinstance(f, _ReadOnlyNotice) for f in logger.filters):
+        logger.addFilter(_ReadOnlyNotice())
+
+
 class Checkpointer:
     """Saves and restores a run's checkpoints under WORKDIR/checkpoints.
 
@@ -104,6 +121,8 @@ class Checkpointer:
     ):
         self.directory = checkpoint_dir(workdir)
         self.recovery_flag = recovery_flag
+        if read_only:
+            _drop_read_only_notices()
         self._pending: int | None = None  # the step of the save that may still be writing
         self._verified: dict[int, dict] = {}  # step -> its metadata, once verified
         policy = ocp.checkpoint_managers.LatestN(keep_last)
