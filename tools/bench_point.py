@@ -104,7 +104,7 @@ def measure_gptjax(args, overrides) -> dict:
     model = model["model"]
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = tuple(config.sharding_rules)
-    create, target, shardings, jitted = memory_plan.train_step_parts(config, model, mesh)
+    create, target, shardings, jitted, _ = memory_plan.train_step_parts(config, model, mesh)
     rows, seq = config.train.global_batch_size, config.data.seq_len
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         compiled = jitted.lower(target, memory_plan.abstract_batch(mesh, rows, seq)).compile()
