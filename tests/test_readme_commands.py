@@ -291,6 +291,10 @@ DECISIONS: dict[str, Run | Exclude] = {
         why="every held-out batch and 200 answers, three models",
         expect=("answer loss (nats/token)", "BLEU"),
     ),
+    "gptjax train --config configs/tiny_dpo.py --workdir runs/demo-dpo-hard "
+    "--config.init_from=runs/demo-sft --config.data.preference_kinds=other_answer": Shrink(
+        extra=SMALL_CHAT, why="150 steps", expect=("other_answer",)
+    ),
     "gptjax eval runs/demo-sft runs/demo-dpo --preferences builtin": Shrink(
         extra=("--max-batches", "1", "--max-generate", "2", "--max-new-tokens", "4"),
         why="every held-out batch and 200 answers, two models",
