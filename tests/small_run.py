@@ -11,6 +11,15 @@ SMALL_MODEL = [
 ]
 # With the built-in corpus: a 512-piece tokenizer trained for the run.
 SMALL_VOCAB = ["--config.model.vocab_size=512", "--config.data.vocab_size=512"]
+# configs/tiny.py made Llama-style: RoPE, RMSNorm, SwiGLU, no biases, untied head, GQA.
+LLAMA_STYLE = [
+    "--config.model.position=rope",
+    "--config.model.norm=rmsnorm",
+    "--config.model.activation=swiglu",
+    "--config.model.use_bias=False",
+    "--config.model.tie_embeddings=False",
+    "--config.model.num_kv_heads=2",
+]
 
 # A run that logs every step and saves every 4: for the SIGTERM / resume tests.
 RESUMABLE = [

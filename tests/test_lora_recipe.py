@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+from small_run import LLAMA_STYLE, SMALL_MODEL, SMALL_VOCAB, subprocess_env
 from test_resume import losses
 
 from gptjax.checkpoint import Checkpointer
@@ -25,14 +25,6 @@ from gptjax.inference.load import load_model
 from gptjax.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA = [
-    "--config.model.position=rope",
-    "--config.model.norm=rmsnorm",
-    "--config.model.activation=swiglu",
-    "--config.model.use_bias=False",
-    "--config.model.tie_embeddings=False",
-    "--config.model.num_kv_heads=2",
-]
 SHORT = [
     *SMALL_MODEL,
     *SMALL_VOCAB,
@@ -76,7 +68,7 @@ def sft_command(workdir, imported):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
     base, imported, sft, dpo = (root / name for name in ("base", "imported", "sft", "dpo"))
-    _ok(gptjax("train", "--config", "configs/tiny.py", "--workdir", str(base), *SHORT, *LLAMA,
+    _ok(gptjax("train", "--config", "configs/tiny.py", "--workdir", str(base), *SHORT, *LLAMA_STYLE,
                "--config.train.steps=40", "--config.train.eval_every=40"))  # fmt: skip
     _ok(gptjax("export-hf", str(base), "--out", str(root / "base_hf")))
     _ok(gptjax("import-hf", str(root / "base_hf"), "--workdir", str(imported)))

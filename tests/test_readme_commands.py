@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from small_run import SMALL_MODEL, SMALL_VOCAB, subprocess_env
+from small_run import LLAMA_STYLE, SMALL_MODEL, SMALL_VOCAB, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -517,26 +517,17 @@ def _hf_gpt2(out: Path) -> None:
     _gpt2_tokenizer(out)
 
 
-# A Llama-style model at the recipe's small size (what `hf download` of a Llama would give,
-# with gptjax's chat tokens so SFT needs no --add-chat-tokens): pretrained 2 steps, exported.
-LLAMA_SHAPE = (
-    "--config.model.position=rope",
-    "--config.model.norm=rmsnorm",
-    "--config.model.activation=swiglu",
-    "--config.model.use_bias=False",
-    "--config.model.tie_embeddings=False",
-    "--config.model.num_kv_heads=2",
-)
-
-
 def _hf_llama(out: Path, scratch: Path) -> None:
+    """A Llama-style model at the recipe's small size (what `hf download` of a Llama would give,
+    with gptjax's chat tokens so SFT needs no --add-chat-tokens): pretrained 2 steps, exported."""
+
     def gptjax(*args: str) -> None:
         command = [sys.executable, "-m", "gptjax.cli", *args]
         result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True)
         assert result.returncode == 0, result.stderr.decode()[-2000:]
 
     gptjax("train", "--config", "configs/tiny.py", "--workdir", str(scratch), *SMALL_CHAT,
-           *LLAMA_SHAPE, "--config.train.steps=2", "--config.checkpoint.save_every=2",
+           *LLAMA_STYLE, "--config.train.steps=2", "--config.checkpoint.save_every=2",
            "--config.train.eval_every=2")  # fmt: skip
     gptjax("export-hf", str(scratch), "--out", str(out))
 
