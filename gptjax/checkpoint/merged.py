@@ -18,7 +18,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from gptjax import sharding
-from gptjax.checkpoint.manager import Checkpointer
+from gptjax.checkpoint.manager import RESUME_FLAG, Checkpointer
 from gptjax.errors import CheckpointError
 from gptjax.lora import LoraConfig, merge_into_base, split_adapters
 from gptjax.model import ModelConfig, Transformer
@@ -75,10 +75,14 @@ def restore_base(record: dict, target_params) -> nnx.State:
     return restore_model_params(base["workdir"], base["step"], target_params)
 
 
-def restore_model_params(workdir, step: int, target_params) -> nnx.State:
+def restore_model_params(
+    workdir, step: int, target_params, recovery_flag: str = RESUME_FLAG
+) -> nnx.State:
     """The plain model parameters of checkpoint `step` of `workdir`, placed like
-    `target_params` (abstract, with shardings); a LoRA checkpoint's adapters merged in."""
-    with Checkpointer(workdir, read_only=True) as checkpointer:
+    `target_params` (abstract, with shardings); a LoRA checkpoint's adapters merged in.
+    A damaged checkpoint's error names `recovery_flag`, the way to the earlier step for the
+    command that is loading it (resume_step, --step, init_from)."""
+    with Checkpointer(workdir, read_only=True, recovery_flag=recovery_flag) as checkpointer:
         metadata = checkpointer.metadata(step)
         record = metadata.get("lora")
         if record is None:

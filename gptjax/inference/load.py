@@ -135,7 +135,7 @@ def load_model(path: PathLike, *, step: int | None = None, mesh: dict | None = N
         with jax.set_mesh(device_mesh), flax_spmd.logical_axis_rules(rules):
             target, _ = sharding.plan_state(create, device_mesh, rules)
             # A LoRA checkpoint's adapters come merged into their base: one plain model.
-            params = restore_model_params(workdir, step, target)
+            params = restore_model_params(workdir, step, target, STEP_FLAG)
         tokenizer = tokenizer_from_bytes(
             checkpointer.tokenizer_bytes(step), name=f"{workdir} step {step}"
         )

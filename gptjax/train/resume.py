@@ -93,12 +93,16 @@ def check_tokenizer(start: StartPoint, tokenizer: Tokenizer) -> None:
         )
 
 
+def _recovery_flag(start: StartPoint) -> str:
+    """The flag that points this start at an earlier checkpoint, named in damage errors."""
+    if start.kind == "init_from":
+        return f"--config.init_from={start.source}/{CHECKPOINT_DIR}/{{step}}"
+    return RESUME_FLAG
+
+
 def _reader(start: StartPoint) -> Checkpointer:
     """A read-only Checkpointer of the start's workdir, whose errors name the right flag."""
-    flag = RESUME_FLAG
-    if start.kind == "init_from":
-        flag = f"--config.init_from={start.source}/{CHECKPOINT_DIR}/{{step}}"
-    return Checkpointer(start.source, read_only=True, recovery_flag=flag)
+    return Checkpointer(start.source, read_only=True, recovery_flag=_recovery_flag(start))
 
 
 def restore_start(start: StartPoint, target, create, shardings, model_config, log, lora=None):
@@ -119,7 +123,7 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
             return checkpointer.restore(start.step, target)
     if lora is not None:  # fresh adapters; the caller restores the frozen base
         return jax.jit(create, out_shardings=shardings)()
-    params = restore_model_params(start.source, start.step, target.params)
+    params = restore_model_params(start.source, start.step, target.params, _recovery_flag(start))
     # The restored weights are donated into the state (no copy).
     state_from = jax.jit(
         lambda p: create(params=p),
