@@ -110,6 +110,12 @@ def test_sft_starts_from_the_pretrained_model_and_logs_its_data(runs):
     assert evals[-1]["eval/loss"] < evals[0]["eval/loss"]
     # The configured questions were asked through the chat template after training.
     assert f"--- {QUESTION}" in finetune.stdout
+    # The log shows each sample without its blank lines; samples.jsonl keeps the exact text.
+    records = [json.loads(line) for line in (sft / "samples.jsonl").read_text().splitlines()]
+    assert records
+    for record in records:
+        lines = [line for line in record["sample"].splitlines() if line.strip()]
+        assert "\n".join(lines) in finetune.stdout
 
 
 @pytest.mark.slow

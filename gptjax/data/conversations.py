@@ -183,7 +183,7 @@ def builtin_conversations() -> list[list[dict]]:
     return conversations
 
 
-def _split_key(conversation: list[dict]) -> str:
+def question_key(conversation: list[dict]) -> str:
     """The first user message (the first non-system one if there is no user turn)."""
     for roles in (("user",), ("user", "assistant")):
         for message in conversation:
@@ -204,7 +204,7 @@ def split_conversations(
         raise ConfigError(f"validation_fraction={validation_fraction} must be in [0, 1), e.g. 0.05")
     train, validation = [], []
     for conversation in conversations:
-        held_out = hash_units(_split_key(conversation))[0] < validation_fraction
+        held_out = hash_units(question_key(conversation))[0] < validation_fraction
         (validation if held_out else train).append(conversation)
     return train, validation
 

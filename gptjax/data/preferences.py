@@ -36,9 +36,9 @@ import numpy as np
 from gptjax.chat_template import check_messages, render
 from gptjax.data.conversations import (
     _first_fit,
-    _split_key,
     builtin_conversations,
     json_object,
+    question_key,
     read_jsonl_records,
 )
 from gptjax.data.corpus import hash_units
@@ -151,7 +151,7 @@ def preferences_from_conversations(
             "assistant",
         ):
             raise DataError(f"{name}:{i}: a conversation must end with a user and an answer")
-    questions = [_split_key(c) for c in conversations]
+    questions = [question_key(c) for c in conversations]
     answers = [c[-1]["content"] for c in conversations]
     order = sorted(range(len(questions)), key=lambda i: hash_units(questions[i]))
     after = {i: order[(k + 1) % len(order)] for k, i in enumerate(order)}
@@ -210,7 +210,7 @@ def split_preferences(
         raise ConfigError(f"validation_fraction={validation_fraction} must be in [0, 1), e.g. 0.05")
     train, validation = [], []
     for pair in pairs:
-        held_out = hash_units(_split_key(pair["messages"]))[0] < validation_fraction
+        held_out = hash_units(question_key(pair["messages"]))[0] < validation_fraction
         (validation if held_out else train).append(pair)
     return train, validation
 

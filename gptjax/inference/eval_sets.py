@@ -149,12 +149,12 @@ def preference_set(specs: list[str], fraction: float, split: bool) -> list[dict]
 
 
 def conversations_verdict(split: RunSplit, conversations: list[list[dict]]) -> Verdict:
-    from gptjax.data.conversations import _split_key
+    from gptjax.data.conversations import question_key
 
-    return questions_verdict(split, [_split_key(c) for c in conversations], "conversations")
+    return questions_verdict(split, [question_key(c) for c in conversations], "conversations")
 
 
 def pairs_verdict(split: RunSplit, pairs: list[dict]) -> Verdict:
-    from gptjax.data.conversations import _split_key
+    from gptjax.data.conversations import question_key
 
-    return questions_verdict(split, [_split_key(p["messages"]) for p in pairs], "pairs")
+    return questions_verdict(split, [question_key(p["messages"]) for p in pairs], "pairs")

@@ -76,9 +76,9 @@ def _builtin_text(data: dict, tokenizer: Tokenizer) -> tuple[str, RunSplit]:
 
 def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSplit]:
     from gptjax.data.conversations import (
-        _split_key,
         builtin_conversations,
         pack_conversations,
+        question_key,
         read_conversations,
         split_conversations,
     )
@@ -96,7 +96,7 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
         items += read_conversations(files, log=lambda line: None) if files else []
         train, valid = split_conversations(items, fraction)
         packed = pack_conversations(train, tokenizer, data["seq_len"])
-        questions = frozenset(_split_key(c) for c in valid)
+        questions = frozenset(question_key(c) for c in valid)
     else:
         # As the DPO run read them: built-in training pairs of its data.preference_kinds
         # (before pair kinds: half of them shuffled, which no longer rebuilds: not known).
@@ -106,7 +106,7 @@ def _questions(data: dict, tokenizer: Tokenizer, kind: str) -> tuple[str, RunSpl
             file_train, file_valid = split_preferences(read_preferences(files), fraction)
             train, valid = train + file_train, valid + file_valid
         packed = pack_preferences(train, tokenizer, data["seq_len"])
-        questions = frozenset(_split_key(p["messages"]) for p in valid)
+        questions = frozenset(question_key(p["messages"]) for p in valid)
     what = f"the held-out questions of data.{kind}={data[kind]!r}, fraction {fraction}"
     return packed.sha256(), RunSplit(what, questions=questions)
 
