@@ -83,6 +83,7 @@ def test_the_report_is_computed_from_the_timed_steps():
     assert robust["peak_source"].startswith("robust: max of 3")
 
 
+@pytest.mark.slow  # 5-7 s of timed steps on 2 cores
 def test_timed_steps_train_the_model():
     bench = build_bench(_small_config(), log=lambda _: None)
     before = jax.device_get(bench.state.params["embed_VD"].get_value())
@@ -195,6 +196,7 @@ def test_profile_splits_the_step_into_forward_backward_and_update(tmp_path):
     assert "transpose(jvp(" in result.stdout
 
 
+@pytest.mark.slow  # 5-7 s of timed steps on 2 cores
 def test_matmul_comparison_prints_a_row_per_shape():
     args = ["--shapes", "64x32x16", "32x16x8", "--repeats", "1"]
     result = _tool("bench_matmul", *args)

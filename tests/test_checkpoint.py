@@ -41,7 +41,8 @@ def _restore_and_step(workdir, mesh_shape, devices=None):
 @pytest.mark.parametrize(
     "mesh_shape",
     [
-        dict(data=2, tensor=4),
+        # ~25 s with its fixture on 2 cores; test_restore_onto_fewer_devices stays fast.
+        pytest.param(dict(data=2, tensor=4), marks=pytest.mark.slow),
         pytest.param(dict(data=8), marks=pytest.mark.slow),
         pytest.param(dict(fsdp=8), marks=pytest.mark.slow),
     ],
@@ -77,6 +78,7 @@ def _data_files(step_dir: Path) -> list[Path]:
     return sorted(f for f in (step_dir / "params").rglob("*") if f.is_file() and "/d/" in str(f))
 
 
+@pytest.mark.slow  # ~10 s on 2 cores; test_checkpoint_integrity covers damage fast
 def test_a_flipped_byte_never_restores_silently(saved, tmp_path):
     """Flip one byte in each of the checkpoint's data files in turn: every restore either
     raises CheckpointError (exit 74, naming the earlier step) or returns the exact original
@@ -141,6 +143,7 @@ def test_checkpoints_listing_and_tree(saved):
     assert any(line.startswith("trainer['step'] () int32") for line in tree)
 
 
+@pytest.mark.slow  # ~10 s on 2 cores: a real run with a preemption notice
 def test_only_the_training_thread_reports_steps_to_the_preemption_sync(tmp_path, monkeypatch):
     """JAX's sync point is the last reported step + 1. Orbax's finalize thread reports each
     committed save's (older) step; a SIGTERM handled just after that set a sync point the loop

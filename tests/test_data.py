@@ -340,6 +340,7 @@ def test_end_to_end_builtin(docs, tok):
     assert 0 < unigram_entropy(stream) < math.log(tok.vocab_size)
 
 
+@pytest.mark.slow  # a subprocess that imports TF, ~7 s
 def test_a_script_ending_with_live_iterators_exits():
     # Iterators left in module variables are destroyed during interpreter shutdown, while
     # tf.data still packs rows in Python to fill its buffers: without the pipeline's exit

@@ -129,6 +129,7 @@ def test_the_reference_never_changes_and_the_policy_does():
     assert float(metrics["reward_accuracy"]) == 1.0 and float(metrics["reward_margin"]) > 0
 
 
+@pytest.mark.slow  # 10-20 s of eager or 120-step runs on 2 cores
 def test_precomputed_reference_gives_the_same_loss_and_gradient_as_the_model():
     graphdef, params = nnx.split(Transformer(MODEL, rngs=nnx.Rngs(0)))
     reference = jax.tree.map(lambda x: x * 1.01, params)  # a different model than the policy
@@ -147,6 +148,7 @@ def test_precomputed_reference_gives_the_same_loss_and_gradient_as_the_model():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # 10-20 s of eager or 120-step runs on 2 cores
 def test_a_large_beta_keeps_the_policy_near_the_reference():
     """With the optimizer training uses (Adam), the same steps open a far smaller log-ratio
     gap h = [log pi/ref](chosen) - [log pi/ref](rejected) when beta is large: the loss
@@ -162,6 +164,7 @@ def test_a_large_beta_keeps_the_policy_near_the_reference():
     assert 0 < gap[5.0] < gap[0.05] / 5
 
 
+@pytest.mark.slow  # 10-20 s of eager or 120-step runs on 2 cores
 def test_per_kind_figures_equal_those_of_each_kind_alone():
     """Tagged held-out pairs: each kind's reward and likelihood accuracy and margin are the
     figures its pairs give evaluated alone; a kind with no pair is NaN, not 0."""

@@ -112,7 +112,10 @@ def test_scan_and_remat_match_the_plain_stack(variant):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("make", [gpt2, llama], ids=["gpt2", "llama"])
+# ~7 s each on 2 cores: the fast tier checks one family, CI's full run both.
+@pytest.mark.parametrize(
+    "make", [pytest.param(gpt2, marks=pytest.mark.slow), llama], ids=["gpt2", "llama"]
+)
 def test_bfloat16_compute_matches_float32_to_bfloat16_precision(make):
     """The speed option `model.dtype="bfloat16"` changes rounding, not the function: the same
     float32 parameters give logits and gradients equal to float32 compute within bf16's

@@ -518,6 +518,7 @@ def smoke_env():
     return subprocess_env() | {"PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow  # ~8 s: every smoke command's dry run
 def test_smoke_dry_run_prints_every_command_and_runs_none(tmp_path):
     out = tmp_path / "smoke"
     result = subprocess.run(
