@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Positions per chunk of the loss's output head: >0 never forms the whole [B, L, V] logits
     # (saves ~2·B·L·V·4 bytes, costs one more head matmul); must divide data.seq_len; 0 = off
     model.head_chunk_len = 0
+    # How projections order their weight gradient's matmul for XLA (gptjax.projection):
+    # "autodiff" (JAX's own) or "smaller_copy" (the order with the fewest transposing copies)
+    model.projection_backward = "autodiff"
 
     config.mesh = mesh = ml_collections.ConfigDict()
     # Sizes within one slice (all devices, unless several TPU slices are joined over DCN)

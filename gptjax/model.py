@@ -36,6 +36,7 @@ from flax.core import spmd as flax_spmd
 from gptjax.attention import IMPLEMENTATIONS, attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
 from gptjax.lora import INPUT_AXES, TARGETS, LoraConfig, adapter_names, adapter_pair, low_rank
+from gptjax.projection import BACKWARDS, dense
 from gptjax.schema import check_types
 from gptjax.sharding import logical_to_spec
 
@@ -78,6 +79,9 @@ class ModelConfig:
     # Positions per chunk of the training loss's output head (gptjax.chunked_head): the
     # [B, L, V] logits are formed chunk by chunk, never at once; 0 = the whole sequence at once.
     head_chunk_len: int = 0
+    # How the projections' weight gradients are ordered for the compiler (gptjax.projection):
+    # "autodiff" (JAX's transpose rule) or "smaller_copy" (the order XLA copies fewer bytes for).
+    projection_backward: Literal[BACKWARDS] = "autodiff"
 
     def __post_init__(self):
         check_types(self, "model")  # the annotations: ints, floats, bools, the Literal choices
@@ -322,9 +326,10 @@ class Attention(nnx.Module):
 
     def _project(self, x_BLD: Array, positions_BL: Array) -> tuple[Array, Array, Array]:
         cfg, dt = self.config, self.config.compute_dtype
-        q_BLHK = jnp.einsum("BLD,DHK->BLHK", x_BLD, self.q_DHK[...].astype(dt))
-        k_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.k_DGK[...].astype(dt))
-        v_BMGK = jnp.einsum("BMD,DGK->BMGK", x_BLD, self.v_DGK[...].astype(dt))
+        how = cfg.projection_backward
+        q_BLHK = dense("BLD,DHK->BLHK", x_BLD, self.q_DHK[...].astype(dt), how)
+        k_BMGK = dense("BMD,DGK->BMGK", x_BLD, self.k_DGK[...].astype(dt), how)
+        v_BMGK = dense("BMD,DGK->BMGK", x_BLD, self.v_DGK[...].astype(dt), how)
         q_BLHK = with_lora(self, "q", x_BLD, q_BLHK)
         k_BMGK = with_lora(self, "k", x_BLD, k_BMGK)
         v_BMGK = with_lora(self, "v", x_BLD, v_BMGK)
@@ -340,7 +345,9 @@ class Attention(nnx.Module):
 
     def _output(self, out_BLHK: Array) -> Array:
         cfg, dt = self.config, self.config.compute_dtype
-        out_BLD = jnp.einsum("BLHK,HKD->BLD", out_BLHK, self.o_HKD[...].astype(dt))
+        out_BLD = dense(
+            "BLHK,HKD->BLD", out_BLHK, self.o_HKD[...].astype(dt), cfg.projection_backward
+        )
         out_BLD = with_lora(self, "o", out_BLHK, out_BLD)
         if cfg.use_bias:
             out_BLD += self.o_bias_D[...].astype(dt)
@@ -365,19 +372,20 @@ class MLP(nnx.Module):
 
     def __call__(self, x_BLD: Array) -> Array:
         cfg, dt = self.config, self.config.compute_dtype
+        how = cfg.projection_backward
         h_BLF = with_lora(
-            self, "up", x_BLD, jnp.einsum("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt))
+            self, "up", x_BLD, dense("BLD,DF->BLF", x_BLD, self.up_DF[...].astype(dt), how)
         )
         if cfg.use_bias:
             h_BLF += self.up_bias_F[...].astype(dt)
         if cfg.activation == "swiglu":
-            gate_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt))
+            gate_BLF = dense("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt), how)
             gate_BLF = with_lora(self, "gate", x_BLD, gate_BLF)
             h_BLF = jax.nn.silu(gate_BLF) * h_BLF
         else:
             h_BLF = jax.nn.gelu(h_BLF, approximate=True)  # GPT-2's tanh approximation
         h_BLF = constrain(h_BLF, ("batch", "length", "act_mlp"))
-        out_BLD = jnp.einsum("BLF,FD->BLD", h_BLF, self.down_FD[...].astype(dt))
+        out_BLD = dense("BLF,FD->BLD", h_BLF, self.down_FD[...].astype(dt), how)
         out_BLD = with_lora(self, "down", h_BLF, out_BLD)
         if cfg.use_bias:
             out_BLD += self.down_bias_D[...].astype(dt)
@@ -524,7 +532,9 @@ class Transformer(nnx.Module):
     def project(self, x_BLD: Array) -> Array:
         """Float32 logits [B, L, V] from `hidden`'s states."""
         # Logits in float32 whatever the compute dtype: the loss is sensitive to their rounding.
-        logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, self.head_weights())
+        logits_BLV = dense(
+            "BLD,DV->BLV", x_BLD, self.head_weights(), self.config.projection_backward
+        )
         return constrain(logits_BLV, ("batch", "length", "act_vocab"))
 
     def _run_blocks(self, x_BLD, positions_BL, docs, layer_keys):

@@ -39,7 +39,15 @@ __all__ = [
 ]
 
 # Fields that change how a model runs, not what it is: they may differ on restore.
-RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention", "head_chunk_len")
+RUNTIME_FIELDS = (
+    "dtype",
+    "remat",
+    "scan_layers",
+    "dropout_rate",
+    "attention",
+    "head_chunk_len",
+    "projection_backward",
+)
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
 
