@@ -45,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
     # How projections order their weight gradient's matmul for XLA (gptjax.projection):
     # "autodiff" (JAX's own) or "smaller_copy" (the order with the fewest transposing copies)
     model.projection_backward = "autodiff"
+    # The norms' backward: "autodiff" or "closed_form" (gptjax.norms, fewer full-size passes)
+    model.norm_backward = "autodiff"
 
     config.mesh = mesh = ml_collections.ConfigDict()
     # Sizes within one slice (all devices, unless several TPU slices are joined over DCN)

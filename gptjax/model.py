@@ -36,6 +36,8 @@ from flax.core import spmd as flax_spmd
 from gptjax.attention import IMPLEMENTATIONS, attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
 from gptjax.lora import INPUT_AXES, TARGETS, LoraConfig, adapter_names, adapter_pair, low_rank
+from gptjax.norms import BACKWARDS as NORM_BACKWARDS
+from gptjax.norms import normalize
 from gptjax.projection import BACKWARDS, dense
 from gptjax.schema import check_types
 from gptjax.sharding import logical_to_spec
@@ -82,6 +84,8 @@ class ModelConfig:
     # How the projections' weight gradients are ordered for the compiler (gptjax.projection):
     # "autodiff" (JAX's transpose rule) or "smaller_copy" (the order XLA copies fewer bytes for).
     projection_backward: Literal[BACKWARDS] = "autodiff"
+    # The norms' backward: "autodiff" or "closed_form" (gptjax.norms: fewer [B, L, D] passes).
+    norm_backward: Literal[NORM_BACKWARDS] = "autodiff"
 
     def __post_init__(self):
         check_types(self, "model")  # the annotations: ints, floats, bools, the Literal choices
@@ -177,7 +181,7 @@ class Norm(nnx.Module):
     """LayerNorm (with bias) or RMSNorm, computed in float32 for stability."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.kind, self.eps = config.norm, config.norm_eps
+        self.kind, self.eps, self.backward = config.norm, config.norm_eps, config.norm_backward
         self.scale = _param(rngs, (config.embed_dim,), ("norm",), None)
         self.bias = (
             _param(rngs, (config.embed_dim,), ("norm",), 0.0)
@@ -187,6 +191,9 @@ class Norm(nnx.Module):
 
     def __call__(self, x_BLD: Array) -> Array:
         x = x_BLD.astype(jnp.float32)
+        if self.backward == "closed_form":
+            bias = None if self.bias is None else self.bias[...]
+            return normalize(x, self.scale[...], bias, self.eps).astype(x_BLD.dtype)
         if self.kind == "layernorm":
             x = x - x.mean(-1, keepdims=True)
         x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps) * self.scale[...]

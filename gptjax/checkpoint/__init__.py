@@ -47,6 +47,7 @@ RUNTIME_FIELDS = (
     "attention",
     "head_chunk_len",
     "projection_backward",
+    "norm_backward",
 )
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
