@@ -1,12 +1,12 @@
 """A finetune adopts the architecture of the checkpoint it starts from.
 
 With `init_from` set, every architectural `model.*` field (all but RUNTIME_FIELDS: dtype,
-remat, scan_layers, dropout_rate, attention, head_chunk_len, projection_backward,
-norm_backward, which only change how the model runs) is taken from the starting checkpoint's metadata, so finetuning a non-default base needs no
-`--config.model.*` repeated on every phase. A field set on purpose
-(`gptjax.config.load_config_with_origins`: a command-line override, or a value a config file
-changes from the file it loads) that differs from the checkpoint is a ConfigError naming both
-values. `data.seq_len` longer than the adopted context follows it the same way.
+remat, scan_layers, dropout_rate, attention, head_chunk_len and the *_backward fields, which
+only change how the model runs) is taken from the starting checkpoint's metadata, so
+finetuning a non-default base needs no `--config.model.*` repeated on every phase. A field set
+on purpose (`gptjax.config.load_config_with_origins`: a command-line override, or a value a
+config file changes from the file it loads) that differs from the checkpoint is a ConfigError
+naming both values. `data.seq_len` longer than the adopted context follows it the same way.
 
 The starting checkpoint is the run's own latest (or `checkpoint.resume_step`) when it holds
 one (a restarted finetune resumes itself), else the `init_from` one.
