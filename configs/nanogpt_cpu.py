@@ -38,6 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Causal attention by query chunks that skip the masked score blocks: 1.12x the step's
     # speed of "xla" (wall; 1.06x in CPU time) on 2 CPU cores, same outputs (docs/benchmarks.md).
     model.attention = "chunked"
+    # XLA:CPU copies a matmul operand into [M, K]·[K, N] form: each weight gradient's product
+    # ordered so the small operand is copied (the head's x, not its [B·L, V] logits gradient):
+    # backward's pure copies 118 -> 23 MiB per device; 1.05x the step in CPU time (9 rounds;
+    # wall 1.04x) on 2 loaded CPU cores, same gradients (gptjax.projection, docs/benchmarks.md).
+    model.projection_backward = "smaller_copy"
+    # LayerNorm's backward in closed form (two row reductions and one pass, no saved x-hat):
+    # 1.05x CPU time alone, 1.04x on top of the line above (docs/benchmarks.md, gptjax.norms).
+    model.norm_backward = "closed_form"
 
     config.data.vocab_size = 8192  # tokenizer pieces when trained on the built-in corpus
     config.data.seq_len = 256  # L

@@ -47,8 +47,6 @@ def get_config() -> ml_collections.ConfigDict:
     model.projection_backward = "autodiff"
     # The norms' backward: "autodiff" or "closed_form" (gptjax.norms, fewer full-size passes)
     model.norm_backward = "autodiff"
-    # GELU's backward: "autodiff" or "closed_form" (gptjax.activations, tanh recomputed)
-    model.gelu_backward = "autodiff"
 
     config.mesh = mesh = ml_collections.ConfigDict()
     # Sizes within one slice (all devices, unless several TPU slices are joined over DCN)

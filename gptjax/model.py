@@ -33,8 +33,6 @@ import jax.numpy as jnp
 from flax import nnx, struct
 from flax.core import spmd as flax_spmd
 
-from gptjax.activations import BACKWARDS as GELU_BACKWARDS
-from gptjax.activations import gelu_tanh
 from gptjax.attention import IMPLEMENTATIONS, attend, check_implementation, grouped_attention
 from gptjax.errors import ConfigError
 from gptjax.lora import INPUT_AXES, TARGETS, LoraConfig, adapter_names, adapter_pair, low_rank
@@ -88,8 +86,6 @@ class ModelConfig:
     projection_backward: Literal[BACKWARDS] = "autodiff"
     # The norms' backward: "autodiff" or "closed_form" (gptjax.norms: fewer [B, L, D] passes).
     norm_backward: Literal[NORM_BACKWARDS] = "autodiff"
-    # GELU's backward: "autodiff" or "closed_form" (gptjax.activations: tanh recomputed).
-    gelu_backward: Literal[GELU_BACKWARDS] = "autodiff"
 
     def __post_init__(self):
         check_types(self, "model")  # the annotations: ints, floats, bools, the Literal choices
@@ -393,8 +389,6 @@ class MLP(nnx.Module):
             gate_BLF = dense("BLD,DF->BLF", x_BLD, self.gate_DF[...].astype(dt), how)
             gate_BLF = with_lora(self, "gate", x_BLD, gate_BLF)
             h_BLF = jax.nn.silu(gate_BLF) * h_BLF
-        elif cfg.gelu_backward == "closed_form":
-            h_BLF = gelu_tanh(h_BLF)  # the same function, its backward written by hand
         else:
             h_BLF = jax.nn.gelu(h_BLF, approximate=True)  # GPT-2's tanh approximation
         h_BLF = constrain(h_BLF, ("batch", "length", "act_mlp"))

@@ -48,7 +48,6 @@ RUNTIME_FIELDS = (
     "head_chunk_len",
     "projection_backward",
     "norm_backward",
-    "gelu_backward",
 )
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gptjax")
 
