@@ -46,3 +46,22 @@ def test_bench_attention_prints_a_row_per_variant_and_length():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if re.match(r"\| \d+ \|", line)]
     assert [row.split("|")[3].strip() for row in rows] == ["xla", "chunked 16"] * 2
+
+
+@pytest.mark.slow
+def test_hlo_copies_prints_a_row_per_phase_and_fewer_copies_with_the_ordered_backward():
+    def backward_copy_mib(setting: str) -> float:
+        result = _tool(
+            "hlo_copies", "--config", "configs/tiny.py", *SMALL_MODEL, *SMALL_VOCAB,
+            f"--config.model.projection_backward={setting}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        rows = {
+            line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in result.stdout.splitlines()
+            if re.match(r"\| (forward|backward|update) \|", line)
+        }
+        assert set(rows) == {"forward", "backward", "update"}
+        return float(rows["backward"])
+
+    assert backward_copy_mib("smaller_copy") < backward_copy_mib("autodiff")

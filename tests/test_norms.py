@@ -57,7 +57,7 @@ def test_bfloat16_inputs_come_back_in_bfloat16(kind):
     )
 
 
-def test_model_with_every_backward_option_equals_the_plain_model():
+def test_model_with_both_backward_options_equals_the_plain_model():
     """Closed-form norms and ordered projections together: the plain model's loss and grads."""
     small = dict(vocab_size=64, num_layers=1, num_heads=4, embed_dim=32, mlp_dim=64, max_seq_len=16)
     x = jax.random.randint(jax.random.key(1), (2, 16), 0, 64, jnp.int32)
