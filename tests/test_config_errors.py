@@ -49,6 +49,8 @@ def test_the_unmodified_template_is_accepted():
         (["model.dropout_rate=1"], "model.dropout_rate"),
         (["model.head_chunk_len=-1"], "model.head_chunk_len"),
         (["model.head_chunk_len=48"], "model.head_chunk_len"),  # does not divide seq_len 128
+        (["model.projection_backward=fast"], "model.projection_backward"),
+        (["model.norm_backward=fused"], "model.norm_backward"),
         (["train.global_batch_size=12"], "train.global_batch_size"),  # 12 rows over 8 devices
         (["train.grad_accum_steps=3"], "train.grad_accum_steps"),  # 16 rows in 3 micro-batches
         (["train.eval_batch_size=4"], "train.eval_batch_size"),
