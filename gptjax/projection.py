@@ -50,8 +50,11 @@ def _inputs_of(spec: str) -> int:
     operands, out = spec.replace(" ", "").split("->")
     x_dims, w_dims = operands.split(",")
     n_in = len(set(x_dims) & set(w_dims))
-    lead, inputs, outputs = x_dims[: len(x_dims) - n_in], x_dims[len(x_dims) - n_in :], ""
-    outputs = w_dims[n_in:]
+    lead, inputs, outputs = (
+        x_dims[: len(x_dims) - n_in],
+        x_dims[len(x_dims) - n_in :],
+        w_dims[n_in:],
+    )
     if not w_dims.startswith(inputs) or out != lead + outputs:
         raise ValueError(f"{spec!r} is not a projection '<lead><in>,<in><out>-><lead><out>'")
     return n_in
