@@ -166,3 +166,22 @@ def test_only_the_training_thread_reports_steps_to_the_preemption_sync(tmp_path,
         checkpointer.wait()
     assert checkpointer.steps() == [1, 2]
     assert reports and {thread for _, thread in reports} == {threading.get_ident()}
+
+
+def test_restore_model_params_reads_through_an_open_checkpointer(saved, monkeypatch):
+    """A full finetune's start restores its weights through the Checkpointer it already
+    holds (resume.restore_start): no second one is opened, and the weights are step 2's."""
+    from gptjax.checkpoint import merged
+
+    workdir, _ = saved
+    _, target, _ = setup(SAVED_MESH)
+    expected = Checkpointer(workdir, read_only=True).restore(2, target).params
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a second Checkpointer was opened")
+
+        monkeypatch.setattr(merged, "Checkpointer", refuse)
+        params = merged.restore_model_params(workdir, 2, target.params, checkpointer=checkpointer)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

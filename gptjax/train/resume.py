@@ -121,9 +121,11 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
         if start.kind == "resume":
             check_same_lora(metadata.get("lora"), lora, start)
             return checkpointer.restore(start.step, target)
-    if lora is not None:  # fresh adapters; the caller restores the frozen base
-        return jax.jit(create, out_shardings=shardings)()
-    params = restore_model_params(start.source, start.step, target.params, _recovery_flag(start))
+        if lora is not None:  # fresh adapters; the caller restores the frozen base
+            return jax.jit(create, out_shardings=shardings)()
+        params = restore_model_params(
+            start.source, start.step, target.params, checkpointer=checkpointer
+        )
     # The restored weights are donated into the state (no copy).
     state_from = jax.jit(
         lambda p: create(params=p),
