@@ -169,3 +169,55 @@ def test_only_the_training_thread_reports_steps_to_the_preemption_sync(tmp_path,
         checkpointer.wait()
     assert checkpointer.steps() == [1, 2]
     assert reports and {thread for _, thread in reports} == {threading.get_ident()}
+
+
+def test_restore_model_params_reads_through_an_open_checkpointer(saved, monkeypatch):
+    """A full finetune's start restores its weights through the Checkpointer it already
+    holds (resume.restore_start): no second one is opened, and the weights are step 2's."""
+    from gptjax.checkpoint import merged
+
+    workdir, _ = saved
+    _, target, _ = setup(SAVED_MESH)
+    expected = Checkpointer(workdir, read_only=True).restore(2, target).params
+    with Checkpointer(workdir, read_only=True) as checkpointer:
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a second Checkpointer was opened")
+
+        monkeypatch.setattr(merged, "Checkpointer", refuse)
+        params = merged.restore_model_params(workdir, 2, target.params, checkpointer=checkpointer)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_dpo_start_keeps_a_copy_of_the_init_from_weights_for_its_reference(saved):
+    """restore_start(keep_params=True): the weights it restored once are the state's and,
+    in separate buffers, the reference's: the train step donates the state, and the
+    reference must outlive that (deleting the state's buffers leaves the copy readable)."""
+    import functools
+
+    from flax.core import spmd as flax_spmd
+    from test_train_step import optim_config
+
+    from gptjax import sharding
+    from gptjax.optim import make_optimizer
+    from gptjax.steps import new_train_state
+    from gptjax.train.resume import StartPoint, restore_start
+
+    workdir, _ = saved
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    tx, _ = make_optimizer(optim_config(), 10)
+    create = functools.partial(new_train_state, MODEL, tx, 0)
+    with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(sharding.DEFAULT_RULES):
+        target, shardings = sharding.plan_state(create, mesh, sharding.DEFAULT_RULES)
+        start = StartPoint("init_from", 2, Path(workdir))
+        args = (start, target, create, shardings, MODEL, print)
+        state, kept = restore_start(*args, keep_params=True)
+        _, none_kept = restore_start(*args)
+    assert none_kept is None and int(state.step) == 0  # a new phase: fresh optimizer
+    expected = Checkpointer(workdir, read_only=True).restore_params(2, target.params)
+    for leaf in jax.tree.leaves(state.params):
+        leaf.delete()
+    for got, want in zip(jax.tree.leaves(kept), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert got.sharding.spec == want.sharding.spec

@@ -21,6 +21,14 @@ From a pretrained gptjax workdir (BASE) and one conversation set it:
   5. prints a markdown table, with each phase's wall time (the whole process, start to exit,
      both sides), and writes it with every figure to OUT/comparison.json.
 
+With --lora-rank R both sides train LoRA adapters instead of every weight: gptjax with
+finetune.lora_rank/alpha/targets, TRL with a peft LoraConfig of the same rank, alpha and
+target modules (tools/peft_lora.py maps gptjax's projection names onto the export's modules;
+GPT-2's fused c_attn gets the rank that trains as many parameters). TRL's model is merged
+(`merge_and_unload`) and saved in Hugging Face format before `gptjax import-hf`, so both are
+scored by the same `gptjax eval`. Each DPO adapts its own SFT model, its reference with
+the adapters off on both sides.
+
 Batches: gptjax packs conversations first-fit into rows of seq_len tokens and a step takes
 --batch rows; TRL packs the same way ("bfd", one example per segment) and takes --batch
 packed rows, or with --no-trl-packing pads single conversations, as many per step as
@@ -71,6 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sft-warmup", type=int, help="warmup steps (default: the config's)")
     p.add_argument("--dpo-warmup", type=int, help="warmup steps (default: the config's)")
     p.add_argument("--beta", type=float, help="DPO beta (default: configs/tiny_dpo.py's)")
+    p.add_argument(
+        "--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)"
+    )
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (scale alpha/r)")
+    p.add_argument(
+        "--lora-targets",
+        default="all",
+        help="gptjax projections adapted: all, or a subset of q,k,v,o,gate,up,down (all)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int, default=2, help="gptjax's simulated CPU devices (2)")
     # Measured on the shared 2-core host (load ~12): one torch fwd+bwd+AdamW step of 30x100
@@ -130,8 +147,34 @@ def phase_settings(args, base_model: dict) -> dict[str, dict]:
             "label_smoothing": config.dpo.label_smoothing,
             "threads": args.torch_threads,
             "devices": args.devices,
+            "remat": config.model.remat,  # TRL's gradient checkpointing follows it
         }
     return settings
+
+
+def lora_settings(args, model_config) -> dict | None:
+    """The matched LoRA settings of both sides (None without --lora-rank): gptjax's flags,
+    peft's LoraConfig arguments and both sides' trained parameter counts."""
+    if not args.lora_rank:
+        return None
+    from peft_lora import describe, peft_lora_kwargs, peft_trainable_count
+
+    from gptjax import lora as lora_lib
+
+    targets = lora_lib.parse_targets(args.lora_targets, model_config.activation == "swiglu")
+    lora = lora_lib.LoraConfig(args.lora_rank, args.lora_alpha, targets)
+    peft = peft_lora_kwargs(lora, model_config)
+    return {
+        "flags": [
+            f"--config.finetune.lora_rank={lora.rank}",
+            f"--config.finetune.lora_alpha={lora.alpha}",
+            f"--config.finetune.lora_targets={','.join(lora.targets)}",
+        ],
+        "peft": peft,
+        "peft_modules": describe(peft),
+        "gptjax_trained": lora_lib.count(lora, model_config),
+        "peft_trained": peft_trainable_count(peft, model_config),
+    }
 
 
 def _gptjax(*argv: str) -> list[str]:
@@ -237,7 +280,9 @@ def prepare_data(args, out: Path, tokenizer, seq_len: int) -> dict:
     }
 
 
-def gptjax_train(phase: str, s: dict, init_from: Path, workdir: Path, data: Path, model: dict):
+def gptjax_train(
+    phase: str, s: dict, init_from: Path, workdir: Path, data: Path, model: dict, lora=None
+):
     overrides = [
         f"--config.model.{k}={v}"
         for k, v in model.items()
@@ -262,6 +307,7 @@ def gptjax_train(phase: str, s: dict, init_from: Path, workdir: Path, data: Path
         f"--config.optim.eps={s['eps']}", f"--config.optim.weight_decay={s['weight_decay']}",
         f"--config.optim.clip_norm={s['clip_norm']}",
         *([f"--config.dpo.beta={s['beta']}"] if phase == "dpo" else []),
+        *(lora["flags"] if lora else []),
     )  # fmt: skip
 
 
@@ -282,6 +328,7 @@ ROWS = (  # (column title, key in a model's results, format)
     ("reward accuracy", "reward_accuracy", ".3f"),
     ("likelihood accuracy", "likelihood_accuracy", ".3f"),
     ("examples per step", "examples_per_step", ".1f"),
+    ("trained parameters", "trained_parameters", ",d"),
     ("wall time (s, whole process)", "wall_seconds", ".1f"),
 )
 KIND_ROWS = (  # per pair kind, when the pairs have more than one
@@ -326,6 +373,7 @@ def markdown_table(results: dict[str, dict]) -> str:
 def run(args) -> dict:
     from gptjax.errors import ConfigError
     from gptjax.inference.load import load_model
+    from gptjax.model import ModelConfig, count_params
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -333,7 +381,11 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     base = load_model(args.base)
     model = dict(base.metadata["model"])
+    model_config = ModelConfig(**model)
     settings = phase_settings(args, model)
+    lora = lora_settings(args, model_config)
+    if lora:
+        print(f"LoRA: peft adapts {lora['peft_modules']}", file=sys.stderr)
     data = prepare_data(args, out, base.tokenizer, model["max_seq_len"])
     for s in settings.values():
         s["validation_fraction"] = args.validation_fraction
@@ -351,6 +403,8 @@ def run(args) -> dict:
     base_hf = out / "base-hf"
     timed(_gptjax("export-hf", str(base.workdir), "--out", str(base_hf)), out / "export.log", env)
     results: dict[str, dict] = {}
+    names = model_names(bool(lora))
+    trained = {"gptjax": lora["gptjax_trained"] if lora else count_params(model_config)}
     start = {"gptjax": Path(args.base), "trl": base_hf}
     for phase, train_file, source in (
         ("sft", files["sft_train"], files["conversations"]),
@@ -358,12 +412,19 @@ def run(args) -> dict:
     ):
         s = settings[phase]
         work = out / f"gptjax-{phase}"
-        command = gptjax_train(phase, s, start["gptjax"], work, source, model)
+        command = gptjax_train(phase, s, start["gptjax"], work, source, model, lora)
         seconds = timed(command, out / f"gptjax-{phase}.log", env)
         per_row = data["pairs_per_row" if phase == "dpo" else "conversations_per_row"]
-        results[f"gptjax {phase}"] = {"wall_seconds": seconds, "workdir": str(work)}
+        gptjax_name, trl_name = names[phase]
+        results[gptjax_name] = {
+            "wall_seconds": seconds,
+            "workdir": str(work),
+            "trained_parameters": trained["gptjax"],
+        }
         trl_dir = out / f"trl-{phase}-hf"
         trl_s = s | ({"batch": s["trl_batch"]} if "trl_batch" in s else {})
+        if lora:
+            trl_s |= {"lora": lora["peft"], "lora_trainable": lora["peft_trained"]}
         seconds, report = trl_train(
             phase, trl_s, start["trl"], trl_dir, train_file, out / f"trl-{phase}.log"
         )
@@ -373,24 +434,37 @@ def run(args) -> dict:
             out / f"import-{phase}.log",
             env,
         )
-        results[f"TRL {phase}"] = {"wall_seconds": seconds, "workdir": str(trl_work), "trl": report}
-        results[f"TRL {phase}"]["examples_per_step"] = report["examples_per_step"]
-        results[f"gptjax {phase}"]["examples_per_step"] = s["batch"] * per_row
+        results[trl_name] = {
+            "wall_seconds": seconds,
+            "workdir": str(trl_work),
+            "trl": report,
+            "examples_per_step": report["examples_per_step"],
+            "trained_parameters": report["trained_parameters"],
+        }
+        results[gptjax_name]["examples_per_step"] = s["batch"] * per_row
         start = {"gptjax": work, "trl": trl_dir}
 
-    names = ["gptjax sft", "TRL sft", "gptjax dpo", "TRL dpo"]
-    for side in ("gptjax", "TRL"):
-        sft, dpo = results[f"{side} sft"], results[f"{side} dpo"]
+    for side in (0, 1):
+        sft, dpo = results[names["sft"][side]], results[names["dpo"][side]]
         scored = score_side(sft["workdir"], dpo["workdir"], files, args, settings["dpo"], out)
         sft |= scored[0]
         dpo |= scored[1]
-    table = markdown_table({n: results[n] for n in names})
+    table = markdown_table({n: results[n] for n in (*names["sft"], *names["dpo"])})
     shown = {
         phase: {k: v for k, v in s.items() if k != "rendered"} for phase, s in settings.items()
     }
     report = {"settings": shown, "counts": data["counts"], "results": results, "table": table}
+    if lora:
+        report["lora"] = lora
     (out / "comparison.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def model_names(lora: bool) -> dict[str, tuple[str, str]]:
+    """The table's column names per phase: (gptjax's, TRL's)."""
+    if lora:
+        return {p: (f"gptjax LoRA {p}", f"peft+TRL LoRA {p}") for p in ("sft", "dpo")}
+    return {p: (f"gptjax {p}", f"TRL {p}") for p in ("sft", "dpo")}
 
 
 def score_side(sft_dir: str, dpo_dir: str, files: dict, args, dpo: dict, out: Path):

@@ -55,6 +55,9 @@ def _common_args(spec: dict) -> dict:
         weight_decay=spec["weight_decay"],
         max_grad_norm=spec["clip_norm"],
         gradient_accumulation_steps=1,
+        # TRL 1.x turns gradient checkpointing on by default; gptjax recomputes activations
+        # only with model.remat (configs/tiny.py: "none"), so TRL follows that setting.
+        gradient_checkpointing=spec["remat"] != "none",
         seed=spec["seed"],
         data_seed=spec["seed"],
         use_cpu=True,
@@ -66,6 +69,27 @@ def _common_args(spec: dict) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+
+
+def _peft_config(spec: dict):
+    """peft's LoraConfig for a LoRA run (tools/peft_lora.py maps gptjax's settings), or None."""
+    if not spec.get("lora"):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(**spec["lora"])
+
+
+def trained_parameters(trainer, spec: dict) -> int:
+    """The parameters the trainer updates; for LoRA, exit unless peft adapts what
+    compare_trl.py expects (its count of gptjax's matched adapters)."""
+    count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    expected = spec.get("lora_trainable")
+    if expected is not None and count != expected:
+        raise SystemExit(
+            f"trl_side.py: peft trains {count:,} parameters, compare_trl.py expected {expected:,}"
+        )
+    return count
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -119,9 +143,14 @@ def run_sft(spec: dict) -> dict:
         dataset_num_proc=None,
     )
     trainer = SFTTrainer(
-        model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=_peft_config(spec),
     )
     packed_rows = len(trainer.train_dataset)
+    trained = trained_parameters(trainer, spec)
     result = trainer.train()
     _save(trainer, tokenizer, spec["out"])
     return {
@@ -131,6 +160,7 @@ def run_sft(spec: dict) -> dict:
         "examples_per_step": spec["batch"] * len(rows) / packed_rows,
         "rendering_checked": len(spec["rendered"]),
         "final_loss": result.training_loss,
+        "trained_parameters": trained,
     }
 
 
@@ -157,14 +187,18 @@ def run_dpo(spec: dict) -> dict:
         dataset_num_proc=None,
     )
     # ref_model=None: TRL freezes a copy of the starting model (the SFT model) as the
-    # reference, as gptjax's dpo.reference="model" does.
+    # reference, as gptjax's dpo.reference="model" does; with a peft_config it keeps no copy
+    # and computes the reference with the adapters disabled (trl's use_adapter(model, None)),
+    # as gptjax's LoRA DPO does (gptjax.lora.adapters_off).
     trainer = DPOTrainer(
         model=model,
         ref_model=None,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
+        peft_config=_peft_config(spec),
     )
+    trained = trained_parameters(trainer, spec)
     result = trainer.train()
     _save(trainer, tokenizer, spec["out"])
     return {
@@ -172,12 +206,18 @@ def run_dpo(spec: dict) -> dict:
         "examples": len(rows),
         "examples_per_step": spec["batch"],
         "final_loss": result.training_loss,
+        "trained_parameters": trained,
     }
 
 
 def _save(trainer, tokenizer, out: str) -> None:
-    """The model and tokenizer, with gptjax's plain chat template (what inference renders)."""
-    trainer.save_model(out)
+    """The model and tokenizer, with gptjax's plain chat template (what inference renders).
+    A peft model is saved with its adapters merged (W + scale·A·B), a plain Hugging Face
+    model that `gptjax import-hf` reads like any other."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(out)
     Path(out, TEMPLATE_FILE).write_text(CHAT_TEMPLATE, encoding="utf-8")

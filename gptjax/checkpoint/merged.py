@@ -76,22 +76,25 @@ def restore_base(record: dict, target_params) -> nnx.State:
 
 
 def restore_model_params(
-    workdir, step: int, target_params, recovery_flag: str = RESUME_FLAG
+    workdir, step: int, target_params, recovery_flag: str = RESUME_FLAG, checkpointer=None
 ) -> nnx.State:
     """The plain model parameters of checkpoint `step` of `workdir`, placed like
     `target_params` (abstract, with shardings); a LoRA checkpoint's adapters merged in.
     A damaged checkpoint's error names `recovery_flag`, the way to the earlier step for the
-    command that is loading it (resume_step, --step, init_from)."""
-    with Checkpointer(workdir, read_only=True, recovery_flag=recovery_flag) as checkpointer:
-        metadata = checkpointer.metadata(step)
-        record = metadata.get("lora")
-        if record is None:
-            return checkpointer.restore_params(step, target_params)
-        mesh = jax.tree.leaves(target_params)[0].sharding.mesh
-        rules = tuple(flax_spmd.get_logical_axis_rules())
-        lora = lora_of(record)
-        target, _ = adapters_target(ModelConfig(**metadata["model"]), lora, mesh, rules)
-        adapters = checkpointer.restore_params(step, target)
+    command that is loading it (resume_step, --step, init_from). `checkpointer`: one already
+    open on `workdir` (left open), instead of opening another."""
+    if checkpointer is None:
+        with Checkpointer(workdir, read_only=True, recovery_flag=recovery_flag) as opened:
+            return restore_model_params(workdir, step, target_params, checkpointer=opened)
+    metadata = checkpointer.metadata(step)
+    record = metadata.get("lora")
+    if record is None:
+        return checkpointer.restore_params(step, target_params)
+    mesh = jax.tree.leaves(target_params)[0].sharding.mesh
+    rules = tuple(flax_spmd.get_logical_axis_rules())
+    lora = lora_of(record)
+    target, _ = adapters_target(ModelConfig(**metadata["model"]), lora, mesh, rules)
+    adapters = checkpointer.restore_params(step, target)
     base = restore_base(record, target_params)
     shardings = jax.tree.map(lambda leaf: leaf.sharding, target_params)
     merge = jax.jit(lambda b, a: merge_into_base(b, a, lora), out_shardings=shardings)

@@ -146,7 +146,11 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
         target, shardings = sharding.plan_state(
             create, mesh, rules, shard_optimizer=config.train.shard_optimizer
         )
-        state = resume.restore_start(start, target, create, shardings, model_config, log, lora)
+        # A full DPO from init_from keeps the restored weights: they are also its reference.
+        keep = objective.needs_reference and lora is None
+        state, start_params = resume.restore_start(
+            start, target, create, shardings, model_config, log, lora, keep_params=keep
+        )
         resume.set_aside_newer(start, checkpointer, log)  # before this run's first save
         if lora is not None:
             metadata["lora"] = record = resume.lora_start_record(start, checkpointer, lora)
@@ -161,7 +165,7 @@ def _build(config, workdir: epath.Path, derived: dict, checkpointer: Checkpointe
                 log("reference model: the LoRA base (adapters off, no second copy)")
                 reference = frozen[0]
             else:
-                reference = restore_reference(point, target.params, log)
+                reference = restore_reference(point, target.params, log, start_params)
                 frozen, frozen_shardings = (reference,), (shardings.params,)
             if config.dpo.reference == "precomputed":
                 plain = model_graphdef(model_config)
@@ -458,13 +462,18 @@ def _loop(run: Run, step_log: StepLog, log) -> dict:
             "unigram_entropy": run.data.unigram_entropy,
             "run": run,
         }
+    pipeline_start = time.perf_counter()
     batches = train_batches(cfg, run.data, int(run.state.step))
-    compile_start = time.perf_counter()
     next_local = next(batches)
     example = sharding.global_batch_from_local(next_local, run.mesh)
+    compile_start = time.perf_counter()
     compiled = run.train_step.lower(run.state, example, *run.frozen).compile()
     compile_sec = time.perf_counter() - compile_start
-    log(f"compiled the train step in {compile_sec:.1f}s")
+    # The input pipeline's start (tf.data graph, first batch) is timed apart: it is not XLA's.
+    log(
+        f"compiled the train step in {compile_sec:.1f}s (input pipeline's first batch in "
+        f"{compile_start - pipeline_start:.1f}s)"
+    )
     step_log.writer.write(int(run.state.step), {"compile_sec": compile_sec})
     saves = SaveSchedule(cfg.checkpoint, cfg.train.steps, int(run.state.step))
     # The starting model's figures, for contrast: always when finetuning, else if asked.

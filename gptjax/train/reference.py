@@ -68,9 +68,14 @@ def reference_point(start: StartPoint, checkpointer: Checkpointer) -> dict:
     return recorded
 
 
-def restore_reference(point: dict, target_params, log):
+def restore_reference(point: dict, target_params, log, start_params=None):
     """The reference parameters, placed like the policy's (`target_params`: abstract); a LoRA
-    checkpoint's adapters merged into its base."""
+    checkpoint's adapters merged into its base. `start_params`: a copy of the weights the
+    run started from (init_from), which are the reference's when the phase starts."""
+    if start_params is not None:
+        where = f"{point['workdir']} step {point['step']}"
+        log(f"reference model: {where} (frozen; a copy of the starting weights)")
+        return start_params
     log(f"reference model: {point['workdir']} step {point['step']} (frozen)")
     return restore_model_params(point["workdir"], point["step"], target_params)
 

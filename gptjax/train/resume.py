@@ -11,6 +11,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 from etils import epath
 
 from gptjax.checkpoint import (
@@ -105,25 +106,44 @@ def _reader(start: StartPoint) -> Checkpointer:
     return Checkpointer(start.source, read_only=True, recovery_flag=_recovery_flag(start))
 
 
-def restore_start(start: StartPoint, target, create, shardings, model_config, log, lora=None):
-    """The first state of the run, placed on the mesh of `target` (abstract, with shardings).
+def restore_start(
+    start: StartPoint,
+    target,
+    create,
+    shardings,
+    model_config,
+    log,
+    lora=None,
+    keep_params: bool = False,
+):
+    """(the first state of the run, placed on the mesh of `target` (abstract, with
+    shardings); a copy of the init_from weights when `keep_params` and the run starts from
+    them, else None).
 
     With `lora` the state holds adapters: fresh ones over the init_from weights (the frozen
     base, restored by the caller), or the run's own when it resumes. An init_from checkpoint
-    of a LoRA run starts a full finetune from its merged weights.
+    of a LoRA run starts a full finetune from its merged weights. `keep_params` serves DPO,
+    whose frozen reference is those same weights: copied on the devices, they are not read
+    and verified from the checkpoint a second time.
     """
     if start.kind == "fresh":
-        return jax.jit(create, out_shardings=shardings)()
+        return jax.jit(create, out_shardings=shardings)(), None
     with _reader(start) as checkpointer:
         metadata = checkpointer.metadata(start.step)
         check_architecture(metadata["model"], model_config)
         log(start.describe())
         if start.kind == "resume":
             check_same_lora(metadata.get("lora"), lora, start)
-            return checkpointer.restore(start.step, target)
-    if lora is not None:  # fresh adapters; the caller restores the frozen base
-        return jax.jit(create, out_shardings=shardings)()
-    params = restore_model_params(start.source, start.step, target.params, _recovery_flag(start))
+            return checkpointer.restore(start.step, target), None
+        if lora is not None:  # fresh adapters; the caller restores the frozen base
+            return jax.jit(create, out_shardings=shardings)(), None
+        params = restore_model_params(
+            start.source, start.step, target.params, checkpointer=checkpointer
+        )
+    kept = None
+    if keep_params:  # a real copy: the state's buffers are donated to every train step
+        copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings.params)
+        kept = copy(params)
     # The restored weights are donated into the state (no copy).
     state_from = jax.jit(
         lambda p: create(params=p),
@@ -131,7 +151,7 @@ def restore_start(start: StartPoint, target, create, shardings, model_config, lo
         out_shardings=shardings,
         donate_argnums=0,
     )
-    return state_from(params)
+    return state_from(params), kept
 
 
 def check_same_lora(recorded: dict | None, lora, start: StartPoint) -> None:
