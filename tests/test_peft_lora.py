@@ -25,8 +25,13 @@ LLAMA = ModelConfig(vocab_size=64, num_layers=2, num_heads=4, embed_dim=32, mlp_
 
 
 def _peft_model(model_config: ModelConfig, kwargs: dict):
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    # One torch thread: its OpenMP pool, once started beside XLA's threads in this process,
+    # was seen to abort a later JAX test (tests/test_checkpoint.py run after this file).
+    torch.set_num_threads(1)
 
     family = family_of(model_config)
     hf = hf_config(model_config, family, {"bos": 1, "eos": 2}, "float32")
