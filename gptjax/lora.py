@@ -148,11 +148,12 @@ def merge_into_base(base: nnx.State, adapters: nnx.State, config: LoraConfig) ->
     return merged
 
 
-def count(config: LoraConfig, model_config) -> int:
-    """Adapter parameters of `model_config` under `config` (tests check it against a build)."""
-    D, F, N = model_config.embed_dim, model_config.mlp_dim, model_config.num_layers
+def projection_sizes(model_config) -> dict[str, tuple[int, int]]:
+    """(inputs, outputs) of each target projection, per layer: a rank-r adapter on one holds
+    r * (inputs + outputs) parameters."""
+    D, F = model_config.embed_dim, model_config.mlp_dim
     H, G, K = model_config.num_heads, model_config.kv_heads, model_config.dims_per_head
-    sizes = {
+    return {
         "q": (D, H * K),
         "k": (D, G * K),
         "v": (D, G * K),
@@ -161,4 +162,9 @@ def count(config: LoraConfig, model_config) -> int:
         "up": (D, F),
         "down": (F, D),
     }
-    return N * config.rank * sum(sum(sizes[t]) for t in config.targets)
+
+
+def count(config: LoraConfig, model_config) -> int:
+    """Adapter parameters of `model_config` under `config` (tests check it against a build)."""
+    sizes = projection_sizes(model_config)
+    return model_config.num_layers * config.rank * sum(sum(sizes[t]) for t in config.targets)

@@ -15,26 +15,12 @@ other GPT-2 targets map one to one: `o` -> `attn.c_proj`, `up` -> `mlp.c_fc`, `d
 from __future__ import annotations
 
 from gptjax.hf.config import family_of
-from gptjax.lora import TARGETS, LoraConfig
+from gptjax.lora import TARGETS, LoraConfig, projection_sizes
 from gptjax.model import ModelConfig
 
 GPT2_MODULES = {"o": "attn.c_proj", "up": "mlp.c_fc", "down": "mlp.c_proj"}
 GPT2_FUSED = "attn.c_attn"
 FUSED_PARTS = ("q", "k", "v")
-
-
-def _io_sizes(model_config: ModelConfig) -> dict[str, tuple[int, int]]:
-    D, F = model_config.embed_dim, model_config.mlp_dim
-    H, G, K = model_config.num_heads, model_config.kv_heads, model_config.dims_per_head
-    return {
-        "q": (D, H * K),
-        "k": (D, G * K),
-        "v": (D, G * K),
-        "o": (H * K, D),
-        "gate": (D, F),
-        "up": (D, F),
-        "down": (F, D),
-    }
 
 
 def peft_lora_kwargs(lora: LoraConfig, model_config: ModelConfig) -> dict:
@@ -50,7 +36,7 @@ def peft_lora_kwargs(lora: LoraConfig, model_config: ModelConfig) -> dict:
     }
     if family_of(model_config) == "llama":
         return common | {"target_modules": [TARGETS[t][2] for t in lora.targets]}
-    sizes = _io_sizes(model_config)
+    sizes = projection_sizes(model_config)
     modules = [GPT2_MODULES[t] for t in lora.targets if t in GPT2_MODULES]
     fused = [t for t in lora.targets if t in FUSED_PARTS]
     kwargs = common | {"fan_in_fan_out": True}  # GPT-2's Conv1D stores [in, out]
@@ -68,7 +54,7 @@ def peft_lora_kwargs(lora: LoraConfig, model_config: ModelConfig) -> dict:
 
 def peft_trainable_count(kwargs: dict, model_config: ModelConfig) -> int:
     """The adapter parameters peft trains under `kwargs` (trl_side.py checks it on the model)."""
-    sizes = _io_sizes(model_config)
+    sizes = projection_sizes(model_config)
     D = model_config.embed_dim
     per_module = {TARGETS[t][2]: sizes[t] for t in TARGETS} | {
         module: sizes[t] for t, module in GPT2_MODULES.items()
