@@ -317,7 +317,7 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
 def _without_blank_runs(text: str) -> str:
     """A sample as the log shows it: an early model emits runs of newlines that would push the
     progress bar off the screen, so blank lines are dropped (samples.jsonl keeps the text)."""
-    return "\n".join(line for line in text.rstrip().splitlines() if line.strip())
+    return "\n".join(line for line in text.splitlines() if line.strip())
 
 
 def _log_samples(run: Run, step: int, log) -> None:
