@@ -314,7 +314,7 @@ def sample(run: Run, prompts, *, max_new_tokens: int, temperature: float, top_k:
     ]
 
 
-def _without_blank_runs(text: str) -> str:
+def _without_blank_lines(text: str) -> str:
     """A sample as the log shows it: an early model emits runs of newlines that would push the
     progress bar off the screen, so blank lines are dropped (samples.jsonl keeps the text)."""
     return "\n".join(line for line in text.splitlines() if line.strip())
@@ -333,7 +333,7 @@ def _log_samples(run: Run, step: int, log) -> None:
         temperature=cfg.temperature,
         top_k=cfg.top_k,
     )
-    log("\n".join(_without_blank_runs(t) for t in texts))
+    log("\n".join(_without_blank_lines(t) for t in texts))
     if jax.process_index() == 0:
         with (run.checkpointer.directory.parent / SAMPLES_FILE).open("a", encoding="utf-8") as f:
             for prompt, text in zip(cfg.prompts, texts, strict=True):
